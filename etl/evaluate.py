@@ -1,0 +1,204 @@
+"""Step 4, evaluate: verify and load the model, score the held-out rows (malignant = positive), write
+metrics.json, a ROC curve, a confusion matrix and a short report, then apply the quality gate."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.metrics import (
+    ConfusionMatrixDisplay,
+    RocCurveDisplay,
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    brier_score_loss,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+from etl.load import LOAD_INFO_FILE
+from etl.preprocess import TEST_FILE
+from etl.train import INFO_FILE as TRAIN_INFO_FILE
+from etl.train import MODEL_FILE, split_xy
+from utils.config import Settings
+from utils.errors import QualityGateError
+from utils.files import (
+    atomic_path,
+    read_json,
+    require_file,
+    run_dir,
+    run_started_at,
+    verify_checksum,
+    write_json_atomic,
+    write_text_atomic,
+)
+from utils.logger import get_logger
+from utils.steps import cli_main
+from utils.telemetry import Sample, push_metrics
+
+STEP = "evaluate"
+METRICS_FILE = "metrics.json"
+ROC_FILE = "roc_curve.png"
+CONFUSION_FILE = "confusion_matrix.png"
+REPORT_FILE = "report.md"
+DECISION_THRESHOLD = 0.5
+GATED_METRICS = ("recall", "roc_auc")
+PUSHED_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc")
+log = get_logger(STEP)
+
+
+def score(labels: np.ndarray, probabilities: np.ndarray, threshold: float = DECISION_THRESHOLD) -> dict[str, Any]:
+    """Test-set metrics with malignant (1) as the positive class."""
+    predicted = (probabilities >= threshold).astype(int)
+    tn, fp, fn, tp = confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
+    return {
+        "accuracy": accuracy_score(labels, predicted),
+        "precision": precision_score(labels, predicted, zero_division=0),
+        "recall": recall_score(labels, predicted, zero_division=0),
+        "specificity": tn / (tn + fp) if tn + fp else 0.0,
+        "f1": f1_score(labels, predicted, zero_division=0),
+        "balanced_accuracy": balanced_accuracy_score(labels, predicted),
+        "roc_auc": roc_auc_score(labels, probabilities),
+        "pr_auc": average_precision_score(labels, probabilities),
+        "brier_score": brier_score_loss(labels, probabilities),
+        "confusion_matrix": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
+        "decision_threshold": threshold,
+    }
+
+
+def quality_gate(metrics: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Compare the gated metrics with their thresholds; `passed` is False when any is below."""
+    thresholds = {"recall": settings.min_recall, "roc_auc": settings.min_roc_auc}
+    failures = [f"{name} {metrics[name]:.4f} < {minimum:.4f} (MIN_{name.upper()})"
+                for name, minimum in thresholds.items() if metrics[name] < minimum]
+    return {"passed": not failures, "thresholds": thresholds, "failures": failures}
+
+
+def save_roc_curve(labels: np.ndarray, probabilities: np.ndarray, path: Path, title: str) -> None:
+    figure = Figure(figsize=(5, 5))
+    axes = figure.subplots()
+    RocCurveDisplay.from_predictions(labels, probabilities, pos_label=1, name="model", ax=axes)
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
+    axes.set_title(title)
+    axes.legend(loc="lower right")
+    _save_figure(figure, path)
+
+
+def save_confusion_matrix(labels: np.ndarray, probabilities: np.ndarray, path: Path, title: str) -> None:
+    figure = Figure(figsize=(5, 4.5))
+    axes = figure.subplots()
+    predicted = (probabilities >= DECISION_THRESHOLD).astype(int)
+    ConfusionMatrixDisplay.from_predictions(labels, predicted, labels=[0, 1],
+                                            display_labels=["benign (0)", "malignant (1)"], ax=axes,
+                                            colorbar=False, cmap="Blues")
+    axes.set_title(title)
+    _save_figure(figure, path)
+
+
+def _save_figure(figure: Figure, path: Path) -> None:
+    """Render without pyplot (no global state, no display backend) and write the PNG atomically."""
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
+
+
+def render_report(metrics: dict[str, Any]) -> str:
+    """A short Markdown report of the run for people: what was trained, how well, and whether it may ship."""
+    gate = metrics["quality_gate"]
+    cm = metrics["confusion_matrix"]
+    rows = "\n".join(f"| {name} | {metrics[name]:.4f} |" for name in
+                     ("accuracy", "precision", "recall", "specificity", "f1", "balanced_accuracy", "roc_auc",
+                      "pr_auc", "brier_score"))
+    cv = "\n".join(f"| {name} | {s['mean']:.4f} ± {s['std']:.4f} |" for name, s in metrics["cv"].items())
+    verdict = "PASSED" if gate["passed"] else "FAILED: " + "; ".join(gate["failures"])
+    return f"""# Breast cancer model: run {metrics['run_id']}
+
+- Model: `{metrics['model']}` (seed {metrics['seed']}), trained on {metrics['rows_train']} rows,
+  tested on {metrics['rows_test']} held-out rows whose Ids never appear in training.
+- Data: {metrics['data_source']} `{metrics['data_location']}`, sha256 `{metrics['data_sha256']}`.
+- Quality gate (recall ≥ {gate['thresholds']['recall']}, ROC-AUC ≥ {gate['thresholds']['roc_auc']}): **{verdict}**
+
+## Test-set metrics (malignant = positive, threshold {metrics['decision_threshold']})
+
+| metric | value |
+|---|---|
+{rows}
+
+Confusion matrix: {cm['tp']} malignant found, {cm['fn']} malignant missed, {cm['fp']} benign flagged,
+{cm['tn']} benign cleared.
+
+## Cross-validation on the training rows ({metrics['cv_folds']} folds, grouped by Id)
+
+| metric | mean ± std |
+|---|---|
+{cv}
+
+![ROC curve]({ROC_FILE})
+![Confusion matrix]({CONFUSION_FILE})
+"""
+
+
+def gate_samples(metrics: dict[str, Any]) -> list[Sample]:
+    """The model's metrics and the gate's thresholds and verdict, as Pushgateway samples."""
+    gate = metrics["quality_gate"]
+    return ([Sample("model_metric", metrics[name], {"metric": name}, "Test-set metric of the last evaluated model.")
+             for name in PUSHED_METRICS]
+            + [Sample("quality_gate_threshold", minimum, {"metric": name}, "Quality-gate minimum.")
+               for name, minimum in gate["thresholds"].items()]
+            + [Sample("quality_gate_passed", float(gate["passed"]), help="1 when the last model passed the gate.")])
+
+
+def run(settings: Settings) -> dict[str, Any]:
+    """Score the verified model on test.csv; write metrics, plots and report; fail below the quality gate."""
+    folder = run_dir(settings.runs_dir, settings.run_id)
+    train_info = read_json(require_file(folder / TRAIN_INFO_FILE, "train"))
+    model_path = require_file(folder / MODEL_FILE, "train")
+    verify_checksum(model_path, train_info["model_sha256"])
+    pipeline = joblib.load(model_path)
+    test = pd.read_csv(require_file(folder / TEST_FILE, "preprocess"))
+    features, labels, _ = split_xy(test)
+    probabilities = pipeline.predict_proba(features)[:, 1]
+    load_info = read_json(require_file(folder / LOAD_INFO_FILE, "load"))
+
+    metrics = {key: float(value) if isinstance(value, (float, np.floating)) else value
+               for key, value in score(labels, probabilities).items()}
+    metrics.update({"run_id": settings.run_id, "started_at": run_started_at(folder).isoformat(),
+                    "model": train_info["model"], "seed": train_info["seed"], "cv": train_info["cv"],
+                    "cv_folds": train_info["cv_folds"],
+                    "rows_train": train_info["rows_train"], "rows_test": len(test),
+                    "model_sha256": train_info["model_sha256"], "data_sha256": load_info["sha256"],
+                    "data_source": load_info["source"], "data_location": load_info["location"]})
+    metrics["quality_gate"] = quality_gate(metrics, settings)
+
+    title = f"{metrics['model']} · run {settings.run_id}"
+    save_roc_curve(labels, probabilities, folder / ROC_FILE, f"ROC curve: {title}")
+    save_confusion_matrix(labels, probabilities, folder / CONFUSION_FILE, f"Confusion matrix: {title}")
+    write_text_atomic(folder / REPORT_FILE, render_report(metrics))
+    write_json_atomic(folder / METRICS_FILE, metrics)
+    push_metrics(settings, STEP, gate_samples(metrics))
+    log.info("test accuracy %.4f, precision %.4f, recall %.4f, F1 %.4f, ROC-AUC %.4f on %d rows",
+             metrics["accuracy"], metrics["precision"], metrics["recall"], metrics["f1"], metrics["roc_auc"],
+             len(test))
+    if not metrics["quality_gate"]["passed"]:
+        raise QualityGateError("quality gate failed, the model will not be published: "
+                               + "; ".join(metrics["quality_gate"]["failures"])
+                               + f" (details in {folder / METRICS_FILE})")
+    return {name: metrics[name] for name in ("accuracy", "precision", "recall", "f1", "roc_auc")} | {
+        "metrics_path": str(folder / METRICS_FILE), "quality_gate_passed": True}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli_main(STEP, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""Step 2, preprocess: validate the raw CSV cell by cell, normalise its encodings, drop exact duplicate rows,
+and split by Id (stratified, seeded) so that rows sharing an Id never land on both sides.
+
+Rules, in order:
+1. The file must be UTF-8, comma-separated, with exactly the columns `Id, <9 features>, Class`.
+2. Cells are stripped; `NA`, `?` and empty cells mean missing (allowed only in `Bare.nuclei`).
+3. Scores must be integers 1-10; `Id` a non-negative integer.
+4. `Class` is 0/1 or benign/malignant (any case); a file that uses only 2/4 is UCI's coding (2 benign, 4 malignant).
+5. Exact duplicate rows (same Id and values) are dropped, keeping the first; repeated Ids with different values
+   are kept and kept together in one split.
+Every violation is listed with its file line and column in `validation_report.json`.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaError, SchemaErrors
+from sklearn.model_selection import train_test_split
+
+from etl.load import RAW_FILE
+from etl.schema import (
+    CLEAN_SCHEMA,
+    EXPECTED_COLUMNS,
+    FEATURES,
+    ID,
+    LABELS,
+    MISSING_MARKERS,
+    NULLABLE_FEATURES,
+    SPLIT_SCHEMA,
+    TARGET,
+    UCI_LABELS,
+)
+from utils.config import Settings
+from utils.errors import DataValidationError
+from utils.files import require_file, run_dir, write_json_atomic, write_text_atomic
+from utils.logger import get_logger
+from utils.steps import cli_main
+from utils.telemetry import Sample, push_metrics
+
+STEP = "preprocess"
+TRAIN_FILE, TEST_FILE = "train.csv", "test.csv"
+REPORT_FILE = "validation_report.json"
+INFO_FILE = "preprocess.json"
+FIRST_DATA_LINE = 2  # line 1 of the file is the header
+SHOWN_VIOLATIONS = 10
+log = get_logger(STEP)
+
+Violation = dict[str, Any]
+
+
+def read_header(path: Path) -> list[str]:
+    """The file's header row, with errors for an empty, non-UTF-8 or wrongly separated file."""
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            header = next(csv.reader(handle), None)
+    except UnicodeDecodeError as exc:
+        raise DataValidationError(f"{path}: byte {exc.start} is not UTF-8; save the file as UTF-8") from None
+    if not header:
+        raise DataValidationError(f"{path}: the file is empty; expected a header line "
+                                  f"({','.join(EXPECTED_COLUMNS)}) and data rows")
+    return [name.strip() for name in header]
+
+
+def check_columns(header: list[str], path: Path) -> None:
+    """Require exactly the expected columns in the expected order, naming what is missing or unexpected."""
+    if header == EXPECTED_COLUMNS:
+        return
+    if len(header) == 1:
+        for separator in (";", "\t", "|"):
+            if separator in header[0]:
+                raise DataValidationError(f"{path}: columns are separated by {separator!r}; expected commas")
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    missing = [name for name in EXPECTED_COLUMNS if name not in header]
+    unexpected = [name for name in header if name not in EXPECTED_COLUMNS]
+    problems = []
+    if repeated:
+        problems.append("repeated column(s) " + ", ".join(repeated))
+    if missing:
+        problems.append("missing column(s) " + ", ".join(missing))
+    if unexpected:
+        shown = ", ".join(unexpected[:10]) + (f" and {len(unexpected) - 10} more" if len(unexpected) > 10 else "")
+        problems.append("unexpected column(s) " + shown)
+    if not problems:
+        problems.append("columns are in the wrong order")
+    raise DataValidationError(f"{path}: {'; '.join(problems)}. Expected exactly: {', '.join(EXPECTED_COLUMNS)}")
+
+
+def read_raw(path: Path) -> pd.DataFrame:
+    """Read the raw CSV as stripped strings (no type guessing), after checking its header."""
+    check_columns(read_header(path), path)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8")
+    except pd.errors.ParserError as exc:
+        raise DataValidationError(f"{path}: not a well-formed CSV: {exc}") from None
+    if frame.empty:
+        raise DataValidationError(f"{path}: has a header but no data rows")
+    return frame.apply(lambda column: column.str.strip())
+
+
+def _violation(index: int, column: str, value: Any, problem: str) -> Violation:
+    return {"line": int(index) + FIRST_DATA_LINE, "column": column, "value": None if pd.isna(value) else str(value),
+            "problem": problem}
+
+
+def parse_integers(column: pd.Series, name: str, allow_missing: bool) -> tuple[pd.Series, list[Violation]]:
+    """Cells as nullable integers; cells that are not whole numbers become violations (and missing)."""
+    missing = column.isin(MISSING_MARKERS)
+    numbers = pd.to_numeric(column.where(~missing), errors="coerce")
+    bad = ~missing & (numbers.isna() | (numbers % 1 != 0))
+    violations = [_violation(i, name, column[i], "not a whole number") for i in column.index[bad]]
+    if not allow_missing:
+        violations += [_violation(i, name, column[i], "missing value") for i in column.index[missing]]
+    return numbers.where(~bad).astype("Int64"), violations
+
+
+def parse_labels(column: pd.Series) -> tuple[pd.Series, list[Violation]]:
+    """Class labels as 0/1: 0/1, benign/malignant, or UCI's 2/4 when the file uses only 2 and 4."""
+    lowered = column.str.lower()
+    mapping = UCI_LABELS if set(lowered.unique()) <= set(UCI_LABELS) else LABELS
+    labels = lowered.map(mapping)
+    expected = "0/1, benign/malignant, or 2/4 (UCI) used alone"
+    violations = [_violation(i, TARGET, column[i], f"unknown label; expected {expected}")
+                  for i in column.index[labels.isna()]]
+    return labels.astype("Int64"), violations
+
+
+def schema_violations(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> list[Violation]:
+    """Every cell the pandera schema rejects, as violations with file lines."""
+    try:
+        schema.validate(frame, lazy=True)
+    except SchemaErrors as exc:
+        cases = exc.failure_cases
+        return [_violation(row["index"], row["column"], row["failure_case"], f"fails {row['check']}")
+                if pd.notna(row["index"]) else
+                {"line": None, "column": row["column"], "value": str(row["failure_case"]),
+                 "problem": f"fails {row['check']}"}
+                for _, row in cases.iterrows()]
+    return []
+
+
+def normalise(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Violation]]:
+    """Typed frame (Int64 columns) and every cell-level violation, parse errors first, then the schema's."""
+    columns: dict[str, pd.Series] = {}
+    violations: list[Violation] = []
+    for name in [ID, *FEATURES]:
+        columns[name], found = parse_integers(raw[name], name, allow_missing=name in NULLABLE_FEATURES)
+        violations += found
+    columns[TARGET], found = parse_labels(raw[TARGET])
+    violations += found
+    clean = pd.DataFrame(columns, index=raw.index)
+    already = {(v["line"], v["column"]) for v in violations}
+    violations += [v for v in schema_violations(clean, CLEAN_SCHEMA) if (v["line"], v["column"]) not in already]
+    return clean, sorted(violations, key=lambda v: (v["line"] or 0, EXPECTED_COLUMNS.index(v["column"])
+                                                    if v["column"] in EXPECTED_COLUMNS else 0))
+
+
+def dataset_problems(clean: pd.DataFrame, min_groups_per_class: int) -> list[str]:
+    """Whole-data problems that make training impossible even when every cell is valid."""
+    problems = [f"column {name} has no values at all" for name in FEATURES if clean[name].isna().all()]
+    groups_per_class = clean.groupby(ID)[TARGET].max().value_counts()
+    for label, name in ((0, "benign (0)"), (1, "malignant (1)")):
+        count = int(groups_per_class.get(label, 0))
+        if count < min_groups_per_class:
+            problems.append(f"class {name} has {count} distinct Id(s); at least {min_groups_per_class} are "
+                            "needed to split and cross-validate")
+    return problems
+
+
+def drop_exact_duplicates(clean: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Drop rows repeating an earlier row exactly (Id included); returns the frame and how many went."""
+    duplicated = clean.duplicated(keep="first")
+    return clean[~duplicated], int(duplicated.sum())
+
+
+def split_by_id(clean: pd.DataFrame, test_size: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stratified split of the distinct Ids (an Id's class is its worst, i.e. max, label)."""
+    id_labels = clean.groupby(ID)[TARGET].max()
+    try:
+        _, test_ids = train_test_split(id_labels.index.to_numpy(), test_size=test_size,
+                                               stratify=id_labels.to_numpy(), random_state=seed)
+    except ValueError as exc:
+        raise DataValidationError(f"cannot split {len(id_labels)} Ids with TEST_SIZE={test_size}: {exc}") from None
+    in_test = clean[ID].isin(test_ids)
+    return clean[~in_test].reset_index(drop=True), clean[in_test].reset_index(drop=True)
+
+
+def check_splits(train: pd.DataFrame, test: pd.DataFrame) -> None:
+    """Validate both outputs with the split schema and require disjoint Ids."""
+    for name, frame in (("train", train), ("test", test)):
+        try:
+            SPLIT_SCHEMA.validate(frame)
+        except (SchemaError, SchemaErrors) as exc:
+            raise DataValidationError(f"the {name} split fails its schema: {exc}") from None
+    shared = sorted(set(train[ID]) & set(test[ID]))
+    if shared:
+        raise DataValidationError(f"Ids {shared[:10]} are in both splits")
+
+
+def build_report(path: Path, raw: pd.DataFrame, violations: list[Violation], problems: list[str],
+                 clean: pd.DataFrame | None) -> dict[str, Any]:
+    """The validation report saved beside the run's data, valid or not."""
+    report: dict[str, Any] = {"file": str(path), "rows": len(raw), "valid": not violations and not problems,
+                              "violation_count": len(violations), "violations": violations,
+                              "dataset_problems": problems}
+    if clean is not None and report["valid"]:
+        report["missing_values"] = {name: int(clean[name].isna().sum()) for name in FEATURES}
+        report["class_counts"] = {str(k): int(v) for k, v in clean[TARGET].value_counts().sort_index().items()}
+        report["repeated_ids"] = int(clean[ID].duplicated(keep=False).groupby(clean[ID]).any().sum())
+    return report
+
+
+def failure_message(path: Path, report_path: Path, violations: list[Violation], problems: list[str]) -> str:
+    shown = [f"line {v['line']}, column {v['column']}: {v['value']!r} {v['problem']}"
+             for v in violations[:SHOWN_VIOLATIONS]]
+    more = len(violations) - len(shown)
+    parts = [f"{path} failed validation with {len(violations)} cell violation(s) and {len(problems)} data "
+             f"problem(s); all are listed in {report_path}", *shown]
+    if more:
+        parts.append(f"... and {more} more")
+    return "\n  ".join(parts + problems)
+
+
+def run(settings: Settings) -> dict[str, Any]:
+    """Validate, clean and split the run's raw CSV into train.csv and test.csv."""
+    folder = run_dir(settings.runs_dir, settings.run_id)
+    outputs = [folder / TRAIN_FILE, folder / TEST_FILE, folder / INFO_FILE]
+    for stale in outputs:
+        stale.unlink(missing_ok=True)
+    raw_path = require_file(folder / RAW_FILE, "load")
+    raw = read_raw(raw_path)
+    clean, violations = normalise(raw)
+    problems = [] if violations else dataset_problems(clean, min_groups_per_class=settings.cv_folds)
+    report_path = write_json_atomic(folder / REPORT_FILE,
+                                    build_report(raw_path, raw, violations, problems, clean))
+    if violations or problems:
+        raise DataValidationError(failure_message(raw_path, report_path, violations, problems))
+
+    deduplicated, dropped = drop_exact_duplicates(clean)
+    train, test = split_by_id(deduplicated, settings.test_size, settings.seed)
+    check_splits(train, test)
+    write_text_atomic(folder / TRAIN_FILE, train.to_csv(index=False))
+    write_text_atomic(folder / TEST_FILE, test.to_csv(index=False))
+    info = {"rows_in": len(raw), "duplicates_dropped": dropped, "rows_train": len(train), "rows_test": len(test),
+            "ids_train": int(train[ID].nunique()), "ids_test": int(test[ID].nunique()),
+            "train_path": str(folder / TRAIN_FILE), "test_path": str(folder / TEST_FILE),
+            "report_path": str(report_path)}
+    write_json_atomic(folder / INFO_FILE, info)
+    log.info("%d rows valid; %d exact duplicates dropped; train %d rows / test %d rows (Ids disjoint)",
+             len(raw), dropped, len(train), len(test))
+    push_metrics(settings, STEP, [Sample("rows_rejected", dropped, help="Rows dropped as exact duplicates."),
+                                  Sample("rows_train", len(train), help="Rows in the training split."),
+                                  Sample("rows_test", len(test), help="Rows in the test split.")])
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli_main(STEP, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

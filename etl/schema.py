@@ -1,0 +1,47 @@
+"""The data contract: column names, the accepted raw encodings, and the pandera schemas for the cleaned frame
+and for the train/test splits."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pandera.pandas as pa
+
+ID = "Id"
+TARGET = "Class"
+FEATURES = ["Cl.thickness", "Cell.size", "Cell.shape", "Marg.adhesion", "Epith.c.size", "Bare.nuclei",
+            "Bl.cromatin", "Normal.nucleoli", "Mitoses"]
+NULLABLE_FEATURES = {"Bare.nuclei"}
+EXPECTED_COLUMNS = [ID, *FEATURES, TARGET]
+SCORE_MIN, SCORE_MAX = 1, 10
+MISSING_MARKERS = {"", "NA", "?"}
+LABELS = {"0": 0, "1": 1, "benign": 0, "malignant": 1}
+UCI_LABELS = {"2": 0, "4": 1}
+
+
+def _feature_column(name: str) -> pa.Column:
+    return pa.Column("Int64", pa.Check.in_range(SCORE_MIN, SCORE_MAX), nullable=name in NULLABLE_FEATURES,
+                     description=f"cytology score {SCORE_MIN}-{SCORE_MAX}")
+
+
+CLEAN_SCHEMA = pa.DataFrameSchema(
+    {ID: pa.Column("Int64", pa.Check.ge(0), nullable=False),
+     **{name: _feature_column(name) for name in FEATURES},
+     TARGET: pa.Column("Int64", pa.Check.isin([0, 1]), nullable=False)},
+    strict=True, ordered=True, name="clean_breast_cancer",
+)
+
+
+def _has_both_classes(frame: pd.DataFrame) -> bool:
+    return set(frame[TARGET].unique()) == {0, 1}
+
+
+def _has_no_duplicate_rows(frame: pd.DataFrame) -> bool:
+    return not frame.duplicated().any()
+
+
+SPLIT_SCHEMA = pa.DataFrameSchema(
+    CLEAN_SCHEMA.columns,
+    checks=[pa.Check(_has_both_classes, error="both classes (0 and 1) must be present"),
+            pa.Check(_has_no_duplicate_rows, error="no row may repeat exactly")],
+    strict=True, ordered=True, name="split",
+)

@@ -1,0 +1,39 @@
+"""Shared fixtures: every test gets settings pointing at its own temporary folders and no `.env`."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from utils.config import PROJECT_ROOT, Settings, load_settings
+
+BUNDLED_CSV = PROJECT_ROOT / "data" / "BreastCancer.csv"
+BUNDLED_SHA256 = "7efcfc593f86f3d898df92a8fec32e64ce84195647bd3a8a2d48c68c005767f4"
+SETTING_VARIABLES = [f.metadata["env"] for f in dataclasses.fields(Settings)]
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No setting leaks in from the developer's shell or `.env`."""
+    for name in SETTING_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ENV_FILE", str(tmp_path_factory.mktemp("env") / "absent.env"))
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings whose run and results folders live in the test's tmp_path; the data comes from the bundled
+    file (as a file:// URL) unless overridden."""
+
+    def factory(**overrides: object) -> Settings:
+        values = {"data_url": BUNDLED_CSV.as_uri(), "runs_dir": tmp_path / "runs",
+                  "results_dir": tmp_path / "results", "storage_backend": "local", "download_retries": 0,
+                  "download_backoff": 0.0, "download_timeout": 5.0}
+        values.update(overrides)
+        return load_settings(env={}, env_file=Path(os.devnull), **values)
+
+    return factory

@@ -1,0 +1,78 @@
+"""A real HTTP server on 127.0.0.1 that plays scripted answers, for download and webhook tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Answer:
+    """One scripted response. `declared_length` larger than the body simulates a truncated transfer."""
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "text/csv"
+    delay: float = 0.0
+    declared_length: int | None = None
+
+
+@dataclass
+class ScriptedServer:
+    """Answers requests in order from `script`; the last answer repeats. Records every request."""
+
+    script: list[Answer]
+    url: str = ""
+    requests: list[dict] = field(default_factory=list)
+
+    def next_answer(self) -> Answer:
+        index = min(len(self.requests) - 1, len(self.script) - 1)
+        return self.script[index]
+
+
+def _handler_for(server_state: ScriptedServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            server_state.requests.append({"method": self.command, "path": self.path,
+                                          "headers": dict(self.headers), "body": self.rfile.read(length)})
+            answer = server_state.next_answer()
+            time.sleep(answer.delay)
+            self.send_response(answer.status)
+            self.send_header("Content-Type", answer.content_type)
+            self.send_header("Content-Length", str(answer.declared_length or len(answer.body)))
+            self.end_headers()
+            try:
+                self.wfile.write(answer.body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (a timeout test); nothing left to send
+            if answer.declared_length:
+                self.close_connection = True
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, format: str, *args: object) -> None:  # keep test output clean
+            pass
+
+    return Handler
+
+
+@contextmanager
+def scripted_server(*script: Answer) -> Iterator[ScriptedServer]:
+    """Serve `script` on a free port of 127.0.0.1 for the duration of the block."""
+    state = ScriptedServer(list(script) or [Answer()])
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(state))
+    httpd.daemon_threads = True
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}/BreastCancer.csv"
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)

@@ -1,0 +1,1 @@
+"""Shared pieces of the pipeline: settings, logging, errors, file helpers and telemetry."""

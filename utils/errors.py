@@ -1,0 +1,29 @@
+"""The pipeline's own exceptions: each message says what was wrong, where, and what was expected."""
+
+
+class PipelineError(Exception):
+    """A failure the user can act on; the CLI prints its message without a traceback."""
+
+
+class ConfigError(PipelineError):
+    """A setting is missing or has a value that cannot be used."""
+
+
+class DataSourceError(PipelineError):
+    """The data could not be obtained, or what was obtained is not the expected CSV."""
+
+
+class DataValidationError(PipelineError):
+    """The data does not match the schema; the validation report lists every violation."""
+
+
+class ArtifactError(PipelineError):
+    """An artifact a step needs is missing, or its checksum does not match."""
+
+
+class QualityGateError(PipelineError):
+    """The model is below a quality threshold, so it must not be published."""
+
+
+class PublishError(PipelineError):
+    """Publishing the run's artifacts failed."""

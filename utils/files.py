@@ -1,0 +1,128 @@
+"""File helpers: per-run folders, atomic writes (temp file + rename) and sha256 checksums."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from utils.errors import ArtifactError
+
+_SAFE_RUN_ID = re.compile(r"[^A-Za-z0-9._-]")
+RUN_INFO_FILE = "run.json"
+
+
+def safe_run_id(run_id: str) -> str:
+    """A folder name for `run_id`; ids with other characters (Airflow's `manual__…+00:00`) get a hash suffix
+    so that two different ids never share a folder."""
+    cleaned = _SAFE_RUN_ID.sub("_", run_id.strip())
+    if cleaned == run_id and cleaned not in (".", ".."):
+        return cleaned
+    return f"{cleaned}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
+
+
+def run_dir(runs_dir: Path, run_id: str) -> Path:
+    """The working folder of one run, created if missing."""
+    path = runs_dir / safe_run_id(run_id)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; on success it is renamed onto `target`, on error removed.
+
+    Readers therefore see either the old file or the complete new one, never a half-written file.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.chmod(0o644)  # mkstemp makes 0600; artifacts are shared with other services and users
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(target: Path, data: bytes) -> Path:
+    """Write `data` to `target` atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return target
+
+
+def write_text_atomic(target: Path, text: str) -> Path:
+    """Write UTF-8 `text` to `target` atomically."""
+    return write_bytes_atomic(target, text.encode("utf-8"))
+
+
+def write_json_atomic(target: Path, payload: Any) -> Path:
+    """Write `payload` as indented, key-sorted JSON to `target` atomically."""
+    return write_text_atomic(target, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON artifact, with an error naming the file when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} is missing: run the step that writes it first") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path} is not valid JSON: {exc}") from None
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of `data`."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def require_file(path: Path, produced_by: str) -> Path:
+    """Return `path` if it exists, else raise an error naming the step that should have written it."""
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing: it is written by the '{produced_by}' step, run that first")
+    return path
+
+
+def verify_checksum(path: Path, expected_sha256: str) -> None:
+    """Raise ArtifactError when the file's sha256 differs from the recorded one."""
+    actual = sha256_file(path)
+    if actual != expected_sha256:
+        raise ArtifactError(f"{path} has sha256 {actual}, but {expected_sha256} was recorded: "
+                            "the file changed after it was written; rerun the step that writes it")
+
+
+def record_run_start(folder: Path, started_at: datetime) -> datetime:
+    """Record when the run started (the `load` step does this); later steps and retries read it back."""
+    started_at = started_at.astimezone(UTC)
+    write_json_atomic(folder / RUN_INFO_FILE, {"started_at": started_at.isoformat()})
+    return started_at
+
+
+def run_started_at(folder: Path) -> datetime:
+    """The start time recorded by `load` for the run in `folder`."""
+    return datetime.fromisoformat(read_json(require_file(folder / RUN_INFO_FILE, "load"))["started_at"])
+
+
+def run_stamp(started_at: datetime) -> str:
+    """`YYYYMMDD_HHMMSS` in UTC: the name stem of a run's published folders."""
+    return started_at.astimezone(UTC).strftime("%Y%m%d_%H%M%S")
