@@ -202,10 +202,12 @@ def check_splits(train: pd.DataFrame, test: pd.DataFrame) -> None:
         raise DataValidationError(f"Ids {shared[:10]} are in both splits")
 
 
-def build_report(path: Path, raw: pd.DataFrame, violations: list[Violation], problems: list[str],
+def build_report(path: Path, raw: pd.DataFrame | None, violations: list[Violation], problems: list[str],
                  clean: pd.DataFrame | None) -> dict[str, Any]:
-    """The validation report saved beside the run's data, valid or not."""
-    report: dict[str, Any] = {"file": str(path), "rows": len(raw), "valid": not violations and not problems,
+    """The validation report saved beside the run's data, valid or not (`raw` is None when the file could not
+    be read as a table at all; `problems` then says why)."""
+    report: dict[str, Any] = {"file": str(path), "rows": None if raw is None else len(raw),
+                              "valid": not violations and not problems,
                               "violation_count": len(violations), "violations": violations,
                               "dataset_problems": problems}
     if clean is not None and report["valid"]:
@@ -233,7 +235,11 @@ def run(settings: Settings) -> dict[str, Any]:
     for stale in outputs:
         stale.unlink(missing_ok=True)
     raw_path = require_file(folder / RAW_FILE, "load")
-    raw = read_raw(raw_path)
+    try:
+        raw = read_raw(raw_path)
+    except DataValidationError as exc:
+        write_json_atomic(folder / REPORT_FILE, build_report(raw_path, None, [], [str(exc)], None))
+        raise
     clean, violations = normalise(raw)
     problems = [] if violations else dataset_problems(clean, min_groups_per_class=settings.cv_folds)
     report_path = write_json_atomic(folder / REPORT_FILE,

@@ -1,0 +1,82 @@
+"""Regenerate the bad-input corpus in tests/data/bad_inputs/ from the bundled data set.
+
+Each file breaks the data contract in one way (or uses an alternative encoding that the pipeline accepts);
+tests/test_bad_inputs.py says what each must produce. Run: `python tests/data/make_bad_inputs.py`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = Path(__file__).resolve().parent / "bad_inputs"
+LINES = (ROOT / "data" / "BreastCancer.csv").read_text(encoding="utf-8").splitlines()
+HEADER, ROWS = LINES[0], LINES[1:81]  # 80 rows: enough of both classes to split and cross-validate
+
+
+def cells(line: str) -> list[str]:
+    return line.split(",")
+
+
+def join(rows: list[list[str]]) -> str:
+    return "\n".join(",".join(row) for row in rows) + "\n"
+
+
+def with_cell(row_index: int, column: int, value: str) -> str:
+    rows = [cells(HEADER)] + [cells(line) for line in ROWS]
+    rows[row_index + 1][column] = value
+    return join(rows)
+
+
+def map_column(column: int, mapping) -> str:
+    rows = [cells(HEADER)] + [cells(line)[:column] + [mapping(cells(line)[column])] + cells(line)[column + 1:]
+                              for line in ROWS]
+    return join(rows)
+
+
+def corpus() -> dict[str, bytes]:
+    header = cells(HEADER)
+    body = "\n".join(ROWS) + "\n"
+    benign_only = [line for line in LINES[1:] if line.endswith(",0")][:60]
+    wide_header = header + [f'"extra{i}"' for i in range(500)]
+    wide_rows = [cells(line) + ["1"] * 500 for line in ROWS[:5]]
+    files = {
+        "empty.csv": "",
+        "header_only.csv": HEADER + "\n",
+        "missing_column.csv": join([cells(line)[:9] + cells(line)[10:] for line in [HEADER, *ROWS]]),
+        "extra_column.csv": join([cells(line) + ['"note"' if i else '"Comment"']
+                                  for i, line in enumerate([HEADER, *ROWS])]),
+        "renamed_column.csv": HEADER.replace('"Cell.size"', '"Cell_size"') + "\n" + body,
+        "text_in_numeric.csv": with_cell(2, 1, '"five"'),
+        "score_zero.csv": with_cell(1, 2, '"0"'),
+        "score_eleven.csv": with_cell(3, 8, '"11"'),
+        "fractional_score.csv": with_cell(4, 3, '"2.5"'),
+        "unknown_label.csv": with_cell(5, 10, "maybe"),
+        "missing_label.csv": with_cell(6, 10, ""),
+        "mixed_label_codings.csv": with_cell(7, 10, "4"),
+        "negative_id.csv": with_cell(0, 0, '"-5"'),
+        "na_in_required_feature.csv": with_cell(8, 4, "NA"),
+        "one_class_only.csv": HEADER + "\n" + "\n".join(benign_only) + "\n",
+        "all_rows_na.csv": join([header] + [[cells(line)[0]] + ["NA"] * 9 + [cells(line)[10]] for line in ROWS]),
+        "duplicated_header.csv": HEADER + "\n" + "\n".join(ROWS[:40] + [HEADER] + ROWS[40:]) + "\n",
+        "semicolon_separated.csv": "\n".join(line.replace(",", ";") for line in [HEADER, *ROWS]) + "\n",
+        "very_wide.csv": join([wide_header, *wide_rows]),
+        "ragged_row.csv": HEADER + "\n" + "\n".join(ROWS[:10] + [ROWS[10] + ',"1"'] + ROWS[11:]) + "\n",
+        "html_error_page.csv": "<!DOCTYPE html>\n<html><body><h1>502 Bad Gateway</h1></body></html>\n",
+        "truncated.csv": (HEADER + "\n" + body)[:-30],
+        # accepted by documented rules
+        "uci_codes.csv": map_column(10, lambda v: {"0": "2", "1": "4"}[v]).replace("NA", "?"),
+        "text_labels.csv": map_column(10, lambda v: {"0": " Benign", "1": "MALIGNANT "}[v]),
+        "exact_duplicates.csv": HEADER + "\n" + body + "\n".join(ROWS[:5]) + "\n",
+        "crlf_line_endings.csv": "\r\n".join([HEADER, *ROWS]) + "\r\n",
+    }
+    encoded = {name: text.encode("utf-8") for name, text in files.items()}
+    encoded["non_utf8.csv"] = with_cell(3, 0, '"1017122é"').encode("latin-1")
+    return encoded
+
+
+if __name__ == "__main__":
+    OUT.mkdir(exist_ok=True)
+    for name, content in corpus().items():
+        (OUT / name).write_bytes(content)
+    print(f"wrote {len(corpus())} files to {OUT}")
