@@ -25,10 +25,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from etl.load import LOAD_INFO_FILE
-from etl.preprocess import TEST_FILE
-from etl.train import INFO_FILE as TRAIN_INFO_FILE
-from etl.train import MODEL_FILE, split_xy
+from etl import artifacts
+from etl.dataset import features_and_labels
 from utils.config import Settings
 from utils.errors import QualityGateError
 from utils.files import (
@@ -46,10 +44,6 @@ from utils.steps import cli_main
 from utils.telemetry import Sample, push_metrics
 
 STEP = "evaluate"
-METRICS_FILE = "metrics.json"
-ROC_FILE = "roc_curve.png"
-CONFUSION_FILE = "confusion_matrix.png"
-REPORT_FILE = "report.md"
 DECISION_THRESHOLD = 0.5
 GATED_METRICS = ("recall", "roc_auc")
 PUSHED_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc")
@@ -142,8 +136,8 @@ Confusion matrix: {cm['tp']} malignant found, {cm['fn']} malignant missed, {cm['
 |---|---|
 {cv}
 
-![ROC curve]({ROC_FILE})
-![Confusion matrix]({CONFUSION_FILE})
+![ROC curve]({artifacts.ROC_CURVE})
+![Confusion matrix]({artifacts.CONFUSION_MATRIX})
 """
 
 
@@ -160,14 +154,14 @@ def gate_samples(metrics: dict[str, Any]) -> list[Sample]:
 def run(settings: Settings) -> dict[str, Any]:
     """Score the verified model on test.csv; write metrics, plots and report; fail below the quality gate."""
     folder = run_dir(settings.runs_dir, settings.run_id)
-    train_info = read_json(require_file(folder / TRAIN_INFO_FILE, "train"))
-    model_path = require_file(folder / MODEL_FILE, "train")
+    train_info = read_json(require_file(folder / artifacts.TRAIN_INFO, "train"))
+    model_path = require_file(folder / artifacts.MODEL, "train")
     verify_checksum(model_path, train_info["model_sha256"])
     pipeline = joblib.load(model_path)
-    test = pd.read_csv(require_file(folder / TEST_FILE, "preprocess"))
-    features, labels, _ = split_xy(test)
+    test = pd.read_csv(require_file(folder / artifacts.TEST, "preprocess"))
+    features, labels, _ = features_and_labels(test)
     probabilities = pipeline.predict_proba(features)[:, 1]
-    load_info = read_json(require_file(folder / LOAD_INFO_FILE, "load"))
+    load_info = read_json(require_file(folder / artifacts.LOAD_INFO, "load"))
 
     metrics = {key: float(value) if isinstance(value, (float, np.floating)) else value
                for key, value in score(labels, probabilities).items()}
@@ -180,10 +174,10 @@ def run(settings: Settings) -> dict[str, Any]:
     metrics["quality_gate"] = quality_gate(metrics, settings)
 
     title = f"{metrics['model']} · run {settings.run_id}"
-    save_roc_curve(labels, probabilities, folder / ROC_FILE, f"ROC curve: {title}")
-    save_confusion_matrix(labels, probabilities, folder / CONFUSION_FILE, f"Confusion matrix: {title}")
-    write_text_atomic(folder / REPORT_FILE, render_report(metrics))
-    write_json_atomic(folder / METRICS_FILE, metrics)
+    save_roc_curve(labels, probabilities, folder / artifacts.ROC_CURVE, f"ROC curve: {title}")
+    save_confusion_matrix(labels, probabilities, folder / artifacts.CONFUSION_MATRIX, f"Confusion matrix: {title}")
+    write_text_atomic(folder / artifacts.REPORT, render_report(metrics))
+    write_json_atomic(folder / artifacts.METRICS, metrics)
     push_metrics(settings, STEP, gate_samples(metrics))
     log.info("test accuracy %.4f, precision %.4f, recall %.4f, F1 %.4f, ROC-AUC %.4f on %d rows",
              metrics["accuracy"], metrics["precision"], metrics["recall"], metrics["f1"], metrics["roc_auc"],
@@ -191,9 +185,9 @@ def run(settings: Settings) -> dict[str, Any]:
     if not metrics["quality_gate"]["passed"]:
         raise QualityGateError("quality gate failed, the model will not be published: "
                                + "; ".join(metrics["quality_gate"]["failures"])
-                               + f" (details in {folder / METRICS_FILE})")
+                               + f" (details in {folder / artifacts.METRICS})")
     return {name: metrics[name] for name in ("accuracy", "precision", "recall", "f1", "roc_auc")} | {
-        "metrics_path": str(folder / METRICS_FILE), "quality_gate_passed": True}
+        "metrics_path": str(folder / artifacts.METRICS), "quality_gate_passed": True}
 
 
 def main(argv: list[str] | None = None) -> int:

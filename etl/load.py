@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from etl import artifacts
 from utils.config import Settings
 from utils.errors import DataSourceError
 from utils.files import record_run_start, run_dir, sha256_bytes, write_bytes_atomic, write_json_atomic
@@ -22,8 +23,6 @@ from utils.steps import cli_main
 from utils.telemetry import Sample, push_metrics
 
 STEP = "load"
-RAW_FILE = "raw.csv"
-LOAD_INFO_FILE = "load.json"
 USER_AGENT = "breast-cancer-pipeline/1.0"
 log = get_logger(STEP)
 
@@ -144,10 +143,10 @@ def run(settings: Settings) -> dict[str, Any]:
                               f"{settings.data_sha256}")
     folder = run_dir(settings.runs_dir, settings.run_id)
     record_run_start(folder, settings.run_start() or datetime.now(UTC).replace(microsecond=0))
-    raw_path = write_bytes_atomic(folder / RAW_FILE, loaded.content)
+    raw_path = write_bytes_atomic(folder / artifacts.RAW, loaded.content)
     info = {"source": loaded.source, "location": loaded.location, "rows": loaded.rows, "sha256": digest,
             "bytes": len(loaded.content), "fallback_reason": loaded.fallback_reason, "raw_path": str(raw_path)}
-    write_json_atomic(folder / LOAD_INFO_FILE, info)
+    write_json_atomic(folder / artifacts.LOAD_INFO, info)
     log.info("loaded %d rows (%d bytes, sha256 %s) from %s %s", loaded.rows, len(loaded.content), digest,
              loaded.source, loaded.location)
     push_metrics(settings, STEP, [Sample("rows_loaded", loaded.rows, help="Data rows in the loaded CSV."),

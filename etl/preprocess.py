@@ -23,19 +23,9 @@ import pandera.pandas as pa
 from pandera.errors import SchemaError, SchemaErrors
 from sklearn.model_selection import train_test_split
 
-from etl.load import RAW_FILE
-from etl.schema import (
-    CLEAN_SCHEMA,
-    EXPECTED_COLUMNS,
-    FEATURES,
-    ID,
-    LABELS,
-    MISSING_MARKERS,
-    NULLABLE_FEATURES,
-    SPLIT_SCHEMA,
-    TARGET,
-    UCI_LABELS,
-)
+from etl import artifacts
+from etl.dataset import EXPECTED_COLUMNS, FEATURES, ID, LABELS, MISSING_MARKERS, NULLABLE_FEATURES, TARGET, UCI_LABELS
+from etl.schema import CLEAN_SCHEMA, SPLIT_SCHEMA
 from utils.config import Settings
 from utils.errors import DataValidationError
 from utils.files import require_file, run_dir, write_json_atomic, write_text_atomic
@@ -44,9 +34,6 @@ from utils.steps import cli_main
 from utils.telemetry import Sample, push_metrics
 
 STEP = "preprocess"
-TRAIN_FILE, TEST_FILE = "train.csv", "test.csv"
-REPORT_FILE = "validation_report.json"
-INFO_FILE = "preprocess.json"
 FIRST_DATA_LINE = 2  # line 1 of the file is the header
 SHOWN_VIOLATIONS = 10
 log = get_logger(STEP)
@@ -231,18 +218,18 @@ def failure_message(path: Path, report_path: Path, violations: list[Violation], 
 def run(settings: Settings) -> dict[str, Any]:
     """Validate, clean and split the run's raw CSV into train.csv and test.csv."""
     folder = run_dir(settings.runs_dir, settings.run_id)
-    outputs = [folder / TRAIN_FILE, folder / TEST_FILE, folder / INFO_FILE]
+    outputs = [folder / artifacts.TRAIN, folder / artifacts.TEST, folder / artifacts.PREPROCESS_INFO]
     for stale in outputs:
         stale.unlink(missing_ok=True)
-    raw_path = require_file(folder / RAW_FILE, "load")
+    raw_path = require_file(folder / artifacts.RAW, "load")
     try:
         raw = read_raw(raw_path)
     except DataValidationError as exc:
-        write_json_atomic(folder / REPORT_FILE, build_report(raw_path, None, [], [str(exc)], None))
+        write_json_atomic(folder / artifacts.VALIDATION_REPORT, build_report(raw_path, None, [], [str(exc)], None))
         raise
     clean, violations = normalise(raw)
     problems = [] if violations else dataset_problems(clean, min_groups_per_class=settings.cv_folds)
-    report_path = write_json_atomic(folder / REPORT_FILE,
+    report_path = write_json_atomic(folder / artifacts.VALIDATION_REPORT,
                                     build_report(raw_path, raw, violations, problems, clean))
     if violations or problems:
         raise DataValidationError(failure_message(raw_path, report_path, violations, problems))
@@ -250,13 +237,13 @@ def run(settings: Settings) -> dict[str, Any]:
     deduplicated, dropped = drop_exact_duplicates(clean)
     train, test = split_by_id(deduplicated, settings.test_size, settings.seed)
     check_splits(train, test)
-    write_text_atomic(folder / TRAIN_FILE, train.to_csv(index=False))
-    write_text_atomic(folder / TEST_FILE, test.to_csv(index=False))
+    write_text_atomic(folder / artifacts.TRAIN, train.to_csv(index=False))
+    write_text_atomic(folder / artifacts.TEST, test.to_csv(index=False))
     info = {"rows_in": len(raw), "duplicates_dropped": dropped, "rows_train": len(train), "rows_test": len(test),
             "ids_train": int(train[ID].nunique()), "ids_test": int(test[ID].nunique()),
-            "train_path": str(folder / TRAIN_FILE), "test_path": str(folder / TEST_FILE),
+            "train_path": str(folder / artifacts.TRAIN), "test_path": str(folder / artifacts.TEST),
             "report_path": str(report_path)}
-    write_json_atomic(folder / INFO_FILE, info)
+    write_json_atomic(folder / artifacts.PREPROCESS_INFO, info)
     log.info("%d rows valid; %d exact duplicates dropped; train %d rows / test %d rows (Ids disjoint)",
              len(raw), dropped, len(train), len(test))
     push_metrics(settings, STEP, [Sample("rows_rejected", dropped, help="Rows dropped as exact duplicates."),

@@ -6,16 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pandera.pandas as pa
 
-ID = "Id"
-TARGET = "Class"
-FEATURES = ["Cl.thickness", "Cell.size", "Cell.shape", "Marg.adhesion", "Epith.c.size", "Bare.nuclei",
-            "Bl.cromatin", "Normal.nucleoli", "Mitoses"]
-NULLABLE_FEATURES = {"Bare.nuclei"}
-EXPECTED_COLUMNS = [ID, *FEATURES, TARGET]
-SCORE_MIN, SCORE_MAX = 1, 10
-MISSING_MARKERS = {"", "NA", "?"}
-LABELS = {"0": 0, "1": 1, "benign": 0, "malignant": 1}
-UCI_LABELS = {"2": 0, "4": 1}
+from etl.dataset import FEATURES, ID, NULLABLE_FEATURES, SCORE_MAX, SCORE_MIN, TARGET
 
 
 def _feature_column(name: str) -> pa.Column:

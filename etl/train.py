@@ -11,25 +11,19 @@ import joblib
 import numpy as np
 import pandas as pd
 from sklearn.base import ClassifierMixin
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold, cross_validate
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
 
-from etl.preprocess import TRAIN_FILE
-from etl.schema import FEATURES, ID, TARGET
+from etl import artifacts
+from etl.dataset import features_and_labels
 from utils.config import Settings
 from utils.files import atomic_path, require_file, run_dir, sha256_file, write_json_atomic
 from utils.logger import get_logger
 from utils.steps import cli_main
 
 STEP = "train"
-MODEL_FILE = "model.joblib"
-INFO_FILE = "train.json"
 CV_SCORING = ("accuracy", "precision", "recall", "f1", "roc_auc")
 log = get_logger(STEP)
 
@@ -39,14 +33,24 @@ def make_classifier(model: str, seed: int) -> ClassifierMixin:
 
     Classes are weighted by inverse frequency: malignant cases are the minority, and a missed malignancy
     (recall) costs more than a false alarm, which is also what the quality gate checks.
+    Each estimator's module is imported only when chosen: the ensemble and SVM modules cost start-up time.
     """
     if model == "logreg":
+        from sklearn.linear_model import LogisticRegression
+
         return LogisticRegression(max_iter=1000, class_weight="balanced", random_state=seed)
     if model == "random_forest":
+        from sklearn.ensemble import RandomForestClassifier
+
         return RandomForestClassifier(n_estimators=300, class_weight="balanced", random_state=seed, n_jobs=1)
     if model == "gradient_boosting":
+        from sklearn.ensemble import GradientBoostingClassifier
+
         return GradientBoostingClassifier(random_state=seed)
     if model == "svm":
+        from sklearn.calibration import CalibratedClassifierCV
+        from sklearn.svm import SVC
+
         return CalibratedClassifierCV(SVC(class_weight="balanced", random_state=seed), ensemble=False)
     raise ValueError(f"unknown model {model!r}")
 
@@ -55,11 +59,6 @@ def build_pipeline(model: str, seed: int) -> Pipeline:
     """Impute, scale and classify in one object, so prediction repeats the training preprocessing exactly."""
     return Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler()),
                      ("model", make_classifier(model, seed))])
-
-
-def split_xy(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Features (float, NaN for missing), labels and Id groups of a split."""
-    return frame[FEATURES].astype("float64"), frame[TARGET].to_numpy(dtype=int), frame[ID].to_numpy()
 
 
 def cross_validation_scores(pipeline: Pipeline, features: pd.DataFrame, labels: np.ndarray, groups: np.ndarray,
@@ -81,15 +80,15 @@ def save_model(pipeline: Pipeline, path: Path) -> str:
 def run(settings: Settings) -> dict[str, Any]:
     """Fit the model on train.csv and save model.joblib with its checksum and CV scores in train.json."""
     folder = run_dir(settings.runs_dir, settings.run_id)
-    train = pd.read_csv(require_file(folder / TRAIN_FILE, "preprocess"))
-    features, labels, groups = split_xy(train)
+    train = pd.read_csv(require_file(folder / artifacts.TRAIN, "preprocess"))
+    features, labels, groups = features_and_labels(train)
     pipeline = build_pipeline(settings.model, settings.seed)
     cv = cross_validation_scores(pipeline, features, labels, groups, settings.cv_folds, settings.seed)
     pipeline.fit(features, labels)
-    digest = save_model(pipeline, folder / MODEL_FILE)
+    digest = save_model(pipeline, folder / artifacts.MODEL)
     info = {"model": settings.model, "seed": settings.seed, "rows_train": len(train), "cv_folds": settings.cv_folds,
-            "cv": cv, "model_path": str(folder / MODEL_FILE), "model_sha256": digest}
-    write_json_atomic(folder / INFO_FILE, info)
+            "cv": cv, "model_path": str(folder / artifacts.MODEL), "model_sha256": digest}
+    write_json_atomic(folder / artifacts.TRAIN_INFO, info)
     log.info("trained %s on %d rows; CV recall %.3f±%.3f, ROC-AUC %.3f±%.3f; model sha256 %s", settings.model,
              len(train), cv["recall"]["mean"], cv["recall"]["std"], cv["roc_auc"]["mean"], cv["roc_auc"]["std"],
              digest)

@@ -9,12 +9,8 @@ import time
 from importlib import metadata
 from typing import Any
 
-from etl.evaluate import CONFUSION_FILE, METRICS_FILE, REPORT_FILE, ROC_FILE
-from etl.load import LOAD_INFO_FILE
-from etl.preprocess import REPORT_FILE as VALIDATION_REPORT_FILE
+from etl import artifacts
 from etl.publishers import LocalPublisher, RunBundle, remote_publishers
-from etl.train import INFO_FILE as TRAIN_INFO_FILE
-from etl.train import MODEL_FILE
 from utils.config import PROJECT_ROOT, Settings
 from utils.errors import QualityGateError
 from utils.files import (
@@ -32,11 +28,8 @@ from utils.steps import cli_main
 from utils.telemetry import Sample, push_metrics
 
 STEP = "upload"
-MANIFEST_FILE = "manifest.json"
-UPLOAD_INFO_FILE = "upload.json"
-PUBLISHED_FILES = (MODEL_FILE, METRICS_FILE, ROC_FILE, CONFUSION_FILE, REPORT_FILE, VALIDATION_REPORT_FILE)
-PRODUCED_BY = {MODEL_FILE: "train", METRICS_FILE: "evaluate", ROC_FILE: "evaluate", CONFUSION_FILE: "evaluate",
-               REPORT_FILE: "evaluate", VALIDATION_REPORT_FILE: "preprocess"}
+PUBLISHED_FILES = (artifacts.MODEL, artifacts.METRICS, artifacts.ROC_CURVE, artifacts.CONFUSION_MATRIX,
+                   artifacts.REPORT, artifacts.VALIDATION_REPORT)
 RECORDED_PACKAGES = ("apache-airflow", "pandas", "numpy", "scikit-learn", "pandera", "joblib", "matplotlib")
 log = get_logger(STEP)
 
@@ -76,27 +69,27 @@ def build_manifest(settings: Settings, stamp: str, checksums: dict[str, str], me
 def run(settings: Settings) -> dict[str, Any]:
     """Publish model, metrics, plots, reports and manifest of a run that passed the quality gate."""
     folder = run_dir(settings.runs_dir, settings.run_id)
-    files = [require_file(folder / name, PRODUCED_BY[name]) for name in PUBLISHED_FILES]
-    metrics = read_json(folder / METRICS_FILE)
+    files = [require_file(folder / name, artifacts.PRODUCED_BY[name]) for name in PUBLISHED_FILES]
+    metrics = read_json(folder / artifacts.METRICS)
     if not metrics.get("quality_gate", {}).get("passed"):
-        raise QualityGateError(f"{folder / METRICS_FILE} records a failed quality gate: the run is not published")
-    verify_checksum(folder / MODEL_FILE, read_json(folder / TRAIN_INFO_FILE)["model_sha256"])
+        raise QualityGateError(f"{folder / artifacts.METRICS} records a failed quality gate: the run is not published")
+    verify_checksum(folder / artifacts.MODEL, read_json(folder / artifacts.TRAIN_INFO)["model_sha256"])
     remotes = remote_publishers(settings)  # configuration errors surface here, before anything is copied
 
     stamp = run_stamp(run_started_at(folder))
     checksums = {path.name: sha256_file(path) for path in files}
-    manifest = write_json_atomic(folder / MANIFEST_FILE, build_manifest(
-        settings, stamp, checksums, metrics, read_json(folder / LOAD_INFO_FILE)))
+    manifest = write_json_atomic(folder / artifacts.MANIFEST, build_manifest(
+        settings, stamp, checksums, metrics, read_json(folder / artifacts.LOAD_INFO)))
     bundle = RunBundle(settings.run_id, stamp, (*files, manifest),
-                       {**checksums, MANIFEST_FILE: sha256_file(manifest)})
+                       {**checksums, artifacts.MANIFEST: sha256_file(manifest)})
     results = [LocalPublisher(settings.results_dir).publish(bundle)]
     log.info("published run %s locally to %s", settings.run_id, results[0].location)
     for publisher in remotes:
         results.append(publisher.publish(bundle))
         log.info("published run %s to %s: %s", settings.run_id, publisher.name, results[-1].location)
     summary = {"stamp": stamp, "destinations": {r.backend: r.location for r in results},
-               "files": sorted(bundle.checksums), "manifest_sha256": bundle.checksums[MANIFEST_FILE]}
-    write_json_atomic(folder / UPLOAD_INFO_FILE, summary)
+               "files": sorted(bundle.checksums), "manifest_sha256": bundle.checksums[artifacts.MANIFEST]}
+    write_json_atomic(folder / artifacts.UPLOAD_INFO, summary)
     push_metrics(settings, STEP, [Sample("last_success_timestamp_seconds", time.time(),
                                          help="Unix time of the last published run.")])
     return summary

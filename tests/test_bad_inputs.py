@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from etl import load, preprocess
+from etl import artifacts, load, preprocess
 from tests.data.make_bad_inputs import corpus
 from utils.errors import PipelineError
 
@@ -67,11 +67,11 @@ def test_bad_file_is_rejected_with_a_clear_message_and_no_split(make_settings, n
     with pytest.raises(PipelineError, match=REJECTED[name]) as error:
         load_and_preprocess(settings)
     folder = settings.runs_dir / name
-    assert not (folder / preprocess.TRAIN_FILE).exists() and not (folder / preprocess.TEST_FILE).exists()
-    assert not (folder / preprocess.INFO_FILE).exists()
+    assert not (folder / artifacts.TRAIN).exists() and not (folder / artifacts.TEST).exists()
+    assert not (folder / artifacts.PREPROCESS_INFO).exists()
     assert not list(folder.glob(".*.tmp")), "a temporary file was left behind"
     if "raw.csv" in str(error.value):  # load accepted the file: preprocess must have saved its report
-        report = json.loads((folder / preprocess.REPORT_FILE).read_text())
+        report = json.loads((folder / artifacts.VALIDATION_REPORT).read_text())
         assert report["valid"] is False
         assert report["violation_count"] == len(report["violations"])
         assert report["violations"] or report["dataset_problems"]
@@ -84,7 +84,7 @@ def test_alternative_encodings_are_normalised(make_settings, name):
     rows_in, dropped = ACCEPTED[name]
     assert (summary["rows_in"], summary["duplicates_dropped"]) == (rows_in, dropped)
     assert summary["rows_train"] + summary["rows_test"] == rows_in - dropped
-    train = (settings.runs_dir / name / preprocess.TRAIN_FILE).read_text()
+    train = (settings.runs_dir / name / artifacts.TRAIN).read_text()
     assert train.splitlines()[0] == ",".join(preprocess.EXPECTED_COLUMNS)
     labels = {line.rsplit(",", 1)[1] for line in train.splitlines()[1:]}
     assert labels == {"0", "1"}
@@ -93,8 +93,8 @@ def test_alternative_encodings_are_normalised(make_settings, name):
 def test_a_failed_retry_removes_the_outputs_of_an_earlier_good_attempt(make_settings):
     settings = make_settings(run_id="same")
     load_and_preprocess(settings)
-    assert (settings.runs_dir / "same" / preprocess.TRAIN_FILE).exists()
+    assert (settings.runs_dir / "same" / artifacts.TRAIN).exists()
     bad = settings.replace(data_url=(CORPUS / "score_zero.csv").as_uri())
     with pytest.raises(PipelineError):
         load_and_preprocess(bad)
-    assert not (settings.runs_dir / "same" / preprocess.TRAIN_FILE).exists()
+    assert not (settings.runs_dir / "same" / artifacts.TRAIN).exists()

@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 
 from utils.errors import ArtifactError
-from utils.files import (atomic_path, read_json, safe_run_id, sha256_file, verify_checksum, write_json_atomic,
-                         write_text_atomic)
+from utils.files import (
+    atomic_path,
+    read_json,
+    safe_run_id,
+    sha256_file,
+    verify_checksum,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 
 def test_safe_run_id_keeps_plain_ids_and_never_merges_different_ones():

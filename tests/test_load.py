@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from etl import load
+from etl import artifacts, load
 from tests.conftest import BUNDLED_CSV, BUNDLED_SHA256
 from tests.http_support import Answer, scripted_server
 from utils.errors import DataSourceError
@@ -22,7 +22,7 @@ def unused_port() -> int:
 
 
 def loaded_info(settings) -> dict:
-    return json.loads((settings.runs_dir / settings.run_id / load.LOAD_INFO_FILE).read_text())
+    return json.loads((settings.runs_dir / settings.run_id / artifacts.LOAD_INFO).read_text())
 
 
 def test_good_csv_is_loaded_with_its_checksum_and_row_count(make_settings):
@@ -30,7 +30,7 @@ def test_good_csv_is_loaded_with_its_checksum_and_row_count(make_settings):
         settings = make_settings(data_url=server.url)
         summary = load.run(settings)
     assert summary["source"] == "url" and summary["rows"] == 699 and summary["sha256"] == BUNDLED_SHA256
-    assert (settings.runs_dir / "local" / load.RAW_FILE).read_bytes() == GOOD
+    assert (settings.runs_dir / "local" / artifacts.RAW).read_bytes() == GOOD
     assert loaded_info(settings)["location"] == server.url
     assert len(server.requests) == 1
 
@@ -84,7 +84,7 @@ def test_unreachable_source_uses_fallback_only_when_allowed(make_settings):
     strict = make_settings(data_url=url, data_fallback=False, run_id="strict")
     with pytest.raises(DataSourceError, match="Connection refused|could not be read"):
         load.run(strict)
-    assert not (strict.runs_dir / "strict" / load.RAW_FILE).exists()
+    assert not (strict.runs_dir / "strict" / artifacts.RAW).exists()
 
 
 def test_expected_sha256_is_enforced(make_settings):
@@ -107,4 +107,4 @@ def test_command_line_reports_errors_without_traceback(make_settings, capsys, mo
     monkeypatch.setenv("DOWNLOAD_RETRIES", "0")
     assert load.main(["--run-id", "cli"]) == 1
     assert load.main(["--run-id", "cli"]) == 1  # a retry fails the same way
-    assert not (tmp_path / "runs" / "cli" / load.RAW_FILE).exists()
+    assert not (tmp_path / "runs" / "cli" / artifacts.RAW).exists()

@@ -13,9 +13,9 @@ import joblib
 import pandas as pd
 import pytest
 
-from etl import evaluate, preprocess, train, upload
+from etl import artifacts, evaluate, preprocess, train, upload
+from etl.dataset import FEATURES, ID
 from etl.pipeline import run_all
-from etl.schema import FEATURES, ID
 from tests.conftest import BUNDLED_SHA256
 from utils.config import PROJECT_ROOT
 from utils.errors import ArtifactError, QualityGateError
@@ -42,7 +42,7 @@ def finished_run(tmp_path_factory):
 
 def published_folder(settings) -> Path:
     return settings.results_dir / json.loads(
-        (settings.runs_dir / settings.run_id / upload.UPLOAD_INFO_FILE).read_text())["destinations"]["local"]
+        (settings.runs_dir / settings.run_id / artifacts.UPLOAD_INFO).read_text())["destinations"]["local"]
 
 
 def test_run_publishes_every_artifact_with_matching_checksums(finished_run):
@@ -81,8 +81,8 @@ def test_model_artifact_is_one_pipeline_that_handles_missing_values(finished_run
 def test_test_ids_never_appear_in_training(finished_run):
     settings, _ = finished_run
     folder = settings.runs_dir / settings.run_id
-    train_ids = set(pd.read_csv(folder / preprocess.TRAIN_FILE)[ID])
-    test_ids = set(pd.read_csv(folder / preprocess.TEST_FILE)[ID])
+    train_ids = set(pd.read_csv(folder / artifacts.TRAIN)[ID])
+    test_ids = set(pd.read_csv(folder / artifacts.TEST)[ID])
     assert train_ids and test_ids and not train_ids & test_ids
 
 
@@ -136,7 +136,7 @@ def test_quality_gate_failure_stops_publication(make_settings):
 def test_tampered_model_is_refused(make_settings):
     settings = make_settings(run_id="tamper")
     run_all(settings)
-    model_path = settings.runs_dir / "tamper" / train.MODEL_FILE
+    model_path = settings.runs_dir / "tamper" / artifacts.MODEL
     model_path.write_bytes(model_path.read_bytes() + b"\0")
     with pytest.raises(ArtifactError, match="model.joblib has sha256"):
         evaluate.run(settings)

@@ -1,0 +1,80 @@
+"""Benchmark: the pipeline as five processes and in one process, against `import pandas, sklearn`.
+
+Every figure is a median wall time over BENCH_REPEAT runs (default 3), reported as a ratio to the baseline
+measured in the same run, so the goals hold on any machine:
+  each separate step <= 1.5 x baseline; the in-process total <= 2 x baseline.
+Peak memory (max RSS) of each process is reported too. Exit status 1 when a goal is missed.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS = ("load", "preprocess", "train", "evaluate", "upload")
+STEP_GOAL, TOTAL_GOAL = 1.5, 2.0
+
+
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one command, which must succeed."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{stderr[-3000:]}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def report(rows: dict[str, list[tuple[float, float]]], repeat: int) -> int:
+    """Print the table of medians and ratios; return 1 when a goal is missed."""
+    def median(name: str, index: int) -> float:
+        return statistics.median(sample[index] for sample in rows[name])
+
+    baseline = median("baseline", 0)
+    separate_total = sum(median(step, 0) for step in STEPS)
+    print(f"pipeline benchmark: median of {repeat} run(s); baseline = python -c 'import pandas, sklearn'")
+    print(f"{'what':<22}{'seconds':>9}{'x baseline':>12}{'goal':>8}{'max RSS MiB':>13}")
+    missed = []
+    lines = [("baseline", baseline, None, median("baseline", 1))]
+    lines += [(f"step {step}", median(step, 0), STEP_GOAL, median(step, 1)) for step in STEPS]
+    lines += [("five processes total", separate_total, None, max(median(s, 1) for s in STEPS)),
+              ("in-process total", median("in-process", 0), TOTAL_GOAL, median("in-process", 1))]
+    for name, seconds, goal, rss in lines:
+        ratio = seconds / baseline
+        verdict = "" if goal is None else ("ok" if ratio <= goal else "MISSED")
+        if verdict == "MISSED":
+            missed.append(name)
+        goal_text = "" if goal is None else f"<={goal}"
+        print(f"{name:<22}{seconds:>9.2f}{ratio:>12.2f}{goal_text:>8}{rss:>13.0f}  {verdict}")
+    if missed:
+        print("goals missed: " + ", ".join(missed))
+    return 1 if missed else 0
+
+
+def main() -> int:
+    repeat = int(os.environ.get("BENCH_REPEAT", "3"))
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ENV_FILE": str(work / "none.env"),
+           "RUNS_DIR": str(work / "runs"), "RESULTS_DIR": str(work / "results"), "STORAGE_BACKEND": "local",
+           "DATA_URL": (ROOT / "data" / "BreastCancer.csv").as_uri(), "PUSHGATEWAY_URL": ""}
+    python = sys.executable
+    rows: dict[str, list[tuple[float, float]]] = {"baseline": [], "in-process": [], **{s: [] for s in STEPS}}
+    for attempt in range(repeat):
+        rows["baseline"].append(timed([python, "-c", "import pandas, sklearn"], env)[:2])
+        for step in STEPS:
+            rows[step].append(timed([python, "-m", f"etl.{step}", "--run-id", f"separate{attempt}"], env)[:2])
+        rows["in-process"].append(timed([python, "-m", "etl.pipeline", "--run-id", f"single{attempt}"], env)[:2])
+    return report(rows, repeat)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
