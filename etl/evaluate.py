@@ -13,7 +13,6 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import (
     ConfusionMatrixDisplay,
-    RocCurveDisplay,
     accuracy_score,
     average_precision_score,
     balanced_accuracy_score,
@@ -23,6 +22,7 @@ from sklearn.metrics import (
     precision_score,
     recall_score,
     roc_auc_score,
+    roc_curve,
 )
 
 from etl import artifacts
@@ -79,16 +79,21 @@ def quality_gate(metrics: dict[str, Any], settings: Settings) -> dict[str, Any]:
 
 def save_roc_curve(labels: np.ndarray, probabilities: np.ndarray, path: Path, title: str) -> None:
     figure = Figure(figsize=(5, 5))
+    figure.subplots_adjust(left=0.15, right=0.96, bottom=0.11, top=0.92)
     axes = figure.subplots()
-    RocCurveDisplay.from_predictions(labels, probabilities, pos_label=1, name="model", ax=axes)
+    false_positive_rate, true_positive_rate, _ = roc_curve(labels, probabilities, pos_label=1)
+    axes.plot(false_positive_rate, true_positive_rate, linewidth=2,
+              label=f"model (ROC-AUC = {roc_auc_score(labels, probabilities):.3f})")
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
-    axes.set_title(title)
+    axes.set(title=title, xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="False positive rate (benign flagged)",
+             ylabel="True positive rate (malignant found)")
     axes.legend(loc="lower right")
     _save_figure(figure, path)
 
 
 def save_confusion_matrix(labels: np.ndarray, probabilities: np.ndarray, path: Path, title: str) -> None:
     figure = Figure(figsize=(5, 4.5))
+    figure.subplots_adjust(left=0.30, right=0.96, bottom=0.12, top=0.91)
     axes = figure.subplots()
     predicted = (probabilities >= DECISION_THRESHOLD).astype(int)
     ConfusionMatrixDisplay.from_predictions(labels, predicted, labels=[0, 1],
@@ -99,8 +104,9 @@ def save_confusion_matrix(labels: np.ndarray, probabilities: np.ndarray, path: P
 
 
 def _save_figure(figure: Figure, path: Path) -> None:
-    """Render without pyplot (no global state, no display backend) and write the PNG atomically."""
-    figure.tight_layout()
+    """Render without pyplot (no global state, no display backend) and write the PNG atomically.
+
+    Margins are fixed by the callers: automatic layout would draw every figure twice."""
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
 
