@@ -1,0 +1,143 @@
+"""Unit tests of the steps' pure functions on small frames built here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from etl import evaluate, preprocess, train
+from etl.dataset import EXPECTED_COLUMNS, FEATURES, ID, TARGET, features_and_labels
+from utils.config import Settings
+from utils.errors import DataValidationError
+from utils.telemetry import Sample, build_registry, step_samples
+
+
+def raw_frame(rows: list[list[str]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=EXPECTED_COLUMNS, dtype=str)
+
+
+def clean_frame(n_ids: int, rows_per_id: int = 1) -> pd.DataFrame:
+    """`n_ids` Ids alternating benign/malignant, malignant rows with high scores."""
+    records = []
+    for i in range(n_ids):
+        label = i % 2
+        for _ in range(rows_per_id):
+            records.append([1000 + i] + [(8 if label else 2) + (i % 3) - 1] * len(FEATURES) + [label])
+    return pd.DataFrame(records, columns=EXPECTED_COLUMNS).astype("Int64")
+
+
+def test_normalise_types_cells_and_reports_each_bad_one_with_its_line():
+    raw = raw_frame([["1", "5", "1", "1", "1", "2", "NA", "3", "1", "1", "benign"],
+                     ["2", "x", "1", "1", "1", "2", "?", "3", "1", "11", "Malignant"],
+                     ["3", "5", "1", "1", "1", "2", "", "3", "1", "1", "4"]])
+    clean, violations = preprocess.normalise(raw)
+    assert clean[TARGET].tolist()[:2] == [0, 1] and clean["Bare.nuclei"].isna().all()
+    found = {(v["line"], v["column"]): v["problem"] for v in violations}
+    assert found[(3, "Cl.thickness")] == "not a whole number"
+    assert found[(3, "Mitoses")].startswith("fails in_range")
+    assert found[(4, TARGET)].startswith("unknown label")
+    assert len(violations) == 3
+
+
+def test_uci_labels_are_used_only_when_the_file_uses_nothing_else():
+    labels, violations = preprocess.parse_labels(pd.Series(["2", "4", "4"]))
+    assert labels.tolist() == [0, 1, 1] and not violations
+    labels, violations = preprocess.parse_labels(pd.Series(["0", "1", "4"]))
+    assert [v["line"] for v in violations] == [4]
+
+
+def test_check_columns_names_missing_unexpected_and_repeated(tmp_path):
+    with pytest.raises(DataValidationError, match="repeated column.*Id.*missing column.*Class"):
+        preprocess.check_columns([ID, *FEATURES, ID], tmp_path / "f.csv")
+    with pytest.raises(DataValidationError, match="wrong order"):
+        preprocess.check_columns([*FEATURES, ID, TARGET], tmp_path / "f.csv")
+
+
+def test_split_keeps_every_id_on_one_side_and_is_seeded():
+    clean = clean_frame(40, rows_per_id=3)
+    train_a, test_a = preprocess.split_by_id(clean, test_size=0.25, seed=1)
+    train_b, test_b = preprocess.split_by_id(clean, test_size=0.25, seed=1)
+    assert not set(train_a[ID]) & set(test_a[ID])
+    assert test_a[ID].nunique() == 10 and len(test_a) == 30
+    assert test_a.equals(test_b) and train_a.equals(train_b)
+    assert set(test_a[TARGET]) == {0, 1}
+    _, other_test = preprocess.split_by_id(clean, test_size=0.25, seed=2)
+    assert set(other_test[ID]) != set(test_a[ID])
+
+
+def test_exact_duplicates_go_but_repeated_ids_with_new_values_stay():
+    clean = clean_frame(4)
+    repeated_id = clean.iloc[[0]].assign(**{"Mitoses": 5})
+    frame = pd.concat([clean, clean.iloc[[1]], repeated_id], ignore_index=True)
+    deduplicated, dropped = preprocess.drop_exact_duplicates(frame)
+    assert dropped == 1 and len(deduplicated) == 5
+
+
+def test_dataset_problems_catch_a_single_class_and_an_empty_feature():
+    benign_only = clean_frame(10)
+    benign_only[TARGET] = 0
+    assert any("malignant (1) has 0" in p for p in preprocess.dataset_problems(benign_only, 5))
+    no_mitoses = clean_frame(20)
+    no_mitoses["Mitoses"] = pd.NA
+    assert preprocess.dataset_problems(no_mitoses, 5) == ["column Mitoses has no values at all"]
+
+
+def test_pipeline_learns_imputation_from_training_rows_only():
+    training = clean_frame(30)
+    training.loc[0, "Bare.nuclei"] = pd.NA
+    features, labels, _ = features_and_labels(training)
+    pipeline = train.build_pipeline("logreg", seed=0).fit(features, labels)
+    expected_median = training["Bare.nuclei"].dropna().astype(float).median()
+    assert pipeline.named_steps["impute"].statistics_[FEATURES.index("Bare.nuclei")] == expected_median
+    unseen = pd.DataFrame([[10.0] * len(FEATURES)], columns=FEATURES)
+    pipeline.predict(unseen)
+    assert pipeline.named_steps["impute"].statistics_[FEATURES.index("Bare.nuclei")] == expected_median
+
+
+@pytest.mark.parametrize("model", ["logreg", "random_forest", "gradient_boosting", "svm"])
+def test_every_model_is_a_seeded_three_stage_pipeline(model):
+    pipeline = train.build_pipeline(model, seed=3)
+    assert [name for name, _ in pipeline.steps] == ["impute", "scale", "model"]
+    assert "random_state" in str(pipeline.named_steps["model"].get_params())
+
+
+def test_grouped_cross_validation_reports_mean_and_std():
+    frame = clean_frame(30, rows_per_id=2)
+    features, labels, groups = features_and_labels(frame)
+    scores = train.cross_validation_scores(train.build_pipeline("logreg", 0), features, labels, groups, 3, 0)
+    assert set(scores) == set(train.CV_SCORING)
+    assert all(0.0 <= s["mean"] <= 1.0 and s["std"] >= 0.0 for s in scores.values())
+
+
+def test_score_uses_malignant_as_positive():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    probabilities = np.array([0.1, 0.2, 0.7, 0.4, 0.8, 0.9])
+    metrics = evaluate.score(labels, probabilities)
+    assert metrics["confusion_matrix"] == {"tn": 2, "fp": 1, "fn": 1, "tp": 2}
+    assert metrics["recall"] == pytest.approx(2 / 3) and metrics["precision"] == pytest.approx(2 / 3)
+    assert metrics["specificity"] == pytest.approx(2 / 3) and metrics["roc_auc"] == pytest.approx(8 / 9)
+
+
+def test_quality_gate_lists_each_metric_below_its_threshold():
+    gate = evaluate.quality_gate({"recall": 0.85, "roc_auc": 0.97}, Settings(min_recall=0.9, min_roc_auc=0.98))
+    assert gate["passed"] is False and len(gate["failures"]) == 2
+    assert evaluate.quality_gate({"recall": 0.9, "roc_auc": 0.98}, Settings(min_recall=0.9,
+                                                                             min_roc_auc=0.98))["passed"]
+
+
+def test_telemetry_registry_names_and_labels():
+    registry = build_registry([*step_samples("train", 1.5, succeeded=True),
+                               Sample("model_metric", 0.9, {"metric": "recall"}),
+                               Sample("model_metric", 0.99, {"metric": "roc_auc"})])
+    assert registry.get_sample_value("pipeline_step_duration_seconds", {"step": "train"}) == 1.5
+    assert registry.get_sample_value("pipeline_model_metric", {"metric": "roc_auc"}) == 0.99
+    assert registry.get_sample_value("pipeline_step_last_success_timestamp_seconds", {"step": "train"}) > 0
+
+
+def test_unreachable_pushgateway_never_fails_a_step(make_settings, caplog):
+    from utils.telemetry import push_metrics
+
+    settings = make_settings(pushgateway_url="http://127.0.0.1:9/")
+    assert push_metrics(settings, "load", [Sample("rows_loaded", 1)]) is False
+    assert "could not push metrics of step load" in caplog.text
