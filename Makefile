@@ -9,7 +9,7 @@ VENV_STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: help install-requirements venv system-deps local-load local-preprocess local-train local-evaluate \
-        local-upload local-test-all local-pipeline settings test lint bench clean-runs
+        local-upload local-test-all local-pipeline gdrive-check settings test lint bench clean-runs
 
 help: ## List the targets with what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_%-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' \
@@ -50,6 +50,9 @@ local-test-all: local-load local-preprocess local-train local-evaluate local-upl
 
 local-pipeline: venv ## All five steps in one process
 	$(PY) -m etl.pipeline
+
+gdrive-check: venv ## Check the Google Drive set-up (sign-in, folder, Shared Drive) without uploading
+	$(PY) -m etl.gdrive_check
 
 settings: venv ## Print every setting with its current value
 	$(PY) -m utils.config

@@ -1,0 +1,512 @@
+"""The Google Drive publisher and `gdrive-check`, against the fake Drive API in tests/fake_drive.py.
+
+No test reaches Google: an autouse guard fails any test that looks up a host other than 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from etl import gdrive_check
+from etl.publishers import remote_publishers
+from etl.publishers.base import RunBundle
+from etl.publishers.gdrive import (
+    FOLDER_MIME,
+    RUN_ID_PROPERTY,
+    UPLOAD_GRANULARITY,
+    GDrivePublisher,
+    folder_url,
+    run_property,
+)
+from tests.fake_drive import DROP, FakeDrive, FakeFile, Fault
+from utils.config import Settings
+from utils.errors import ArtifactError, ConfigError, PublishError
+from utils.files import sha256_file
+
+RUN_ID = "manual__2025-11-23T09:30:00+00:00"
+STAMP = "20251123_093000"
+SA_EMAIL = "pipeline@test-project.iam.gserviceaccount.com"
+CHUNK = 4 * UPLOAD_GRANULARITY  # 1 MiB: small enough to split test files into several chunks
+ARTIFACTS = {"model.joblib": 1_500_000, "metrics.json": 600, "roc_curve.png": 40_000, "confusion_matrix.png": 30_000,
+             "report.md": 2_000, "manifest.json": 900}
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@pytest.fixture(autouse=True)
+def outside_lookups(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Fail the test if anything (google-auth's background threads included) resolves a non-loopback host."""
+    attempts: list[str] = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def loopback_only(host: object, *args: object, **kwargs: object) -> object:
+        if host not in LOOPBACK:
+            attempts.append(str(host))
+            raise socket.gaierror(f"the test blocked a name lookup of {host}")
+        return real_getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
+    yield attempts
+    for thread in threading.enumerate():
+        if type(thread).__module__.startswith("google."):
+            thread.join(timeout=10)
+    assert attempts == [], f"the test tried to reach {attempts}"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeDrive]:
+    with FakeDrive() as drive:
+        yield drive
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    """The backoff delays the publisher asked for (instead of sleeping them)."""
+    return []
+
+
+@pytest.fixture
+def drive_settings(fake: FakeDrive, tmp_path: Path, make_settings: Callable[..., Settings]) -> Callable[..., Settings]:
+    """Settings for the fake: a service-account key and a folder on a Shared Drive, unless overridden."""
+
+    def factory(**overrides: object) -> Settings:
+        values: dict[str, object] = {"storage_backend": "gdrive", "gdrive_api_root": fake.root_url}
+        values.update(overrides)
+        if "google_credentials" not in values:
+            values["google_credentials"] = fake.write_service_account_key(tmp_path / "secrets" / "drive_sa.json")
+        if "gdrive_folder_id" not in values:
+            values["gdrive_folder_id"] = fake.create_folder("pipeline runs", shared_drive=True)
+        return make_settings(**values)
+
+    return factory
+
+
+def write_bundle(folder: Path, sizes: dict[str, int], run_id: str = RUN_ID, stamp: str = STAMP,
+                 seed: int = 0) -> RunBundle:
+    """Artifacts of the given sizes with reproducible contents, and their recorded sha256."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, (name, size) in enumerate(sizes.items()):
+        path = folder / name
+        path.write_bytes(reproducible_bytes(size, seed * 1000 + index))
+        paths.append(path)
+    return RunBundle(run_id, stamp, tuple(paths), {p.name: sha256_file(p) for p in paths})
+
+
+def reproducible_bytes(size: int, seed: int) -> bytes:
+    block = hashlib.sha512(str(seed).encode()).digest()
+    return (block * (size // len(block) + 1))[:size]
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def publisher(settings: Settings, sleeps: list[float], chunk_size: int = CHUNK) -> GDrivePublisher:
+    return GDrivePublisher(settings, chunk_size=chunk_size, sleep=sleeps.append)
+
+
+def run_folders(fake: FakeDrive, parent_id: str) -> list[FakeFile]:
+    return [f for f in fake.files_in(parent_id) if f.mime_type == FOLDER_MIME]
+
+
+def only_run_folder(fake: FakeDrive, settings: Settings) -> FakeFile:
+    folders = run_folders(fake, settings.gdrive_folder_id)
+    assert [f.name for f in folders] == [STAMP]
+    return folders[0]
+
+
+def assert_intact(fake: FakeDrive, folder: FakeFile, bundle: RunBundle) -> None:
+    """The run folder holds exactly the bundle's files, one each, byte for byte, marked with the run id."""
+    stored = fake.files_in(folder.id)
+    assert sorted(f.name for f in stored) == sorted(p.name for p in bundle.files)
+    for item in stored:
+        local = next(p for p in bundle.files if p.name == item.name)
+        assert item.content == local.read_bytes()
+        assert item.md5 == md5(local)
+        assert item.app_properties == run_property(bundle.run_id)
+
+
+def test_full_upload_creates_one_timestamped_folder_with_every_file(fake, drive_settings, tmp_path, sleeps):
+    settings = drive_settings()
+    bundle = write_bundle(tmp_path / "run", ARTIFACTS)
+
+    result = publisher(settings, sleeps).publish(bundle)
+
+    folder = only_run_folder(fake, settings)
+    assert folder.app_properties == {RUN_ID_PROPERTY: RUN_ID}
+    assert_intact(fake, folder, bundle)
+    assert result.backend == "gdrive"
+    assert result.location == folder_url(folder.id)
+    assert result.files == {name: "uploaded" for name in ARTIFACTS}
+    assert sleeps == []
+
+
+def test_same_run_twice_makes_no_duplicates(fake, drive_settings, tmp_path, sleeps):
+    settings = drive_settings()
+    bundle = write_bundle(tmp_path / "run", ARTIFACTS)
+    publisher(settings, sleeps).publish(bundle)
+    uploads_before = len(fake.requests_for("upload.start"))
+
+    again = publisher(settings, sleeps).publish(bundle)
+
+    assert again.files == {name: "skipped" for name in ARTIFACTS}
+    assert len(fake.requests_for("upload.start")) == uploads_before
+    assert_intact(fake, only_run_folder(fake, settings), bundle)
+
+
+def test_a_run_with_more_files_adds_only_the_new_ones_and_replaces_changed_ones(fake, drive_settings, tmp_path,
+                                                                                  sleeps):
+    settings = drive_settings()
+    first = write_bundle(tmp_path / "run", {"model.joblib": 300_000, "metrics.json": 500})
+    publisher(settings, sleeps).publish(first)
+    folder = only_run_folder(fake, settings)
+    ids_before = {f.name: f.id for f in fake.files_in(folder.id)}
+
+    (tmp_path / "run" / "metrics.json").write_text('{"recall": 0.97}')
+    (tmp_path / "run" / "report.md").write_text("# Report\n")
+    paths = tuple(tmp_path / "run" / name for name in ("model.joblib", "metrics.json", "report.md"))
+    second = RunBundle(RUN_ID, STAMP, paths, {p.name: sha256_file(p) for p in paths})
+    result = publisher(settings, sleeps).publish(second)
+
+    assert result.files == {"model.joblib": "skipped", "metrics.json": "replaced", "report.md": "uploaded"}
+    assert_intact(fake, only_run_folder(fake, settings), second)
+    ids_after = {f.name: f.id for f in fake.files_in(folder.id)}
+    assert {k: ids_after[k] for k in ids_before} == ids_before  # replaced in place, not re-created
+
+
+def test_another_run_with_the_same_stamp_gets_its_own_folder(fake, drive_settings, tmp_path, sleeps):
+    settings = drive_settings()
+    publisher(settings, sleeps).publish(write_bundle(tmp_path / "a", {"metrics.json": 100}, run_id="run-a"))
+    publisher(settings, sleeps).publish(write_bundle(tmp_path / "b", {"metrics.json": 100}, run_id="run-b", seed=1))
+
+    folders = run_folders(fake, settings.gdrive_folder_id)
+    assert sorted(f.app_properties[RUN_ID_PROPERTY] for f in folders) == ["run-a", "run-b"]
+    assert {f.name for f in folders} == {STAMP}
+
+
+def test_run_ids_with_quotes_or_too_long_for_an_app_property_are_found_again(fake, drive_settings, tmp_path, sleeps):
+    settings = drive_settings()
+    for run_id in ("it's \\ a run", "manual__" + "x" * 200):
+        bundle = write_bundle(tmp_path / run_id[:20], {"metrics.json": 100}, run_id=run_id)
+        publisher(settings, sleeps).publish(bundle)
+        assert publisher(settings, sleeps).publish(bundle).files == {"metrics.json": "skipped"}
+    assert len(run_folders(fake, settings.gdrive_folder_id)) == 2
+
+
+def test_a_trashed_run_folder_is_not_reused(fake, drive_settings, tmp_path, sleeps):
+    settings = drive_settings()
+    bundle = write_bundle(tmp_path / "run", {"metrics.json": 100})
+    publisher(settings, sleeps).publish(bundle)
+    fake.trash(only_run_folder(fake, settings).id)
+
+    assert publisher(settings, sleeps).publish(bundle).files == {"metrics.json": "uploaded"}
+    assert_intact(fake, only_run_folder(fake, settings), bundle)
+
+
+def test_listing_follows_every_page(tmp_path, make_settings, sleeps):
+    with FakeDrive(page_size=2) as fake:
+        settings = make_settings(storage_backend="gdrive", gdrive_api_root=fake.root_url,
+                                 google_credentials=fake.write_service_account_key(tmp_path / "sa.json"),
+                                 gdrive_folder_id=fake.create_folder("runs", shared_drive=True))
+        bundle = write_bundle(tmp_path / "run", {name: 100 for name in ARTIFACTS})
+        publisher(settings, sleeps).publish(bundle)
+
+        assert publisher(settings, sleeps).publish(bundle).files == {name: "skipped" for name in ARTIFACTS}
+        assert any("pageToken" in r.query for r in fake.requests_for("files.list"))
+
+
+def test_a_chunk_answered_500_then_429_is_retried_and_uploaded_once(fake, drive_settings, tmp_path, sleeps):
+    settings = drive_settings()
+    bundle = write_bundle(tmp_path / "run", {"model.joblib": 3 * CHUNK + 10, "metrics.json": 100})
+    fake.fail_next("upload.chunk", 500, 429)
+
+    result = publisher(settings, sleeps).publish(bundle)
+
+    assert result.files == {"model.joblib": "uploaded", "metrics.json": "uploaded"}
+    assert [r.status for r in fake.requests_for("upload.chunk")][:3] == [500, 429, 308]
+    assert len(sleeps) == 2
+    assert len(fake.requests_for("upload.start")) == 2
+    assert_intact(fake, only_run_folder(fake, settings), bundle)
+
+
+def test_rate_limit_403_and_dropped_connections_are_retried(fake, drive_settings, tmp_path, sleeps):
+    settings = drive_settings()
+    bundle = write_bundle(tmp_path / "run", {"model.joblib": 3 * CHUNK, "metrics.json": 100})
+    fake.fail_next("files.list", Fault(403, "userRateLimitExceeded"), DROP, DROP)
+    fake.fail_next("upload.chunk", DROP, DROP)  # httplib2 resends once by itself; the second drop surfaces
+
+    publisher(settings, sleeps).publish(bundle)
+
+    assert_intact(fake, only_run_folder(fake, settings), bundle)
+    status_queries = [r for r in fake.requests_for("upload.chunk") if r.body_size == 0]
+    assert status_queries, "after a broken chunk the upload asks Drive how much arrived, then resumes"
+    assert len(sleeps) >= 3
+
+
+def test_answers_lost_after_the_work_was_done_make_no_duplicates(fake, drive_settings, tmp_path, sleeps):
+    settings = drive_settings()
+    bundle = write_bundle(tmp_path / "run", {"model.joblib": 2 * CHUNK, "metrics.json": 100})
+    fake.fail_next("files.create", Fault(503, after_commit=True))
+    fake.fail_next("upload.chunk", Fault(503, after_commit=True), Fault(503, after_commit=True))
+
+    publisher(settings, sleeps).publish(bundle)
+
+    assert_intact(fake, only_run_folder(fake, settings), bundle)
+    assert len(fake.requests_for("files.create")) == 1
+
+
+def test_a_failure_that_persists_stops_after_the_retries_with_a_clear_error(fake, drive_settings, tmp_path, sleeps):
+    settings = drive_settings()
+    fake.fail_next("files.get", 500, 503, 500)
+
+    with pytest.raises(PublishError, match=r"GDRIVE_FOLDER_ID=.*HTTP 500.*still failing after 2 retries"):
+        GDrivePublisher(settings, num_retries=2, sleep=sleeps.append).publish(
+            write_bundle(tmp_path / "run", {"metrics.json": 10}))
+    assert [r.status for r in fake.requests_for("files.get")] == [500, 503, 500]
+    assert len(sleeps) == 2
+
+
+def test_storage_quota_error_says_what_to_do_and_is_not_retried(fake, drive_settings, tmp_path, sleeps):
+    settings = drive_settings(gdrive_folder_id=fake.create_folder("My Drive folder"))
+    bundle = write_bundle(tmp_path / "run", {"model.joblib": 1000})
+
+    with pytest.raises(PublishError) as caught:
+        publisher(settings, sleeps).publish(bundle)
+
+    message = str(caught.value)
+    for expected in ("storageQuotaExceeded", SA_EMAIL, "Shared Drive", "authorized_user", "GDRIVE_IMPERSONATE",
+                     "docs/google-drive.md"):
+        assert expected in message
+    assert [r.status for r in fake.requests_for("upload.start")] == [403]
+    assert sleeps == []
+
+
+def test_missing_folder_says_which_id_and_whom_to_share_it_with(fake, drive_settings, tmp_path, sleeps):
+    settings = drive_settings(gdrive_folder_id="1NoSuchFolderId")
+
+    with pytest.raises(PublishError, match=r"GDRIVE_FOLDER_ID=1NoSuchFolderId.*share the folder with "
+                                           + SA_EMAIL.replace(".", r"\.")):
+        publisher(settings, sleeps).publish(write_bundle(tmp_path / "run", {"metrics.json": 10}))
+    assert [r.status for r in fake.requests_for("files.get")] == [404]
+    assert fake.requests_for("upload.start") == []
+
+
+def test_refused_token_names_the_key_file_and_the_account(fake, drive_settings, tmp_path, sleeps):
+    settings = drive_settings()
+    fake.fail_next("token", Fault(400, "invalid_grant"))
+
+    with pytest.raises(PublishError) as caught:
+        publisher(settings, sleeps).publish(write_bundle(tmp_path / "run", {"metrics.json": 10}))
+
+    message = str(caught.value)
+    assert str(settings.google_credentials) in message
+    assert SA_EMAIL in message
+    assert "invalid_grant" in message
+    assert [r.operation for r in fake.requests] == ["token"]
+
+
+def test_a_large_file_goes_up_in_several_chunks_and_arrives_intact(fake, drive_settings, tmp_path, sleeps):
+    settings = drive_settings()
+    size = 20 * 1024 * 1024 + 12_345
+    bundle = write_bundle(tmp_path / "run", {"model.joblib": size})
+
+    publisher(settings, sleeps, chunk_size=16 * UPLOAD_GRANULARITY).publish(bundle)
+
+    ranges = [r.headers["content-range"] for r in fake.requests_for("upload.chunk")]
+    assert len(ranges) == 6
+    assert ranges[0] == f"bytes 0-4194303/{size}"
+    assert ranges[-1] == f"bytes 20971520-{size - 1}/{size}"
+    assert_intact(fake, only_run_folder(fake, settings), bundle)
+
+
+def test_shared_drive_flags_are_sent_on_every_request(fake, drive_settings, tmp_path, sleeps):
+    settings = drive_settings()
+    publisher(settings, sleeps).publish(write_bundle(tmp_path / "run", ARTIFACTS))
+
+    drive_requests = [r for r in fake.requests if r.operation.startswith(("files.", "upload."))]
+    assert {r.operation for r in drive_requests} == {"files.get", "files.list", "files.create", "upload.start",
+                                                     "upload.chunk"}
+    assert all(r.query.get("supportsAllDrives") == "true" for r in drive_requests)
+    for listing in fake.requests_for("files.list"):
+        assert listing.query["includeItemsFromAllDrives"] == "true"
+        assert listing.query["corpora"] == "drive"
+
+
+def test_an_oauth_user_token_uploads_into_my_drive(fake, drive_settings, tmp_path, sleeps):
+    token = fake.write_user_token(tmp_path / "secrets" / "token.json", email="someone@gmail.com")
+    settings = drive_settings(google_credentials=token, gdrive_folder_id=fake.create_folder("My Drive folder"))
+    bundle = write_bundle(tmp_path / "run", {"model.joblib": 2 * CHUNK + 1, "metrics.json": 100})
+
+    publisher(settings, sleeps).publish(bundle)
+
+    assert_intact(fake, only_run_folder(fake, settings), bundle)
+    assert all("corpora" not in r.query for r in fake.requests_for("files.list"))  # a My Drive: no driveId
+
+
+def test_domain_wide_delegation_acts_as_the_user(fake, drive_settings, tmp_path, sleeps):
+    key = fake.write_service_account_key(tmp_path / "sa.json", domain_wide_delegation=True)
+    settings = drive_settings(google_credentials=key, gdrive_impersonate="ana@example.com",
+                              gdrive_folder_id=fake.create_folder("My Drive folder"))
+    bundle = write_bundle(tmp_path / "run", {"metrics.json": 100})
+
+    publisher(settings, sleeps).publish(bundle)
+
+    assert_intact(fake, only_run_folder(fake, settings), bundle)
+
+
+def test_delegation_not_authorized_in_the_admin_console_is_explained(fake, drive_settings, tmp_path, sleeps):
+    settings = drive_settings(gdrive_impersonate="ana@example.com")
+
+    with pytest.raises(PublishError, match="Domain-wide delegation is not set up.*Admin console"):
+        publisher(settings, sleeps).publish(write_bundle(tmp_path / "run", {"metrics.json": 10}))
+
+
+def test_a_corrupted_upload_is_caught_by_md5_and_replaced_on_retry(fake, drive_settings, tmp_path, sleeps):
+    settings = drive_settings()
+    bundle = write_bundle(tmp_path / "run", {"model.joblib": 5000})
+    fake.corrupt_next_upload()
+
+    with pytest.raises(PublishError, match="model.joblib arrived in Drive .* with md5 .* local file has md5"):
+        publisher(settings, sleeps).publish(bundle)
+    assert publisher(settings, sleeps).publish(bundle).files == {"model.joblib": "replaced"}
+    assert_intact(fake, only_run_folder(fake, settings), bundle)
+
+
+def write_json(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("make_file, expected", [
+    (lambda d: d / "absent.json", "does not exist"),
+    (lambda d: write_json(d / "broken.json", "{not json"), "is not a JSON credentials file"),
+    (lambda d: write_json(d / "list.json", "[]"), "not a credentials object"),
+    (lambda d: write_json(d / "client.json", '{"installed": {"client_id": "x"}}'), "OAuth client secret, not a token"),
+    (lambda d: write_json(d / "other.json", '{"type": "external_account"}'), "'external_account'"),
+    (lambda d: write_json(d / "bad_key.json", '{"type": "service_account", "client_email": "a@b"}'),
+     "not a usable service_account file"),
+], ids=["missing", "not-json", "not-an-object", "client-secret", "unsupported-type", "incomplete-key"])
+def test_unusable_credentials_are_a_config_error_before_any_request(fake, drive_settings, tmp_path, sleeps,
+                                                                     make_file, expected):
+    path = make_file(tmp_path)
+    settings = drive_settings(google_credentials=path)
+
+    with pytest.raises(ConfigError, match=expected) as caught:
+        publisher(settings, sleeps).publish(write_bundle(tmp_path / "run", {"metrics.json": 10}))
+    assert str(path) in str(caught.value)
+    assert fake.requests == []
+
+
+def test_impersonation_with_a_user_token_is_a_config_error(fake, drive_settings, tmp_path, sleeps):
+    token = fake.write_user_token(tmp_path / "token.json")
+    settings = drive_settings(google_credentials=token, gdrive_impersonate="ana@example.com")
+
+    with pytest.raises(ConfigError, match="GDRIVE_IMPERSONATE=ana@example.com needs a service-account key"):
+        publisher(settings, sleeps).publish(write_bundle(tmp_path / "run", {"metrics.json": 10}))
+
+
+def test_missing_folder_id_is_a_config_error(fake, drive_settings, tmp_path, sleeps):
+    settings = drive_settings(gdrive_folder_id="")
+
+    with pytest.raises(ConfigError, match="GDRIVE_FOLDER_ID is not set"):
+        publisher(settings, sleeps).publish(write_bundle(tmp_path / "run", {"metrics.json": 10}))
+    with pytest.raises(ConfigError, match="GDRIVE_FOLDER_ID"):
+        remote_publishers(settings)
+    assert fake.requests == []
+
+
+def test_a_folder_id_that_is_a_file_is_a_config_error(fake, drive_settings, tmp_path, sleeps):
+    parent = fake.create_folder("runs", shared_drive=True)
+    file_id = fake.create_file("notes.txt", parent, b"hello", "text/plain")
+    settings = drive_settings(gdrive_folder_id=file_id)
+
+    with pytest.raises(ConfigError, match=f"GDRIVE_FOLDER_ID={file_id} is 'notes.txt', a file of type text/plain"):
+        publisher(settings, sleeps).publish(write_bundle(tmp_path / "run", {"metrics.json": 10}))
+    assert fake.requests_for("upload.start") == [] and fake.requests_for("files.create") == []
+
+
+def test_a_read_only_folder_is_explained(fake, drive_settings, tmp_path, sleeps):
+    settings = drive_settings(gdrive_folder_id=fake.create_folder("view only", shared_drive=True, writable=False))
+
+    with pytest.raises(PublishError, match=f"{SA_EMAIL} can only view the folder 'view only'.*Editor"):
+        publisher(settings, sleeps).publish(write_bundle(tmp_path / "run", {"metrics.json": 10}))
+
+
+def test_a_local_file_changed_since_it_was_recorded_is_not_uploaded(fake, drive_settings, tmp_path, sleeps):
+    bundle = write_bundle(tmp_path / "run", {"metrics.json": 10})
+    bundle.files[0].write_text("changed")
+
+    with pytest.raises(ArtifactError, match="metrics.json has sha256"):
+        publisher(drive_settings(), sleeps).publish(bundle)
+    assert fake.requests == []
+
+
+def test_remote_publishers_builds_the_drive_publisher(drive_settings):
+    assert [p.name for p in remote_publishers(drive_settings())] == ["gdrive"]
+
+
+def test_chunk_size_must_suit_resumable_uploads(drive_settings):
+    with pytest.raises(ValueError, match="multiple of 262144"):
+        GDrivePublisher(drive_settings(), chunk_size=1_000_000)
+
+
+def set_drive_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    for name, value in (("GOOGLE_APPLICATION_CREDENTIALS", str(settings.google_credentials)),
+                        ("GDRIVE_FOLDER_ID", settings.gdrive_folder_id),
+                        ("GDRIVE_API_ROOT", settings.gdrive_api_root)):
+        monkeypatch.setenv(name, value)
+
+
+def test_gdrive_check_reports_account_and_shared_drive_without_uploading(fake, drive_settings, monkeypatch, capsys):
+    settings = drive_settings()
+    set_drive_env(monkeypatch, settings)
+
+    assert gdrive_check.main([]) == 0
+
+    output = capsys.readouterr().out
+    assert f"account:     {SA_EMAIL}" in output
+    assert "'pipeline runs'" in output and "on Shared Drive 0ASharedDrive" in output
+    assert "gdrive-check: OK" in output
+    assert not [r for r in fake.requests if r.operation in ("files.create", "upload.start", "upload.chunk")]
+
+
+def test_gdrive_check_fails_on_a_folder_id_that_is_not_a_folder(fake, drive_settings, monkeypatch, capsys):
+    parent = fake.create_folder("runs", shared_drive=True)
+    set_drive_env(monkeypatch, drive_settings(gdrive_folder_id=fake.create_file("model.joblib", parent, b"x")))
+
+    assert gdrive_check.main([]) == 1
+
+    assert "gdrive-check: FAILED: GDRIVE_FOLDER_ID=" in capsys.readouterr().err
+
+
+def test_gdrive_check_warns_that_a_service_account_cannot_fill_a_my_drive(fake, drive_settings, monkeypatch, capsys):
+    set_drive_env(monkeypatch, drive_settings(gdrive_folder_id=fake.create_folder("My Drive folder")))
+
+    assert gdrive_check.main([]) == 1
+    assert "service accounts own no Drive storage" in capsys.readouterr().err
+    assert gdrive_check.main(["--allow-my-drive"]) == 0
+    assert "in a 'My Drive'" in capsys.readouterr().out
+
+
+def test_gdrive_check_with_a_user_token_names_the_user(fake, drive_settings, tmp_path, monkeypatch, capsys):
+    token = fake.write_user_token(tmp_path / "token.json", email="someone@gmail.com")
+    set_drive_env(monkeypatch, drive_settings(google_credentials=token, gdrive_folder_id=fake.create_folder("mine")))
+
+    assert gdrive_check.main([]) == 0
+    assert "account:     someone@gmail.com" in capsys.readouterr().out
+
+
+def test_service_account_sign_in_starts_no_request_outside_the_fake(fake, drive_settings, tmp_path, sleeps,
+                                                                     outside_lookups):
+    publisher(drive_settings(), sleeps).publish(write_bundle(tmp_path / "run", {"metrics.json": 10}))
+
+    for thread in threading.enumerate():
+        if type(thread).__module__.startswith("google."):
+            thread.join(timeout=10)
+    assert outside_lookups == []
