@@ -74,8 +74,6 @@ def run(settings: Settings) -> dict[str, Any]:
     if not metrics.get("quality_gate", {}).get("passed"):
         raise QualityGateError(f"{folder / artifacts.METRICS} records a failed quality gate: the run is not published")
     verify_checksum(folder / artifacts.MODEL, read_json(folder / artifacts.TRAIN_INFO)["model_sha256"])
-    remotes = remote_publishers(settings)  # configuration errors surface here, before anything is copied
-
     stamp = run_stamp(run_started_at(folder))
     checksums = {path.name: sha256_file(path) for path in files}
     manifest = write_json_atomic(folder / artifacts.MANIFEST, build_manifest(
@@ -84,7 +82,7 @@ def run(settings: Settings) -> dict[str, Any]:
                        {**checksums, artifacts.MANIFEST: sha256_file(manifest)})
     results = [LocalPublisher(settings.results_dir).publish(bundle)]
     log.info("published run %s locally to %s", settings.run_id, results[0].location)
-    for publisher in remotes:
+    for publisher in remote_publishers(settings):  # a bad Drive setting fails here, after the local copy
         results.append(publisher.publish(bundle))
         log.info("published run %s to %s: %s", settings.run_id, publisher.name, results[-1].location)
     summary = {"stamp": stamp, "destinations": {r.backend: r.location for r in results},

@@ -18,7 +18,7 @@ from etl.dataset import FEATURES, ID
 from etl.pipeline import run_all
 from tests.conftest import BUNDLED_SHA256
 from utils.config import PROJECT_ROOT
-from utils.errors import ArtifactError, QualityGateError
+from utils.errors import ArtifactError, ConfigError, QualityGateError
 from utils.files import sha256_file
 
 PUBLISHED = {"model.joblib", "metrics.json", "roc_curve.png", "confusion_matrix.png", "report.md",
@@ -43,6 +43,12 @@ def finished_run(tmp_path_factory):
 def published_folder(settings) -> Path:
     return settings.results_dir / json.loads(
         (settings.runs_dir / settings.run_id / artifacts.UPLOAD_INFO).read_text())["destinations"]["local"]
+
+
+def published_folder_of(settings) -> Path:
+    """The run's local results folder, found by name (for runs whose upload did not finish)."""
+    (folder,) = settings.results_dir.glob(f"*_{settings.run_id}")
+    return folder
 
 
 def test_run_publishes_every_artifact_with_matching_checksums(finished_run):
@@ -173,3 +179,11 @@ def test_steps_as_separate_commands_share_the_run_id(tmp_path):
         assert f"step {step}: finished" in result.stderr
         json.loads(result.stdout)
     assert (tmp_path / "results" / "latest" / "model.joblib").is_file()
+
+
+def test_missing_drive_settings_fail_upload_after_a_complete_local_copy(make_settings, tmp_path):
+    settings = make_settings(run_id="drive-misconfigured", storage_backend="gdrive",
+                             google_credentials=tmp_path / "absent.json")
+    with pytest.raises(ConfigError, match="GDRIVE_FOLDER_ID"):
+        run_all(settings)
+    assert {p.name for p in published_folder_of(settings).iterdir()} == PUBLISHED
