@@ -58,18 +58,19 @@ settings: venv ## Print every setting with its current value
 	$(PY) -m utils.config
 
 ##@ Quality
-test: venv system-deps ## Run the whole test suite (installs what it needs first)
+test: venv system-deps compose-v2 ## Run the whole test suite (installs what it needs first)
 	$(PY) -m pytest
 
 lint: venv ## ruff on the Python code, shellcheck on the shell scripts
 	$(PY) -m ruff check .
+	$(VENV)/bin/hadolint Dockerfile
 	shellcheck entrypoint.sh .ci/*.sh .ci/run
 
-bench: venv ## Time the pipeline (steps as processes, in one process) against importing pandas+sklearn
+bench: venv ## Time the pipeline (as processes, in one process, under Airflow) against baselines
 	$(PY) bench/bench_pipeline.py
+	$(PY) bench/bench_airflow.py
 
 clean-runs: ## Delete the per-run working folders under data/runs/
 	rm -rf data/runs
 
--include mk/airflow.mk
--include mk/stack.mk
+include mk/airflow.mk mk/stack.mk mk/smoke.mk

@@ -11,6 +11,10 @@ declare -A PACKAGES=(
   [docker-compose]=docker-compose
   [shellcheck]=shellcheck
   [pg_ctlcluster]=postgresql
+  [chromium]=chromium
+  [chromedriver]=chromium-driver
+  [busybox]=busybox
+  [curl]=curl
 )
 
 missing=()

@@ -1,0 +1,127 @@
+"""Benchmark: what Airflow adds. The DAG file's import time on top of Airflow's own imports (next to `import
+airflow` and to a one-task DAG), and the wall time of a full `airflow dags test` run against the five steps run
+in one process (`python -m etl.pipeline`).
+
+Import times are medians over BENCH_IMPORT_REPEAT fresh interpreters (default 7), measured inside each one, so
+interpreter start-up is excluded; run times are medians over BENCH_REPEAT runs (default 1: a run takes ~20 s).
+Goals: the DAG module <= 50 ms on top of the Airflow imports it needs; an Airflow run <= 30 s.
+Exit status 1 when a goal is missed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: `python bench/bench_airflow.py`
+
+from tests.airflow_support import DAG_FILE, base_environment, dags_test, migrate  # noqa: E402
+
+DAG_IMPORT_GOAL_MS = 50.0
+AIRFLOW_RUN_GOAL_S = 30.0
+AIRFLOW_IMPORTS = ("import airflow.sdk, airflow.providers.standard.operators.python, "
+                   "airflow.providers.standard.operators.empty")
+ONE_TASK_DAG = ("from airflow.sdk import DAG\nfrom airflow.providers.standard.operators.empty import EmptyOperator\n"
+                "with DAG(dag_id='one_task', schedule='@once', catchup=False):\n    EmptyOperator(task_id='only')\n")
+
+# Each probe prints {"airflow_ms": ..., "dag_ms": ...}: Airflow's imports, then the DAG file on top of them.
+PROBE = """
+import importlib.util, json, sys, time
+started = time.perf_counter()
+{airflow_imports}
+imported = time.perf_counter()
+spec = importlib.util.spec_from_file_location("probe_dag", sys.argv[1])
+spec.loader.exec_module(importlib.util.module_from_spec(spec))
+print(json.dumps({{"airflow_ms": 1000 * (imported - started), "dag_ms": 1000 * (time.perf_counter() - imported)}}))
+"""
+
+
+def probe(dag_file: Path, env: dict[str, str], airflow_imports: str = AIRFLOW_IMPORTS) -> dict[str, float]:
+    """Import times (ms) measured inside one fresh interpreter."""
+    result = subprocess.run([sys.executable, "-c", PROBE.format(airflow_imports=airflow_imports), str(dag_file)],
+                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"importing {dag_file} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def median_probe(dag_file: Path, env: dict[str, str], repeat: int, key: str, **kwargs: str) -> float:
+    return statistics.median(probe(dag_file, env, **kwargs)[key] for _ in range(repeat))
+
+
+def timed_seconds(function, *args) -> float:
+    started = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - started
+
+
+def run_in_process(env: dict[str, str], run_id: str) -> None:
+    """The five steps in one process, as `python -m etl.pipeline` runs them."""
+    subprocess.run([sys.executable, "-m", "etl.pipeline", "--run-id", run_id], env=env, cwd=ROOT,
+                   capture_output=True, timeout=600, check=True)
+
+
+def run_with_airflow(home: Path, settings: dict[str, str], logical_date: datetime) -> None:
+    outcome = dags_test(home, logical_date, settings)
+    if outcome.returncode != 0 or outcome.state != "success":
+        raise RuntimeError(f"airflow dags test ended {outcome.state} ({outcome.returncode}):\n{outcome.output[-3000:]}")
+
+
+def main() -> int:
+    import_repeat = int(os.environ.get("BENCH_IMPORT_REPEAT", "7"))
+    run_repeat = int(os.environ.get("BENCH_REPEAT", "1"))
+    work = Path(tempfile.mkdtemp(prefix="bench-airflow-"))
+    home = migrate(work / "airflow_home")
+    env = base_environment(home)
+    one_task_dag = work / "one_task_dag.py"
+    one_task_dag.write_text(ONE_TASK_DAG, encoding="utf-8")
+    probe(DAG_FILE, env)  # warm the file caches and Airflow's config before measuring
+
+    import_airflow = median_probe(DAG_FILE, env, import_repeat, "airflow_ms", airflow_imports="import airflow")
+    operators = median_probe(DAG_FILE, env, import_repeat, "airflow_ms")
+    one_task = median_probe(one_task_dag, env, import_repeat, "dag_ms")
+    pipeline_dag = median_probe(DAG_FILE, env, import_repeat, "dag_ms")
+
+    settings = {"RUNS_DIR": str(work / "runs"), "RESULTS_DIR": str(work / "results"), "STORAGE_BACKEND": "local",
+                "DATA_URL": (ROOT / "data" / "BreastCancer.csv").as_uri()}
+    first_date = datetime(2031, 1, 1, tzinfo=UTC)
+    airflow_runs = [timed_seconds(run_with_airflow, home, settings, first_date + timedelta(days=n))
+                    for n in range(run_repeat)]
+    in_process_runs = [timed_seconds(run_in_process, {**env, **settings}, f"bench{n}") for n in range(run_repeat)]
+    airflow_run, in_process = statistics.median(airflow_runs), statistics.median(in_process_runs)
+
+    rows = [
+        ("import airflow", f"{import_airflow:.0f} ms", ""),
+        ("airflow.sdk + operators", f"{operators:.0f} ms", ""),
+        ("one-task DAG on top", f"{one_task:.1f} ms", ""),
+        ("this DAG on top", f"{pipeline_dag:.1f} ms", (pipeline_dag, DAG_IMPORT_GOAL_MS, "ms")),
+        ("  of which its own", f"{pipeline_dag - one_task:.1f} ms", ""),
+        ("pipeline in one process", f"{in_process:.1f} s", ""),
+        ("airflow dags test", f"{airflow_run:.1f} s", (airflow_run, AIRFLOW_RUN_GOAL_S, "s")),
+        ("  Airflow's overhead", f"{airflow_run - in_process:.1f} s", ""),
+    ]
+    print(f"airflow benchmark: imports median of {import_repeat}, runs median of {run_repeat}")
+    missed = []
+    for name, value, goal in rows:
+        verdict = ""
+        if goal:
+            measured, limit, unit = goal
+            verdict = f"<= {limit:g} {unit}  " + ("ok" if measured <= limit else "MISSED")
+            if measured > limit:
+                missed.append(name)
+        print(f"{name:<26}{value:>10}  {verdict}")
+    if missed:
+        print("goals missed: " + ", ".join(missed))
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""What a failed run leaves behind and who hears about it.
+
+The failing step's `on_failure_callback` records its error in the run's folder (`failure.json`); the
+`failure_end` task reads it, marks the folder failed (`FAILED`, holding the alert) and sends the alert: a log
+line always, and a JSON POST to ALERT_WEBHOOK_URL when it is set ({"text": ...} for Slack-style webhooks, plus
+structured fields). Nothing here imports Airflow, so it is tested and reused without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from utils.errors import PipelineError
+from utils.files import read_json, write_json_atomic
+from utils.logger import get_logger
+
+FAILURE_FILE = "failure.json"
+FAILED_MARKER = "FAILED"
+WEBHOOK_TIMEOUT_SECONDS = 10.0
+MAX_ERROR_CHARS = 2000  # chat webhooks reject huge messages; the full error stays in the task log
+log = get_logger("notify")
+
+
+class AlertDeliveryError(PipelineError):
+    """The alert webhook could not be reached or refused the alert."""
+
+
+@dataclass(frozen=True)
+class StepFailure:
+    """Why one task of a run failed, as its failure callback saw it."""
+
+    task_id: str
+    error_type: str
+    error: str
+    try_number: int
+    log_url: str
+
+
+def record_failure(folder: Path, failure: StepFailure) -> Path:
+    """Write the failure into the run's folder (atomically) for `failure_end` to read."""
+    return write_json_atomic(folder / FAILURE_FILE, dataclasses.asdict(failure))
+
+
+def read_failure(folder: Path) -> StepFailure | None:
+    """The recorded failure of the run, or None when no callback recorded one (e.g. the worker was killed)."""
+    path = folder / FAILURE_FILE
+    return StepFailure(**read_json(path)) if path.is_file() else None
+
+
+def clear_failure(folder: Path) -> None:
+    """Forget an earlier failure of this run: a cleared step is running again."""
+    for name in (FAILURE_FILE, FAILED_MARKER):
+        (folder / name).unlink(missing_ok=True)
+
+
+def build_alert(dag_id: str, run_id: str, failed_tasks: list[str], failure: StepFailure | None,
+                folder: Path) -> dict[str, Any]:
+    """The alert: a one-paragraph `text` for chat webhooks and the same facts as separate fields."""
+    culprit = failure.task_id if failure else (failed_tasks[0] if failed_tasks else "unknown")
+    reason = f"{failure.error_type}: {failure.error}" if failure else "no error was recorded; see the task log"
+    reason = reason[:MAX_ERROR_CHARS]
+    text = (f"{dag_id} run {run_id} FAILED at task {culprit}"
+            + (f" (try {failure.try_number})" if failure else "") + f": {reason}"
+            + (f"\nLog: {failure.log_url}" if failure and failure.log_url else "")
+            + f"\nRun folder: {folder}")
+    return {"text": text, "status": "failed", "dag_id": dag_id, "run_id": run_id, "task_id": culprit,
+            "failed_tasks": failed_tasks, "error_type": failure.error_type if failure else "",
+            "error": failure.error[:MAX_ERROR_CHARS] if failure else "",
+            "log_url": failure.log_url if failure else "", "run_folder": str(folder)}
+
+
+def mark_failed(folder: Path, alert: dict[str, Any]) -> Path:
+    """Mark the run's folder as belonging to a failed run; the marker holds the alert."""
+    return write_json_atomic(folder / FAILED_MARKER, alert)
+
+
+def redacted(url: str) -> str:
+    """`scheme://host` of a webhook URL: its path is often the secret (Slack, Telegram bot tokens)."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}"
+
+
+def post_webhook(url: str, alert: dict[str, Any], timeout: float = WEBHOOK_TIMEOUT_SECONDS) -> int:
+    """POST `alert` as JSON to `url`; returns the HTTP status or raises AlertDeliveryError."""
+    request = urllib.request.Request(url, data=json.dumps(alert).encode("utf-8"), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        raise AlertDeliveryError(f"alert webhook {redacted(url)} answered HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise AlertDeliveryError(f"alert webhook {redacted(url)} could not be reached: {reason}") from None
+
+
+def send_alert(alert: dict[str, Any], webhook_url: str) -> None:
+    """Log the alert; POST it when a webhook is configured. A failed POST is logged and raised, so the task
+    that sends it fails visibly instead of hiding an alert nobody received."""
+    log.error("%s", alert["text"])
+    if not webhook_url:
+        log.info("ALERT_WEBHOOK_URL is not set: the alert went to this log only")
+        return
+    try:
+        status = post_webhook(webhook_url, alert)
+    except AlertDeliveryError as exc:
+        log.error("%s; the alert was NOT delivered (it is in this log and in the run's %s file)",
+                  exc, FAILED_MARKER)
+        raise
+    log.info("alert delivered to %s (HTTP %d)", redacted(webhook_url), status)

@@ -1,0 +1,237 @@
+"""The DAG's integrity: it parses, has exactly the intended tasks, edges, trigger rules, retries, timeouts and Params,
+imports with an empty environment without pulling in the heavy libraries; and failure_end's notifier."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from etl import airflow_tasks, notify
+from tests.airflow_support import DAG_FILE, DAG_ID, DAGS_FOLDER
+from tests.conftest import SETTING_VARIABLES
+from tests.http_support import Answer, scripted_server
+from utils.config import PROJECT_ROOT, Settings
+
+STEPS = ("load", "preprocess", "train", "evaluate", "upload")
+HEAVY_MODULES = ("pandas", "numpy", "sklearn", "pandera", "matplotlib", "joblib", "googleapiclient",
+                 "prometheus_client")
+EXPECTED_DOWNSTREAM = {
+    "start": {"load"},
+    "load": {"preprocess", "failure_end"},
+    "preprocess": {"train", "failure_end"},
+    "train": {"evaluate", "failure_end"},
+    "evaluate": {"upload", "failure_end"},
+    "upload": {"success_end", "failure_end"},
+    "success_end": set(),
+    "failure_end": set(),
+}
+
+
+@pytest.fixture(scope="module")
+def dagbag(tmp_path_factory: pytest.TempPathFactory):
+    """The DAGs folder parsed by Airflow's DagBag, with no settings from the shell or `.env`."""
+    with pytest.MonkeyPatch.context() as env:
+        for name in SETTING_VARIABLES:
+            env.delenv(name, raising=False)
+        env.setenv("ENV_FILE", str(tmp_path_factory.mktemp("env") / "absent.env"))
+        env.setenv("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow_home")))  # if this imports airflow first
+        from airflow.dag_processing.dagbag import DagBag
+
+        return DagBag(dag_folder=str(DAGS_FOLDER))
+
+
+@pytest.fixture(scope="module")
+def dag(dagbag):
+    return dagbag.dags[DAG_ID]
+
+
+def test_dags_folder_has_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert DAG_ID in dagbag.dag_ids
+
+
+def test_tasks_and_edges_are_exactly_the_pipeline(dag):
+    assert {task_id: set(task.downstream_task_ids) for task_id, task in dag.task_dict.items()} == EXPECTED_DOWNSTREAM
+
+
+def test_failure_end_runs_when_any_step_fails_and_success_end_when_all_succeed(dag):
+    from airflow.sdk import TriggerRule
+
+    assert dag.get_task("failure_end").trigger_rule == TriggerRule.ONE_FAILED
+    assert set(dag.get_task("failure_end").upstream_task_ids) == set(STEPS)
+    assert all(dag.get_task(task_id).trigger_rule == TriggerRule.ALL_SUCCESS
+               for task_id in dag.task_ids if task_id != "failure_end")
+    assert dag.leaves and {task.task_id for task in dag.leaves} == {"success_end", "failure_end"}
+
+
+def test_steps_call_the_etl_functions_and_record_their_failures(dag):
+    for step in STEPS:
+        task = dag.get_task(step)
+        assert task.python_callable is airflow_tasks.run_step and task.op_kwargs == {"step": step}
+        assert task.on_failure_callback == [airflow_tasks.record_step_failure]
+    assert dag.get_task("failure_end").python_callable is airflow_tasks.end_with_failure
+
+
+def test_network_steps_retry_with_exponential_backoff_and_every_step_has_a_timeout(dag):
+    retries = {step: dag.get_task(step).retries for step in STEPS}
+    assert retries["load"] >= 2 and retries["upload"] >= 2 and retries["train"] >= 1
+    assert retries["preprocess"] == 0 and retries["evaluate"] == 0
+    for task_id in (*STEPS, "failure_end"):
+        task = dag.get_task(task_id)
+        assert task.execution_timeout is not None and task.execution_timeout <= timedelta(hours=1), task_id
+        assert task.depends_on_past is False
+        if task.retries:
+            assert task.retry_exponential_backoff > 1 and task.max_retry_delay <= timedelta(hours=1), task_id
+
+
+def test_run_policy(dag):
+    assert dag.schedule == "@once" and type(dag.timetable).__name__ == "OnceTimetable"
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert dag.is_paused_upon_creation is False
+    assert dag.dagrun_timeout is not None
+
+
+def test_params_default_to_the_settings(dag):
+    defaults = Settings()
+    assert {name: dag.params[name] for name in dag.params} == {
+        "model": defaults.model, "test_size": defaults.test_size, "min_recall": defaults.min_recall,
+        "min_roc_auc": defaults.min_roc_auc, "storage_backend": defaults.storage_backend,
+        "data_url": defaults.data_url}
+    assert all(dag.params.get_param(name).description for name in dag.params)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("model", "xgboost"), ("test_size", 0), ("test_size", 1), ("test_size", "0.2"), ("min_recall", 1.5),
+    ("min_roc_auc", -0.1), ("storage_backend", "s3"), ("data_url", "ftp://example.org/data.csv"),
+])
+def test_params_reject_bad_values(dag, name, value):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = copy.deepcopy(dag.params)
+    with pytest.raises(ParamValidationError, match=name):
+        params[name] = value
+
+
+def test_params_accept_good_values(dag):
+    params = copy.deepcopy(dag.params)
+    for name, value in {"model": "svm", "test_size": 0.3, "min_recall": 1, "min_roc_auc": 0,
+                        "storage_backend": "local", "data_url": "file:///tmp/data.csv"}.items():
+        params[name] = value
+    assert params.validate()["model"] == "svm"
+
+
+# --- the task adapters ------------------------------------------------------------------------------------------
+
+def test_params_override_the_environment_and_the_run_start_is_the_logical_date(monkeypatch):
+    monkeypatch.setenv("MODEL", "random_forest")
+    monkeypatch.setenv("SEED", "7")
+    logical = datetime(2030, 5, 6, 7, 8, 9, tzinfo=UTC)
+    context = {"params": {"model": "svm", "not_a_setting": 1}, "run_id": "manual__x",
+               "dag_run": SimpleNamespace(logical_date=logical, run_after=logical + timedelta(hours=1))}
+    settings = airflow_tasks.settings_for(context)
+    assert (settings.model, settings.seed, settings.run_id) == ("svm", 7, "manual__x")
+    assert settings.run_start() == logical
+
+
+def test_a_manual_run_without_logical_date_starts_when_it_was_due():
+    due = datetime(2030, 5, 6, 7, 8, 9, tzinfo=UTC)
+    assert airflow_tasks.run_start({"dag_run": SimpleNamespace(logical_date=None, run_after=due)}) == due
+
+
+# --- importing the DAG file in a fresh interpreter --------------------------------------------------------------
+
+def import_dag_in_subprocess(tmp_path: Path, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Import the DAG file with `env -i`-like environment (PATH, HOME, PYTHONPATH + `extra_env`) and print what
+    it imported, its import time next to Airflow's own, and the load task's retry delay."""
+    script = f"""
+import importlib.util, json, sys, time
+started = time.perf_counter()
+import airflow.sdk, airflow.providers.standard.operators.python, airflow.providers.standard.operators.empty
+airflow_done = time.perf_counter()
+spec = importlib.util.spec_from_file_location("{DAG_ID}", {str(DAG_FILE)!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+dag_done = time.perf_counter()
+print(json.dumps({{"tasks": sorted(module.dag.task_ids),
+                  "heavy": [name for name in {HEAVY_MODULES!r} if name in sys.modules],
+                  "retry_delay": module.dag.get_task("load").retry_delay.total_seconds(),
+                  "airflow_ms": 1000 * (airflow_done - started), "dag_ms": 1000 * (dag_done - airflow_done)}}))
+"""
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": str(PROJECT_ROOT), **(extra_env or {})}
+    return subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_dag_imports_with_an_empty_environment_and_without_heavy_libraries(tmp_path, capsys):
+    result = import_dag_in_subprocess(tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["tasks"] == sorted(EXPECTED_DOWNSTREAM)
+    assert report["heavy"] == []
+    with capsys.disabled():
+        print(f"\n[DAG import] airflow + operators: {report['airflow_ms']:.0f} ms; "
+              f"the DAG module on top: {report['dag_ms']:.1f} ms (goal <= 50 ms, measured by `make bench`)")
+
+
+def test_retry_delay_comes_from_airflow_config(tmp_path):
+    result = import_dag_in_subprocess(tmp_path, {"AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "7"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.splitlines()[-1])["retry_delay"] == 7
+
+
+def test_a_bad_setting_in_the_environment_breaks_the_dag_with_its_name(tmp_path):
+    result = import_dag_in_subprocess(tmp_path, {"MODEL": "xgboost"})
+    assert result.returncode != 0
+    assert "ConfigError" in result.stderr and "MODEL='xgboost'" in result.stderr
+
+
+# --- failure_end's notifier (no Airflow) ------------------------------------------------------------------------
+
+FAILURE = notify.StepFailure(task_id="train", error_type="MemoryError", error="out of memory", try_number=2,
+                             log_url="http://127.0.0.1:8080/dags/x/runs/r/tasks/train?try_number=2")
+
+
+def test_alert_names_the_task_the_error_and_the_log(tmp_path):
+    notify.record_failure(tmp_path, FAILURE)
+    alert = notify.build_alert(DAG_ID, "run-1", ["train"], notify.read_failure(tmp_path), tmp_path)
+    assert alert["task_id"] == "train" and alert["error_type"] == "MemoryError"
+    assert "train (try 2): MemoryError: out of memory" in alert["text"] and FAILURE.log_url in alert["text"]
+
+
+def test_alert_without_a_recorded_failure_names_the_failed_task(tmp_path):
+    alert = notify.build_alert(DAG_ID, "run-1", ["upload"], notify.read_failure(tmp_path), tmp_path)
+    assert alert["task_id"] == "upload" and "no error was recorded" in alert["text"]
+
+
+def test_a_rerun_step_clears_the_failure_marks(tmp_path):
+    notify.record_failure(tmp_path, FAILURE)
+    notify.mark_failed(tmp_path, {"text": "x"})
+    notify.clear_failure(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_webhook_receives_the_alert_as_json(tmp_path):
+    alert = notify.build_alert(DAG_ID, "run-1", ["train"], FAILURE, tmp_path)
+    with scripted_server(Answer(200, b"ok", "text/plain")) as hook:
+        notify.send_alert(alert, hook.url)
+    [request] = hook.requests
+    assert request["method"] == "POST" and request["headers"]["Content-Type"] == "application/json"
+    assert json.loads(request["body"]) == alert
+
+
+def test_a_failing_webhook_is_logged_without_its_secret_path_and_raised(tmp_path, caplog):
+    alert = notify.build_alert(DAG_ID, "run-1", ["train"], FAILURE, tmp_path)
+    with scripted_server(Answer(500, b"no", "text/plain")) as hook:
+        secret_url = hook.url.replace("/BreastCancer.csv", "/T000/B000/secret-token")
+        with pytest.raises(notify.AlertDeliveryError, match="HTTP 500"):
+            notify.send_alert(alert, secret_url)
+    assert "NOT delivered" in caplog.text and "secret-token" not in caplog.text
