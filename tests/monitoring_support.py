@@ -29,7 +29,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -117,44 +116,6 @@ def running(args: list[str], ready_url: str, log: Path) -> Iterator[subprocess.P
         yield process
     finally:
         stop(process)
-
-
-# --- PostgreSQL for the entry point's tests ---------------------------------------------------------------------
-
-def _as_postgres_user(args: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: as root, run its commands as the `postgres` system user."""
-    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
-
-
-def _postgres_tool(name: str) -> str:
-    found = shutil.which(name) or next(iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None)
-    return str(found) if found else require_tool(name)
-
-
-@contextlib.contextmanager
-def postgres_server() -> Iterator[str]:
-    """A throwaway PostgreSQL on a free loopback port; yields its SQLAlchemy URL (user and database `airflow`).
-
-    Its folder is a fresh one under the system temp folder: the postgres user cannot enter pytest's (mode 700)."""
-    initdb, pg_ctl, createdb = _postgres_tool("initdb"), _postgres_tool("pg_ctl"), _postgres_tool("createdb")
-    with tempfile.TemporaryDirectory(prefix="postgres-") as name:
-        folder = Path(name)
-        if os.geteuid() == 0:
-            shutil.chown(folder, "postgres")
-        data, log = folder / "data", folder / "postgres.log"
-        subprocess.run(_as_postgres_user([initdb, "-D", str(data), "-U", "airflow", "--auth=trust", "-E", "UTF8"]),
-                       check=True, capture_output=True)
-        port = free_port()
-        options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-        subprocess.run(_as_postgres_user([pg_ctl, "-D", str(data), "-o", options, "-l", str(log), "-w", "start"]),
-                       check=True, capture_output=True)
-        try:
-            subprocess.run(_as_postgres_user([createdb, "-h", "127.0.0.1", "-p", str(port), "-U", "airflow",
-                                              "airflow"]), check=True, capture_output=True)
-            yield f"postgresql+psycopg2://airflow@127.0.0.1:{port}/airflow"
-        finally:
-            subprocess.run(_as_postgres_user([pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"]),
-                           check=False, capture_output=True)
 
 
 # --- Prometheus ------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ for real against Airflow on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -20,7 +21,8 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from tests.monitoring_support import free_port, missing_tool, postgres_server, require_tool
+from tests.monitoring_support import free_port, missing_tool, require_tool
+from tests.stack_support import Processes, postgres_server
 from utils.config import PROJECT_ROOT, Settings, load_settings, read_env_file
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
@@ -425,8 +427,12 @@ def test_entrypoint_prepares_sqlite_airflow_and_a_second_run_changes_nothing(ent
 
 
 @pytest.mark.slow
-def test_entrypoint_prepares_postgresql_airflow_twice(entrypoint_env: dict[str, str]) -> None:
-    with postgres_server() as url:
+def test_entrypoint_prepares_postgresql_airflow_twice(entrypoint_env: dict[str, str], tmp_path: Path) -> None:
+    processes = Processes(tmp_path / "logs")
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(processes.stop_all)
+        database = cleanup.enter_context(postgres_server(processes, free_port(), "airflow", "pg-secret", "airflow"))
+        url = f"postgresql+psycopg2://airflow:pg-secret@127.0.0.1:{database.port}/airflow"
         env = {**entrypoint_env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url, "AIRFLOW_ADMIN_PASSWORD": "From.env-42"}
         for _ in range(2):
             result = run_entrypoint(env)
