@@ -67,8 +67,7 @@ lint: venv ## ruff on the Python code, shellcheck on the shell scripts
 	shellcheck entrypoint.sh .ci/*.sh .ci/run
 
 bench: venv ## Time the pipeline (as processes, in one process, under Airflow) against baselines
-	$(PY) bench/bench_pipeline.py
-	$(PY) bench/bench_airflow.py
+	@pipeline=0; $(PY) bench/bench_pipeline.py || pipeline=$$?; $(PY) bench/bench_airflow.py && exit $$pipeline
 
 clean-runs: ## Delete the per-run working folders under data/runs/
 	rm -rf data/runs

@@ -10,9 +10,7 @@ from typing import Any
 import joblib
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from sklearn.metrics import (
-    ConfusionMatrixDisplay,
     accuracy_score,
     average_precision_score,
     balanced_accuracy_score,
@@ -25,17 +23,17 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from etl import artifacts
+from etl import artifacts, charts
 from etl.dataset import features_and_labels
 from utils.config import Settings
 from utils.errors import QualityGateError
 from utils.files import (
-    atomic_path,
     read_json,
     require_file,
     run_dir,
     run_started_at,
     verify_checksum,
+    write_bytes_atomic,
     write_json_atomic,
     write_text_atomic,
 )
@@ -78,37 +76,15 @@ def quality_gate(metrics: dict[str, Any], settings: Settings) -> dict[str, Any]:
 
 
 def save_roc_curve(labels: np.ndarray, probabilities: np.ndarray, path: Path, title: str) -> None:
-    figure = Figure(figsize=(5, 5))
-    figure.subplots_adjust(left=0.15, right=0.96, bottom=0.11, top=0.92)
-    axes = figure.subplots()
     false_positive_rate, true_positive_rate, _ = roc_curve(labels, probabilities, pos_label=1)
-    axes.plot(false_positive_rate, true_positive_rate, linewidth=2,
-              label=f"model (ROC-AUC = {roc_auc_score(labels, probabilities):.3f})")
-    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
-    axes.set(title=title, xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="False positive rate (benign flagged)",
-             ylabel="True positive rate (malignant found)")
-    axes.legend(loc="lower right")
-    _save_figure(figure, path)
+    write_bytes_atomic(path, charts.roc_curve_png(false_positive_rate.tolist(), true_positive_rate.tolist(),
+                                                  roc_auc_score(labels, probabilities), title))
 
 
 def save_confusion_matrix(labels: np.ndarray, probabilities: np.ndarray, path: Path, title: str) -> None:
-    figure = Figure(figsize=(5, 4.5))
-    figure.subplots_adjust(left=0.30, right=0.96, bottom=0.12, top=0.91)
-    axes = figure.subplots()
     predicted = (probabilities >= DECISION_THRESHOLD).astype(int)
-    ConfusionMatrixDisplay.from_predictions(labels, predicted, labels=[0, 1],
-                                            display_labels=["benign (0)", "malignant (1)"], ax=axes,
-                                            colorbar=False, cmap="Blues")
-    axes.set_title(title)
-    _save_figure(figure, path)
-
-
-def _save_figure(figure: Figure, path: Path) -> None:
-    """Render without pyplot (no global state, no display backend) and write the PNG atomically.
-
-    Margins are fixed by the callers: automatic layout would draw every figure twice."""
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
+    counts = confusion_matrix(labels, predicted, labels=[0, 1]).tolist()
+    write_bytes_atomic(path, charts.confusion_matrix_png(counts, ["benign (0)", "malignant (1)"], title))
 
 
 def render_report(metrics: dict[str, Any]) -> str:

@@ -30,7 +30,7 @@ from utils.telemetry import Sample, push_metrics
 STEP = "upload"
 PUBLISHED_FILES = (artifacts.MODEL, artifacts.METRICS, artifacts.ROC_CURVE, artifacts.CONFUSION_MATRIX,
                    artifacts.REPORT, artifacts.VALIDATION_REPORT)
-RECORDED_PACKAGES = ("apache-airflow", "pandas", "numpy", "scikit-learn", "pandera", "joblib", "matplotlib")
+RECORDED_PACKAGES = ("apache-airflow", "pandas", "numpy", "scikit-learn", "pandera", "joblib", "pillow")
 log = get_logger(STEP)
 
 

@@ -21,7 +21,7 @@ from tests.http_support import Answer, scripted_server
 from utils.config import PROJECT_ROOT, Settings
 
 STEPS = ("load", "preprocess", "train", "evaluate", "upload")
-HEAVY_MODULES = ("pandas", "numpy", "sklearn", "pandera", "matplotlib", "joblib", "googleapiclient",
+HEAVY_MODULES = ("pandas", "numpy", "sklearn", "pandera", "PIL", "joblib", "googleapiclient",
                  "prometheus_client")
 EXPECTED_DOWNSTREAM = {
     "start": {"load"},

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
-from etl import evaluate, preprocess, train
+from etl import charts, evaluate, preprocess, train
 from etl.dataset import EXPECTED_COLUMNS, FEATURES, ID, TARGET, features_and_labels
 from utils.config import Settings
 from utils.errors import DataValidationError
@@ -124,6 +127,40 @@ def test_quality_gate_lists_each_metric_below_its_threshold():
     assert gate["passed"] is False and len(gate["failures"]) == 2
     assert evaluate.quality_gate({"recall": 0.9, "roc_auc": 0.98}, Settings(min_recall=0.9,
                                                                              min_roc_auc=0.98))["passed"]
+
+
+def png_image(data: bytes) -> Image.Image:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def is_curve_blue(pixel: tuple[int, int, int]) -> bool:
+    return pixel[2] > pixel[0] + 80
+
+
+def test_roc_chart_draws_the_curve_where_the_rates_put_it_and_is_reproducible():
+    # the curve passes through (0.1, 0.4) and (0.6, 0.9); the point (0.5, 0.3) lies below it, off every grid line
+    drawn = charts.roc_curve_png([0.0, 0.2, 1.0], [0.0, 0.8, 1.0], 0.8, "ROC curve: test")
+    image = png_image(drawn)
+    left, top, right, bottom = 75, 50, 525, 485
+
+    def at(x: float, y: float) -> tuple[int, int]:
+        return round(left + x * (right - left)), round(bottom - y * (bottom - top))
+
+    assert image.size == (550, 550)
+    assert is_curve_blue(image.getpixel(at(0.1, 0.4))) and is_curve_blue(image.getpixel(at(0.6, 0.9)))
+    assert image.getpixel(at(0.5, 0.3)) == (255, 255, 255)
+    assert charts.roc_curve_png([0.0, 0.2, 1.0], [0.0, 0.8, 1.0], 0.8, "ROC curve: test") == drawn
+
+
+def test_confusion_chart_shades_each_cell_by_its_count():
+    image = png_image(charts.confusion_matrix_png([[50, 0], [25, 10]], ["benign (0)", "malignant (1)"],
+                                                  "Confusion matrix: " + "a very long run id " * 6))
+    left, top, cell = 165, 55, 170
+    corner = {(row, column): image.getpixel((left + column * cell + 15, top + row * cell + 15))
+              for row in range(2) for column in range(2)}
+    assert corner[0, 0] == charts.DARKEST_CELL and corner[0, 1] == charts.LIGHTEST_CELL
+    assert corner[1, 0] == charts.cell_color(25, 50) and sum(corner[1, 1]) > sum(corner[1, 0]) > sum(corner[0, 0])
 
 
 def test_telemetry_registry_names_and_labels():
