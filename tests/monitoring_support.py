@@ -5,8 +5,9 @@ subset of its behaviour that monitoring/statsd/mapping.yml uses, and fails loudl
 
 - line protocol `name:value|type[|@rate]`, several lines per packet; types c (counter), g (gauge, `+`/`-` for a
   change), ms/h/d (timer: milliseconds, exported in seconds as a histogram);
-- `defaults`: match_type glob, timer_type histogram, buckets, ttl (ignored), glob_disable_ordering false;
-- mappings with match, name, help, labels, action (map or drop), buckets, match_metric_type;
+- `defaults`: match_type glob, observer_type histogram, histogram_options.buckets, ttl (ignored),
+  glob_disable_ordering false (the pre-0.20 keys timer_type and buckets are refused: newer exporters drop them);
+- mappings with match, name, help, labels, action (map or drop), histogram_options.buckets, match_metric_type;
 - glob matching: the name and the pattern have the same number of dot-separated parts; `*` matches one or more
   characters inside one part (a whole part or its end, as in `operator_failures_*`); the first mapping in file
   order that matches wins; `$n` and `${n}` in name and labels are the n-th `*`;
@@ -186,8 +187,9 @@ def series_names(expression: str, prefix: str) -> set[str]:
 # --- the statsd-exporter stand-in ------------------------------------------------------------------------------
 
 TYPES = {"c": "counter", "g": "gauge", "ms": "timer", "h": "timer", "d": "timer"}
-MAPPING_KEYS = {"match", "name", "help", "labels", "action", "buckets", "match_metric_type"}
-DEFAULT_KEYS = {"match_type", "timer_type", "buckets", "ttl", "glob_disable_ordering"}
+MAPPING_KEYS = {"match", "name", "help", "labels", "action", "histogram_options", "match_metric_type"}
+DEFAULT_KEYS = {"match_type", "observer_type", "histogram_options", "ttl", "glob_disable_ordering"}
+HISTOGRAM_OPTION_KEYS = {"buckets"}
 CAPTURE = re.compile(r"\$\{(\d+)\}|\$(\d+)")
 
 
@@ -237,6 +239,10 @@ def _expand(template: str, captures: tuple[str, ...]) -> str:
     return CAPTURE.sub(lambda match: captures[int(match.group(1) or match.group(2)) - 1], template)
 
 
+def _buckets(section: dict[str, Any], default: tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(section.get("histogram_options", {}).get("buckets", default))
+
+
 def escape_name(name: str) -> str:
     """The exporter's name for an unmapped StatsD metric."""
     escaped = re.sub(r"[^a-zA-Z0-9_]", "_", name)
@@ -255,18 +261,22 @@ class StatsdMapping:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
         defaults = config.get("defaults", {})
         problems = [f"defaults.{key}" for key in set(defaults) - DEFAULT_KEYS]
-        if defaults.get("match_type", "glob") != "glob" or defaults.get("timer_type") != "histogram":
-            problems.append("defaults: match_type must be glob and timer_type histogram")
+        problems += [f"defaults.histogram_options.{key}"
+                     for key in set(defaults.get("histogram_options", {})) - HISTOGRAM_OPTION_KEYS]
+        if defaults.get("match_type", "glob") != "glob" or defaults.get("observer_type") != "histogram":
+            problems.append("defaults: match_type must be glob and observer_type histogram")
         if defaults.get("glob_disable_ordering"):
             problems.append("defaults.glob_disable_ordering")
         for number, mapping in enumerate(config["mappings"], start=1):
             problems += [f"mapping {number} ({mapping.get('match')}): {key}" for key in set(mapping) - MAPPING_KEYS]
+            problems += [f"mapping {number}: histogram_options.{key}"
+                         for key in set(mapping.get("histogram_options", {})) - HISTOGRAM_OPTION_KEYS]
             if "match" not in mapping or "name" not in mapping:
                 problems.append(f"mapping {number}: needs match and name")
         if problems:
             raise ValueError(f"{path} uses what the stand-in does not emulate: {'; '.join(problems)}")
         rules = [(_glob_regex(str(mapping["match"])), mapping) for mapping in config["mappings"]]
-        return cls(rules, tuple(defaults.get("buckets", ())))
+        return cls(rules, _buckets(defaults, ()))
 
     def map(self, name: str, kind: str) -> Mapped:
         """The Prometheus name and labels of StatsD metric `name` of type `kind`; the first matching rule wins."""
@@ -282,7 +292,7 @@ class StatsdMapping:
             labels = tuple(sorted((key, _expand(str(value), captures))
                                   for key, value in mapping.get("labels", {}).items()))
             return Mapped(_expand(str(mapping["name"]), captures), labels,
-                          buckets=tuple(mapping.get("buckets", self.default_buckets)))
+                          buckets=_buckets(mapping, self.default_buckets))
         return Mapped(escape_name(name), buckets=self.default_buckets)
 
 

@@ -185,6 +185,14 @@ def test_mapping_drops_the_plain_duplicates_of_labelled_series(line: str) -> Non
     assert StatsdMapping.load().map(sample.name, sample.kind).dropped
 
 
+def test_mapping_uses_the_current_histogram_keys_and_refuses_the_removed_ones(tmp_path: Path) -> None:
+    assert StatsdMapping.load().default_buckets[:2] == (0.1, 0.5)
+    legacy = tmp_path / "mapping.yml"
+    legacy.write_text("defaults: {timer_type: histogram, buckets: [1, 2]}\nmappings: []\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="defaults.timer_type.*|defaults.buckets.*"):
+        StatsdMapping.load(legacy)
+
+
 def test_the_exporter_stand_in_renders_counters_gauges_and_timer_histograms() -> None:
     exporter = StatsdExporter(StatsdMapping.load())
     exporter.feed(["airflow.scheduler_heartbeat:1|c\nairflow.scheduler_heartbeat:2|c|@0.5",

@@ -93,7 +93,7 @@ services:
     image: postgres:16
     environment: {POSTGRES_USER: "${DB_USER}", POSTGRES_PASSWORD: "${DB_PASSWORD}"}
   statsd:
-    image: prom/statsd-exporter:v0.28.0
+    image: prom/statsd-exporter:v0.30.0
     hostname: metrics-in
   init:
     <<: *common
