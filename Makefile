@@ -61,7 +61,7 @@ settings: venv ## Print every setting with its current value
 test: venv system-deps compose-v2 ## Run the whole test suite (installs what it needs first)
 	$(PY) -m pytest
 
-lint: venv ## ruff on the Python code, shellcheck on the shell scripts
+lint: venv ## ruff on the Python code, shellcheck on the shell scripts, hadolint on the Dockerfile
 	$(PY) -m ruff check .
 	$(VENV)/bin/hadolint Dockerfile
 	shellcheck entrypoint.sh .ci/*.sh .ci/run
