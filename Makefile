@@ -46,7 +46,7 @@ local-evaluate: venv ## Step 4: metrics, plots, report, quality gate
 local-upload: venv ## Step 5: publish to results/ (and Google Drive when configured)
 	$(PY) -m etl.upload
 
-local-test-all: local-load local-preprocess local-train local-evaluate local-upload ## All five steps, one process each
+local-test-all: local-load local-preprocess local-train local-evaluate local-upload ## Run the five pipeline steps, one process each (not the tests: see `make test`)
 
 local-pipeline: venv ## All five steps in one process
 	$(PY) -m etl.pipeline
