@@ -8,7 +8,9 @@ The output is byte-for-byte the same for the same input (no timestamps), so a re
 
 from __future__ import annotations
 
+import functools
 import io
+import math
 from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
@@ -30,7 +32,9 @@ class Canvas:
         self.draw = ImageDraw.Draw(self.image)
 
     @staticmethod
+    @functools.cache
     def font(size: float) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+        """Pillow's bundled font at `size` output pixels (loaded once per size)."""
         return ImageFont.load_default(size=size * SUPERSAMPLE)
 
     @staticmethod
@@ -42,12 +46,12 @@ class Canvas:
 
     def dashed(self, start: tuple[float, float], end: tuple[float, float], color: tuple[int, int, int],
                dash: float = 6) -> None:
-        length = ((end[0] - start[0]) ** 2 + (end[1] - start[1]) ** 2) ** 0.5
-        steps = max(1, int(length // dash))
+        def at(share: float) -> tuple[float, float]:
+            return start[0] + share * (end[0] - start[0]), start[1] + share * (end[1] - start[1])
+
+        steps = max(1, int(math.dist(start, end) // dash))
         for index in range(0, steps, 2):
-            a, b = index / steps, min(1.0, (index + 1) / steps)
-            self.line([(start[0] + a * (end[0] - start[0]), start[1] + a * (end[1] - start[1])),
-                       (start[0] + b * (end[0] - start[0]), start[1] + b * (end[1] - start[1]))], color)
+            self.line([at(index / steps), at(min(1.0, (index + 1) / steps))], color)
 
     def rectangle(self, box: Box, fill: tuple[int, int, int] | None = None,
                   outline: tuple[int, int, int] | None = None) -> None:

@@ -75,16 +75,16 @@ def quality_gate(metrics: dict[str, Any], settings: Settings) -> dict[str, Any]:
     return {"passed": not failures, "thresholds": thresholds, "failures": failures}
 
 
-def save_roc_curve(labels: np.ndarray, probabilities: np.ndarray, path: Path, title: str) -> None:
+def save_roc_curve(labels: np.ndarray, probabilities: np.ndarray, roc_auc: float, path: Path, title: str) -> None:
     false_positive_rate, true_positive_rate, _ = roc_curve(labels, probabilities, pos_label=1)
     write_bytes_atomic(path, charts.roc_curve_png(false_positive_rate.tolist(), true_positive_rate.tolist(),
-                                                  roc_auc_score(labels, probabilities), title))
+                                                  roc_auc, title))
 
 
-def save_confusion_matrix(labels: np.ndarray, probabilities: np.ndarray, path: Path, title: str) -> None:
-    predicted = (probabilities >= DECISION_THRESHOLD).astype(int)
-    counts = confusion_matrix(labels, predicted, labels=[0, 1]).tolist()
-    write_bytes_atomic(path, charts.confusion_matrix_png(counts, ["benign (0)", "malignant (1)"], title))
+def save_confusion_matrix(counts: dict[str, int], path: Path, title: str) -> None:
+    """`counts` as `score` returns them: tn, fp, fn, tp."""
+    matrix = [[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]]
+    write_bytes_atomic(path, charts.confusion_matrix_png(matrix, ["benign (0)", "malignant (1)"], title))
 
 
 def render_report(metrics: dict[str, Any]) -> str:
@@ -156,8 +156,9 @@ def run(settings: Settings) -> dict[str, Any]:
     metrics["quality_gate"] = quality_gate(metrics, settings)
 
     title = f"{metrics['model']} · run {settings.run_id}"
-    save_roc_curve(labels, probabilities, folder / artifacts.ROC_CURVE, f"ROC curve: {title}")
-    save_confusion_matrix(labels, probabilities, folder / artifacts.CONFUSION_MATRIX, f"Confusion matrix: {title}")
+    save_roc_curve(labels, probabilities, metrics["roc_auc"], folder / artifacts.ROC_CURVE, f"ROC curve: {title}")
+    save_confusion_matrix(metrics["confusion_matrix"], folder / artifacts.CONFUSION_MATRIX,
+                          f"Confusion matrix: {title}")
     write_text_atomic(folder / artifacts.REPORT, render_report(metrics))
     write_json_atomic(folder / artifacts.METRICS, metrics)
     push_metrics(settings, STEP, gate_samples(metrics))
