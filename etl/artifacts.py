@@ -1,7 +1,10 @@
 """Names of the files in a run's folder, in one place, so that steps can find each other's outputs without
 importing each other (which would also import each other's heavy libraries)."""
 
+from pathlib import Path
+
 from utils.files import RUN_INFO_FILE as RUN_INFO  # written by load: when the run started
+from utils.files import require_file
 
 RAW = "raw.csv"  # load: the CSV exactly as obtained
 LOAD_INFO = "load.json"  # load: source, location, rows, sha256
@@ -22,3 +25,8 @@ PRODUCED_BY = {RUN_INFO: "load", RAW: "load", LOAD_INFO: "load", VALIDATION_REPO
                TEST: "preprocess", PREPROCESS_INFO: "preprocess", MODEL: "train", TRAIN_INFO: "train",
                METRICS: "evaluate", ROC_CURVE: "evaluate", CONFUSION_MATRIX: "evaluate", REPORT: "evaluate",
                MANIFEST: "upload", UPLOAD_INFO: "upload"}
+
+
+def require(folder: Path, name: str) -> Path:
+    """The run folder's file `name`; if it is missing, an error naming the step that writes it."""
+    return require_file(folder / name, PRODUCED_BY[name])

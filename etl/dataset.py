@@ -18,7 +18,7 @@ SCORE_MIN, SCORE_MAX = 1, 10
 MISSING_MARKERS = {"", "NA", "?"}
 LABELS = {"0": 0, "1": 1, "benign": 0, "malignant": 1}
 UCI_LABELS = {"2": 0, "4": 1}
-
+CLASS_NAMES = {0: "benign (0)", 1: "malignant (1)"}  # for people: reports and charts
 
 
 def features_and_labels(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:

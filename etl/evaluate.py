@@ -24,12 +24,11 @@ from sklearn.metrics import (
 )
 
 from etl import artifacts, charts
-from etl.dataset import features_and_labels
+from etl.dataset import CLASS_NAMES, features_and_labels
 from utils.config import Settings
 from utils.errors import QualityGateError
 from utils.files import (
     read_json,
-    require_file,
     run_dir,
     run_started_at,
     verify_checksum,
@@ -84,7 +83,7 @@ def save_roc_curve(labels: np.ndarray, probabilities: np.ndarray, roc_auc: float
 def save_confusion_matrix(counts: dict[str, int], path: Path, title: str) -> None:
     """`counts` as `score` returns them: tn, fp, fn, tp."""
     matrix = [[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]]
-    write_bytes_atomic(path, charts.confusion_matrix_png(matrix, ["benign (0)", "malignant (1)"], title))
+    write_bytes_atomic(path, charts.confusion_matrix_png(matrix, list(CLASS_NAMES.values()), title))
 
 
 def render_report(metrics: dict[str, Any]) -> str:
@@ -136,14 +135,14 @@ def gate_samples(metrics: dict[str, Any]) -> list[Sample]:
 def run(settings: Settings) -> dict[str, Any]:
     """Score the verified model on test.csv; write metrics, plots and report; fail below the quality gate."""
     folder = run_dir(settings.runs_dir, settings.run_id)
-    train_info = read_json(require_file(folder / artifacts.TRAIN_INFO, "train"))
-    model_path = require_file(folder / artifacts.MODEL, "train")
+    train_info = read_json(artifacts.require(folder, artifacts.TRAIN_INFO))
+    model_path = artifacts.require(folder, artifacts.MODEL)
     verify_checksum(model_path, train_info["model_sha256"])
     pipeline = joblib.load(model_path)
-    test = pd.read_csv(require_file(folder / artifacts.TEST, "preprocess"))
+    test = pd.read_csv(artifacts.require(folder, artifacts.TEST))
     features, labels, _ = features_and_labels(test)
     probabilities = pipeline.predict_proba(features)[:, 1]
-    load_info = read_json(require_file(folder / artifacts.LOAD_INFO, "load"))
+    load_info = read_json(artifacts.require(folder, artifacts.LOAD_INFO))
 
     metrics = {key: float(value) if isinstance(value, (float, np.floating)) else value
                for key, value in score(labels, probabilities).items()}

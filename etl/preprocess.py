@@ -24,11 +24,21 @@ from pandera.errors import SchemaError, SchemaErrors
 from sklearn.model_selection import train_test_split
 
 from etl import artifacts
-from etl.dataset import EXPECTED_COLUMNS, FEATURES, ID, LABELS, MISSING_MARKERS, NULLABLE_FEATURES, TARGET, UCI_LABELS
+from etl.dataset import (
+    CLASS_NAMES,
+    EXPECTED_COLUMNS,
+    FEATURES,
+    ID,
+    LABELS,
+    MISSING_MARKERS,
+    NULLABLE_FEATURES,
+    TARGET,
+    UCI_LABELS,
+)
 from etl.schema import CLEAN_SCHEMA, SPLIT_SCHEMA
 from utils.config import Settings
 from utils.errors import DataValidationError
-from utils.files import require_file, run_dir, write_json_atomic, write_text_atomic
+from utils.files import run_dir, write_json_atomic, write_text_atomic
 from utils.logger import get_logger
 from utils.steps import cli_main
 from utils.telemetry import Sample, push_metrics
@@ -151,7 +161,7 @@ def dataset_problems(clean: pd.DataFrame, min_groups_per_class: int) -> list[str
     """Whole-data problems that make training impossible even when every cell is valid."""
     problems = [f"column {name} has no values at all" for name in FEATURES if clean[name].isna().all()]
     groups_per_class = clean.groupby(ID)[TARGET].max().value_counts()
-    for label, name in ((0, "benign (0)"), (1, "malignant (1)")):
+    for label, name in CLASS_NAMES.items():
         count = int(groups_per_class.get(label, 0))
         if count < min_groups_per_class:
             problems.append(f"class {name} has {count} distinct Id(s); at least {min_groups_per_class} are "
@@ -221,7 +231,7 @@ def run(settings: Settings) -> dict[str, Any]:
     outputs = [folder / artifacts.TRAIN, folder / artifacts.TEST, folder / artifacts.PREPROCESS_INFO]
     for stale in outputs:
         stale.unlink(missing_ok=True)
-    raw_path = require_file(folder / artifacts.RAW, "load")
+    raw_path = artifacts.require(folder, artifacts.RAW)
     try:
         raw = read_raw(raw_path)
     except DataValidationError as exc:

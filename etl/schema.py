@@ -1,5 +1,5 @@
-"""The data contract: column names, the accepted raw encodings, and the pandera schemas for the cleaned frame
-and for the train/test splits."""
+"""The pandera schemas of the data contract: the cleaned frame and the train/test splits (the column names and
+accepted raw encodings are in etl/dataset.py)."""
 
 from __future__ import annotations
 

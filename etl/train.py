@@ -19,7 +19,7 @@ from sklearn.preprocessing import StandardScaler
 from etl import artifacts
 from etl.dataset import features_and_labels
 from utils.config import Settings
-from utils.files import atomic_path, require_file, run_dir, sha256_file, write_json_atomic
+from utils.files import atomic_path, run_dir, sha256_file, write_json_atomic
 from utils.logger import get_logger
 from utils.steps import cli_main
 
@@ -80,7 +80,7 @@ def save_model(pipeline: Pipeline, path: Path) -> str:
 def run(settings: Settings) -> dict[str, Any]:
     """Fit the model on train.csv and save model.joblib with its checksum and CV scores in train.json."""
     folder = run_dir(settings.runs_dir, settings.run_id)
-    train = pd.read_csv(require_file(folder / artifacts.TRAIN, "preprocess"))
+    train = pd.read_csv(artifacts.require(folder, artifacts.TRAIN))
     features, labels, groups = features_and_labels(train)
     pipeline = build_pipeline(settings.model, settings.seed)
     cv = cross_validation_scores(pipeline, features, labels, groups, settings.cv_folds, settings.seed)

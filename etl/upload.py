@@ -15,7 +15,6 @@ from utils.config import PROJECT_ROOT, Settings
 from utils.errors import QualityGateError
 from utils.files import (
     read_json,
-    require_file,
     run_dir,
     run_stamp,
     run_started_at,
@@ -69,7 +68,7 @@ def build_manifest(settings: Settings, stamp: str, checksums: dict[str, str], me
 def run(settings: Settings) -> dict[str, Any]:
     """Publish model, metrics, plots, reports and manifest of a run that passed the quality gate."""
     folder = run_dir(settings.runs_dir, settings.run_id)
-    files = [require_file(folder / name, artifacts.PRODUCED_BY[name]) for name in PUBLISHED_FILES]
+    files = [artifacts.require(folder, name) for name in PUBLISHED_FILES]
     metrics = read_json(folder / artifacts.METRICS)
     if not metrics.get("quality_gate", {}).get("passed"):
         raise QualityGateError(f"{folder / artifacts.METRICS} records a failed quality gate: the run is not published")

@@ -87,13 +87,18 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
+def file_digest(path: Path, algorithm: str) -> str:
+    """Hex digest of a file, read in chunks; `algorithm` as hashlib names it ("sha256", "md5", ...).
+
+    Checksums here detect corruption, not attacks, hence `usedforsecurity=False` (md5 stays usable on FIPS hosts).
+    """
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, lambda: hashlib.new(algorithm, usedforsecurity=False)).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file: the checksum the pipeline records for every artifact."""
+    return file_digest(path, "sha256")
 
 
 def require_file(path: Path, produced_by: str) -> Path:

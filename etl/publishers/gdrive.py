@@ -38,7 +38,7 @@ from googleapiclient.http import HttpRequest, MediaFileUpload, build_http
 from etl.publishers.base import PublishResult, RunBundle
 from utils.config import Settings
 from utils.errors import ConfigError, PublishError
-from utils.files import verify_checksum
+from utils.files import file_digest, verify_checksum
 from utils.logger import get_logger
 
 # The full `drive` scope, not `drive.file`: drive.file only reaches files this app created, or that a person
@@ -255,15 +255,6 @@ def run_items_query(parent_id: str, run_id: str, name: str | None = None, mime_t
     return " and ".join(clauses)
 
 
-def md5_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    """Hex md5 of a file: what Drive reports as md5Checksum."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def backoff_delays(retries: int) -> Iterator[float]:
     """Randomized exponential delays (up to 1, 2, 4... s) like googleapiclient's, one per retry."""
     for attempt in range(retries):
@@ -471,7 +462,7 @@ class GDrivePublisher:
             raise PublishError(f"cannot publish run {bundle.run_id} to Drive: {path} is missing")
         if path.name in bundle.checksums:
             verify_checksum(path, bundle.checksums[path.name])
-        return md5_file(path)
+        return file_digest(path, "md5")  # what Drive reports as md5Checksum
 
     def _run_folder(self, client: DriveClient, parent: FolderInfo, bundle: RunBundle) -> str:
         """The id of the run's folder: found again by name and run id, else created.
