@@ -23,50 +23,41 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: `python bench/bench_airflow.py`
 
-from tests.airflow_support import DAG_FILE, base_environment, dags_test, migrate  # noqa: E402
+from bench.bench_pipeline import timed  # noqa: E402
+from tests.airflow_support import (  # noqa: E402
+    AIRFLOW_IMPORTS,
+    DAG_FILE,
+    base_environment,
+    dags_test,
+    import_probe,
+    migrate,
+)
 
 DAG_IMPORT_GOAL_MS = 50.0
 AIRFLOW_RUN_GOAL_S = 30.0
-AIRFLOW_IMPORTS = ("import airflow.sdk, airflow.providers.standard.operators.python, "
-                   "airflow.providers.standard.operators.empty")
 ONE_TASK_DAG = ("from airflow.sdk import DAG\nfrom airflow.providers.standard.operators.empty import EmptyOperator\n"
                 "with DAG(dag_id='one_task', schedule='@once', catchup=False):\n    EmptyOperator(task_id='only')\n")
-
-# Each probe prints {"airflow_ms": ..., "dag_ms": ...}: Airflow's imports, then the DAG file on top of them.
-PROBE = """
-import importlib.util, json, sys, time
-started = time.perf_counter()
-{airflow_imports}
-imported = time.perf_counter()
-spec = importlib.util.spec_from_file_location("probe_dag", sys.argv[1])
-spec.loader.exec_module(importlib.util.module_from_spec(spec))
-print(json.dumps({{"airflow_ms": 1000 * (imported - started), "dag_ms": 1000 * (time.perf_counter() - imported)}}))
-"""
 
 
 def probe(dag_file: Path, env: dict[str, str], airflow_imports: str = AIRFLOW_IMPORTS) -> dict[str, float]:
     """Import times (ms) measured inside one fresh interpreter."""
-    result = subprocess.run([sys.executable, "-c", PROBE.format(airflow_imports=airflow_imports), str(dag_file)],
+    result = subprocess.run([sys.executable, "-c", import_probe(airflow_imports), str(dag_file)],
                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"importing {dag_file} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.splitlines()[-1])
 
 
-def median_probe(dag_file: Path, env: dict[str, str], repeat: int, key: str, **kwargs: str) -> float:
-    return statistics.median(probe(dag_file, env, **kwargs)[key] for _ in range(repeat))
+def median_probe(dag_file: Path, env: dict[str, str], repeat: int, **kwargs: str) -> dict[str, float]:
+    """The median of each import time over `repeat` fresh interpreters."""
+    samples = [probe(dag_file, env, **kwargs) for _ in range(repeat)]
+    return {key: statistics.median(sample[key] for sample in samples) for key in samples[0]}
 
 
 def timed_seconds(function, *args) -> float:
     started = time.perf_counter()
     function(*args)
     return time.perf_counter() - started
-
-
-def run_in_process(env: dict[str, str], run_id: str) -> None:
-    """The five steps in one process, as `python -m etl.pipeline` runs them."""
-    subprocess.run([sys.executable, "-m", "etl.pipeline", "--run-id", run_id], env=env, cwd=ROOT,
-                   capture_output=True, timeout=600, check=True)
 
 
 def run_with_airflow(home: Path, settings: dict[str, str], logical_date: datetime) -> None:
@@ -85,17 +76,18 @@ def main() -> int:
     one_task_dag.write_text(ONE_TASK_DAG, encoding="utf-8")
     probe(DAG_FILE, env)  # warm the file caches and Airflow's config before measuring
 
-    import_airflow = median_probe(DAG_FILE, env, import_repeat, "airflow_ms", airflow_imports="import airflow")
-    operators = median_probe(DAG_FILE, env, import_repeat, "airflow_ms")
-    one_task = median_probe(one_task_dag, env, import_repeat, "dag_ms")
-    pipeline_dag = median_probe(DAG_FILE, env, import_repeat, "dag_ms")
+    import_airflow = median_probe(DAG_FILE, env, import_repeat, airflow_imports="import airflow")["airflow_ms"]
+    one_task = median_probe(one_task_dag, env, import_repeat)["dag_ms"]
+    this_dag = median_probe(DAG_FILE, env, import_repeat)
+    operators, pipeline_dag = this_dag["airflow_ms"], this_dag["dag_ms"]
 
     settings = {"RUNS_DIR": str(work / "runs"), "RESULTS_DIR": str(work / "results"), "STORAGE_BACKEND": "local",
                 "DATA_URL": (ROOT / "data" / "BreastCancer.csv").as_uri()}
     first_date = datetime(2031, 1, 1, tzinfo=UTC)
     airflow_runs = [timed_seconds(run_with_airflow, home, settings, first_date + timedelta(days=n))
                     for n in range(run_repeat)]
-    in_process_runs = [timed_seconds(run_in_process, {**env, **settings}, f"bench{n}") for n in range(run_repeat)]
+    in_process_runs = [timed([sys.executable, "-m", "etl.pipeline", "--run-id", f"bench{n}"], {**env, **settings})[0]
+                       for n in range(run_repeat)]
     airflow_run, in_process = statistics.median(airflow_runs), statistics.median(in_process_runs)
 
     rows = [

@@ -69,10 +69,10 @@ def main() -> int:
     python = sys.executable
     rows: dict[str, list[tuple[float, float]]] = {"baseline": [], "in-process": [], **{s: [] for s in STEPS}}
     for attempt in range(repeat):
-        rows["baseline"].append(timed([python, "-c", "import pandas, sklearn"], env)[:2])
+        rows["baseline"].append(timed([python, "-c", "import pandas, sklearn"], env))
         for step in STEPS:
-            rows[step].append(timed([python, "-m", f"etl.{step}", "--run-id", f"separate{attempt}"], env)[:2])
-        rows["in-process"].append(timed([python, "-m", "etl.pipeline", "--run-id", f"single{attempt}"], env)[:2])
+            rows[step].append(timed([python, "-m", f"etl.{step}", "--run-id", f"separate{attempt}"], env))
+        rows["in-process"].append(timed([python, "-m", "etl.pipeline", "--run-id", f"single{attempt}"], env))
     return report(rows, repeat)
 
 

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from etl import airflow_tasks, notify
-from tests.airflow_support import DAG_FILE, DAG_ID, DAGS_FOLDER
+from tests.airflow_support import DAG_FILE, DAG_ID, DAGS_FOLDER, import_probe
 from tests.conftest import SETTING_VARIABLES
 from tests.http_support import Answer, scripted_server
 from utils.config import PROJECT_ROOT, Settings
@@ -152,23 +152,12 @@ def test_a_manual_run_without_logical_date_starts_when_it_was_due():
 def import_dag_in_subprocess(tmp_path: Path, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Import the DAG file with `env -i`-like environment (PATH, HOME, PYTHONPATH + `extra_env`) and print what
     it imported, its import time next to Airflow's own, and the load task's retry delay."""
-    script = f"""
-import importlib.util, json, sys, time
-started = time.perf_counter()
-import airflow.sdk, airflow.providers.standard.operators.python, airflow.providers.standard.operators.empty
-airflow_done = time.perf_counter()
-spec = importlib.util.spec_from_file_location("{DAG_ID}", {str(DAG_FILE)!r})
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-dag_done = time.perf_counter()
-print(json.dumps({{"tasks": sorted(module.dag.task_ids),
-                  "heavy": [name for name in {HEAVY_MODULES!r} if name in sys.modules],
-                  "retry_delay": module.dag.get_task("load").retry_delay.total_seconds(),
-                  "airflow_ms": 1000 * (airflow_done - started), "dag_ms": 1000 * (dag_done - airflow_done)}}))
-"""
+    script = import_probe(extra=f"""{{"tasks": sorted(module.dag.task_ids),
+        "heavy": [name for name in {HEAVY_MODULES!r} if name in sys.modules],
+        "retry_delay": module.dag.get_task("load").retry_delay.total_seconds()}}""")
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": str(PROJECT_ROOT), **(extra_env or {})}
-    return subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run([sys.executable, "-c", script, str(DAG_FILE)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_dag_imports_with_an_empty_environment_and_without_heavy_libraries(tmp_path, capsys):
