@@ -1,21 +1,23 @@
 # Airflow targets, included by the Makefile (`include mk/airflow.mk`); they use its `venv` target.
 # Airflow's settings live in mk/airflow.env (shared with the tests); any of them can be overridden on the command
-# line, e.g. `make standalone AIRFLOW__API__PORT=8081`. The pipeline's own settings come from the environment
-# and `.env`, as everywhere else.
+# line, e.g. `make standalone AIRFLOW__API__PORT=8081` (the API's base URL follows the host and port). The
+# pipeline's own settings come from the environment and `.env`, as everywhere else.
 
 include mk/airflow.env
 
 AIRFLOW_HOME_DIR ?= $(CURDIR)/.airflow
 AIRFLOW_DAG := breast_cancer_pipeline
-AIRFLOW_BIN := $(CURDIR)/.venv/bin/airflow
-AIRFLOW_PYTHON := $(CURDIR)/.venv/bin/python
+AIRFLOW_BIN := $(CURDIR)/$(VENV)/bin/airflow
+AIRFLOW_PYTHON := $(CURDIR)/$(PY)
+AIRFLOW_DB_STAMP := $(AIRFLOW_HOME_DIR)/.migrated
 AIRFLOW_PID := $(AIRFLOW_HOME_DIR)/standalone.pid
 AIRFLOW_LOG := $(AIRFLOW_HOME_DIR)/standalone.log
 AIRFLOW_URL = http://$(AIRFLOW__API__HOST):$(AIRFLOW__API__PORT)
+AIRFLOW__API__BASE_URL = $(AIRFLOW_URL)/
 AIRFLOW_SETTING_NAMES := $(shell sed -n 's/^\(AIRFLOW__[A-Z_]*\)=.*/\1/p' mk/airflow.env)
 # PATH: `airflow standalone` starts its components as `airflow ...` subprocesses
 AIRFLOW_ENV = env $(foreach name,$(AIRFLOW_SETTING_NAMES),$(name)=$($(name))) AIRFLOW_HOME=$(AIRFLOW_HOME_DIR) \
-	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags PYTHONPATH=$(CURDIR) PATH=$(CURDIR)/.venv/bin:$$PATH
+	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags PYTHONPATH=$(CURDIR) PATH=$(CURDIR)/$(VENV)/bin:$$PATH
 AIRFLOW = $(AIRFLOW_ENV) $(AIRFLOW_BIN)
 AIRFLOW_STOP_WAIT_SECONDS := 30
 # Starts a command in its own process group with SIGINT handled: a shell starts background commands with SIGINT
@@ -23,11 +25,11 @@ AIRFLOW_STOP_WAIT_SECONDS := 30
 AIRFLOW_DETACH = $(AIRFLOW_PYTHON) -c "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); \
 	os.setsid(); os.execv(sys.argv[1], sys.argv[1:])"
 
-.PHONY: run airflow-db standalone standalone-stop airflow-trigger airflow-tasks airflow-runs
+.PHONY: run airflow-db standalone standalone-stop airflow-trigger airflow-tasks airflow-runs FORCE
 
 ##@ Airflow (embedded: SQLite in .airflow/, this project's DAGs)
 
-run: venv airflow-db ## Run the whole pipeline once with Airflow (`airflow dags test`) and show where the results are
+run: $(AIRFLOW_DB_STAMP) ## Run the whole pipeline once with Airflow (`airflow dags test`) and show where the results are
 	@echo "airflow dags test $(AIRFLOW_DAG)  (AIRFLOW_HOME=$(AIRFLOW_HOME_DIR))"
 	@$(AIRFLOW) dags test $(AIRFLOW_DAG)
 	@results=$$($(AIRFLOW_PYTHON) -c "from utils.config import load_settings; print(load_settings().results_dir)"); \
@@ -36,10 +38,17 @@ run: venv airflow-db ## Run the whole pipeline once with Airflow (`airflow dags 
 	echo "  metrics: $$results/latest/metrics.json"; \
 	echo "  report:  $$results/latest/report.md"
 
-airflow-db: venv ## Create or upgrade Airflow's SQLite database in .airflow/
+airflow-db: $(AIRFLOW_DB_STAMP) ## Create or upgrade Airflow's SQLite database in .airflow/
+
+# Migrated once, again after the virtualenv changes (a new Airflow may bring migrations) or when the database
+# file is gone; not on every `make run`.
+$(AIRFLOW_DB_STAMP): $(VENV_STAMP) $(if $(wildcard $(AIRFLOW_HOME_DIR)/airflow.db),,FORCE)
 	@mkdir -p $(AIRFLOW_HOME_DIR)
 	@$(AIRFLOW) db migrate > $(AIRFLOW_HOME_DIR)/migrate.log 2>&1 || \
 		{ cat $(AIRFLOW_HOME_DIR)/migrate.log; echo "airflow db migrate failed (log above)"; exit 1; }
+	@touch $@
+
+FORCE:
 
 standalone: venv ## Start Airflow (UI on 127.0.0.1:8080, scheduler, this project's DAGs) in the background
 	@if [ -f $(AIRFLOW_PID) ] && kill -0 $$(cat $(AIRFLOW_PID)) 2>/dev/null; then \

@@ -3,12 +3,9 @@
 
 COMPOSE ?= docker compose
 HOST_PYTHON ?= python3
-DAG_ID ?= breast_cancer_pipeline
 # Compose v2 for the tests of the stack on machines without Docker (tests/test_compose.py looks here).
 COMPOSE_V2_DIR := .make/compose-v2
 COMPOSE_V2_VERSION := 2.40.3
-
-PY ?= .venv/bin/python
 
 # logs-% is a pattern rule, so it cannot be .PHONY (make skips implicit rules for phony targets).
 .PHONY: env up down rebuild logs ps dag-start dag-task-list dag-runs clean stack-urls compose-v2
@@ -45,13 +42,13 @@ ps: ## Show each service's state and health
 	$(COMPOSE) ps --all
 
 dag-start: ## Trigger a run of the pipeline's DAG inside the stack
-	$(COMPOSE) exec airflow-scheduler airflow dags trigger $(DAG_ID)
+	$(COMPOSE) exec airflow-scheduler airflow dags trigger $(AIRFLOW_DAG)
 
 dag-task-list: ## List the DAG's tasks inside the stack
-	$(COMPOSE) exec airflow-scheduler airflow tasks list $(DAG_ID)
+	$(COMPOSE) exec airflow-scheduler airflow tasks list $(AIRFLOW_DAG)
 
 dag-runs: ## List the DAG's runs and their states inside the stack
-	$(COMPOSE) exec airflow-scheduler airflow dags list-runs $(DAG_ID)
+	$(COMPOSE) exec airflow-scheduler airflow dags list-runs $(AIRFLOW_DAG)
 
 clean: ## Stop the stack and DELETE its volumes (database, logins, metrics, dashboards state) and image
 	$(COMPOSE) down --volumes --remove-orphans --rmi local
