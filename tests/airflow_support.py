@@ -14,9 +14,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import BUNDLED_CSV
 from utils.config import PROJECT_ROOT, read_env_file
+from utils.files import safe_run_id
 
 DAG_ID = "breast_cancer_pipeline"
+STEPS = ("load", "preprocess", "train", "evaluate", "upload")
+# The task states of a good run: every step succeeded, the failure path was skipped.
+SUCCESSFUL_RUN = {"start": "success", **dict.fromkeys(STEPS, "success"), "success_end": "success",
+                  "failure_end": "skipped"}
 DAGS_FOLDER = PROJECT_ROOT / "dags"
 DAG_FILE = DAGS_FOLDER / f"{DAG_ID}.py"
 AIRFLOW_ENV_FILE = PROJECT_ROOT / "mk" / "airflow.env"
@@ -77,6 +83,25 @@ def clone_home(migrated: Path, home: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy2(migrated / "airflow.db", home / "airflow.db")
     return home
+
+
+@dataclass(frozen=True)
+class Folders:
+    """Where an Airflow run's pipeline works and publishes, and its settings: bundled data, no download retries."""
+
+    runs: Path
+    results: Path
+
+    def settings(self, **extra: str) -> dict[str, str]:
+        """The pipeline's settings for an Airflow process, as environment variables."""
+        return {"RUNS_DIR": str(self.runs), "RESULTS_DIR": str(self.results), "DATA_URL": BUNDLED_CSV.as_uri(),
+                "STORAGE_BACKEND": "local", "DOWNLOAD_RETRIES": "0", **extra}
+
+    def run_folder(self, outcome: DagRunOutcome) -> Path:
+        return self.runs / safe_run_id(outcome.run_id)
+
+    def published(self, outcome: DagRunOutcome) -> list[Path]:
+        return sorted(self.results.glob(f"*_{safe_run_id(outcome.run_id)}"))
 
 
 def start_dags_test(home: Path, logical_date: datetime, settings: Mapping[str, str],

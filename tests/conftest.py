@@ -16,6 +16,15 @@ BUNDLED_SHA256 = "7efcfc593f86f3d898df92a8fec32e64ce84195647bd3a8a2d48c68c005767
 SETTING_VARIABLES = [f.metadata["env"] for f in dataclasses.fields(Settings)]
 
 
+@pytest.fixture(scope="session")
+def migrated_airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An Airflow home whose SQLite database is migrated once per session; tests run in clones of it
+    (`airflow_support.clone_home`), which cost a file copy instead of a migration."""
+    from tests.airflow_support import migrate  # imported here: airflow_support imports this module
+
+    return migrate(tmp_path_factory.mktemp("migrated_airflow_home"))
+
+
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """No setting leaks in from the developer's shell or `.env`."""

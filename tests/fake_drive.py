@@ -20,6 +20,7 @@ Multipart and simple uploads are not implemented (the pipeline only makes resuma
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import itertools
 import json
@@ -35,6 +36,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from tests.http_support import serving
 
 FOLDER_MIME = "application/vnd.google-apps.folder"
 FULL_SCOPE = "https://www.googleapis.com/auth/drive"
@@ -248,20 +251,16 @@ class FakeDrive:
         self._requests: list[RecordedRequest] = []
         self._ids = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
+        self._lifetime = contextlib.ExitStack()
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
     def __enter__(self) -> FakeDrive:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-drive",
-                         daemon=True).start()
+        self._server = self._lifetime.enter_context(serving(_make_handler(self)))
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        assert self._server is not None
-        self._server.shutdown()
-        self._server.server_close()
+        self._lifetime.close()
 
     @property
     def root_url(self) -> str:

@@ -1,8 +1,10 @@
-"""A real HTTP server on 127.0.0.1 that plays scripted answers, for download and webhook tests."""
+"""Real HTTP servers on 127.0.0.1 for the tests: a free port, a background server for any handler, and one that
+plays scripted answers (downloads, webhooks, a fixed /metrics page)."""
 
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -60,18 +62,32 @@ def _handler_for(server_state: ScriptedServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @contextmanager
-def scripted_server(*script: Answer) -> Iterator[ScriptedServer]:
-    """Serve `script` on a free port of 127.0.0.1 for the duration of the block."""
-    state = ScriptedServer(list(script) or [Answer()])
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(state))
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[ThreadingHTTPServer]:
+    """Serve `handler` on a free port of 127.0.0.1 from a background thread for the duration of the block."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}/BreastCancer.csv"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield state
+        yield httpd
     finally:
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+@contextmanager
+def scripted_server(*script: Answer) -> Iterator[ScriptedServer]:
+    """Serve `script` on a free port of 127.0.0.1 for the duration of the block."""
+    state = ScriptedServer(list(script) or [Answer()])
+    with serving(_handler_for(state)) as httpd:
+        state.url = f"http://127.0.0.1:{httpd.server_port}/BreastCancer.csv"
+        yield state

@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -67,13 +66,6 @@ def require_tool(name: str) -> str:
     if path is None:
         missing_tool(f"{name} is not installed (make system-deps installs the Debian tools the tests use)")
     return path
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def http_get(url: str, timeout: float = 5.0) -> bytes:

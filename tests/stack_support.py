@@ -46,9 +46,11 @@ from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
 
-from tests.monitoring_support import StatsdExporter, StatsdMapping, free_port, require_tool
-from utils.config import read_env_file
+from tests.http_support import free_port
+from tests.monitoring_support import StatsdExporter, StatsdMapping, require_tool
+from utils.config import PROJECT_ROOT, read_env_file
 
+COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 LOOPBACK = "127.0.0.1"
 SELF_HOSTS = frozenset({"localhost", "127.0.0.1", "0.0.0.0"})
 DOCKER_HOST_NAME = "host.docker.internal"  # the machine running Docker, as containers reach it
@@ -798,21 +800,11 @@ def text_server(port: int, render: Callable[[], str]) -> Iterator[str]:
         thread.join(timeout=5)
 
 
-def http_get(url: str, headers: Mapping[str, str] | None = None, timeout: float = 10.0) -> tuple[int, bytes]:
-    """(status, body) of a GET; HTTP errors are returned, not raised."""
-    request = urllib.request.Request(url, headers=dict(headers or {}))
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
 def http_json(url: str, payload: Any = None, headers: Mapping[str, str] | None = None,
-              method: str | None = None, timeout: float = 30.0) -> Any:
+              timeout: float = 30.0) -> Any:
     """JSON answer of a request (POST when `payload` is given); an HTTP error raises StackError with its body."""
     data = None if payload is None else json.dumps(payload).encode("utf-8")
-    request = urllib.request.Request(url, data=data, method=method, headers={
+    request = urllib.request.Request(url, data=data, headers={
         "Content-Type": "application/json", "Accept": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -1261,9 +1253,9 @@ class AirflowApi:
             self._token = answer["access_token"]
         return self._token
 
-    def call(self, path: str, payload: Any = None, method: str | None = None) -> Any:
+    def call(self, path: str, payload: Any = None) -> Any:
         """The JSON answer of `path` (POST when `payload` is given)."""
-        return http_json(f"{self.base_url}{path}", payload, {"Authorization": f"Bearer {self.token()}"}, method)
+        return http_json(f"{self.base_url}{path}", payload, {"Authorization": f"Bearer {self.token()}"})
 
     def run_path(self, dag_id: str, run_id: str = "") -> str:
         """/api/v2/dags/<dag_id>/dagRuns[/<run_id>] with the run id quoted (it holds ':' and '+')."""

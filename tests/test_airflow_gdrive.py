@@ -7,7 +7,6 @@ token_uri while its thread serves, i.e. inside the `with FakeDrive()` block.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from datetime import UTC, datetime
@@ -16,39 +15,32 @@ from pathlib import Path
 import pytest
 
 from etl.publishers.gdrive import FOLDER_MIME, folder_url
-from tests.airflow_support import dags_test, migrate
-from tests.conftest import BUNDLED_CSV
+from tests.airflow_support import SUCCESSFUL_RUN, Folders, clone_home, dags_test
 from tests.fake_drive import FakeDrive
-from utils.files import run_stamp, safe_run_id
+from utils.files import file_digest, run_stamp, safe_run_id
 
 pytestmark = pytest.mark.slow
 
 LOGICAL_DATE = datetime(2030, 2, 1, 6, 0, tzinfo=UTC)
-STEPS = ("load", "preprocess", "train", "evaluate", "upload")
 PUBLISHED_NAMES = {"model.joblib", "metrics.json", "roc_curve.png", "confusion_matrix.png", "report.md",
                    "validation_report.json", "manifest.json"}
 STAMP_PATTERN = re.compile(r"\d{8}_\d{6}")
 
 
-def md5_of(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def test_dag_run_publishes_every_artifact_to_a_shared_drive_folder_and_locally(tmp_path: Path):
-    home = migrate(tmp_path / "airflow_home")
-    results = tmp_path / "results"
+def test_dag_run_publishes_every_artifact_to_a_shared_drive_folder_and_locally(tmp_path: Path,
+                                                                               migrated_airflow_home: Path):
+    home = clone_home(migrated_airflow_home, tmp_path / "airflow_home")
+    folders = Folders(tmp_path / "runs", tmp_path / "results")
     with FakeDrive() as drive:
         parent_id = drive.create_folder("pipeline runs", shared_drive=True)
         key = drive.write_service_account_key(tmp_path / "secrets" / "drive_sa.json")
-        outcome = dags_test(home, LOGICAL_DATE, {
-            "RUNS_DIR": str(tmp_path / "runs"), "RESULTS_DIR": str(results), "DATA_URL": BUNDLED_CSV.as_uri(),
-            "DOWNLOAD_RETRIES": "0", "STORAGE_BACKEND": "gdrive", "GDRIVE_FOLDER_ID": parent_id,
-            "GOOGLE_APPLICATION_CREDENTIALS": str(key), "GDRIVE_API_ROOT": drive.root_url})
+        outcome = dags_test(home, LOGICAL_DATE, folders.settings(
+            STORAGE_BACKEND="gdrive", GDRIVE_FOLDER_ID=parent_id, GOOGLE_APPLICATION_CREDENTIALS=str(key),
+            GDRIVE_API_ROOT=drive.root_url))
 
     assert outcome.returncode == 0, outcome.output[-3000:]
     assert outcome.state == "success"
-    assert outcome.task_states == {"start": "success", **dict.fromkeys(STEPS, "success"),
-                                   "success_end": "success", "failure_end": "skipped"}
+    assert outcome.task_states == SUCCESSFUL_RUN
 
     created = drive.files_in(parent_id)
     assert len(created) == 1, f"expected one run folder in the Drive folder, found {[f.name for f in created]}"
@@ -57,11 +49,12 @@ def test_dag_run_publishes_every_artifact_to_a_shared_drive_folder_and_locally(t
     assert STAMP_PATTERN.fullmatch(run_folder.name) and run_folder.name == run_stamp(LOGICAL_DATE)
     assert json.loads(outcome.xcom_values["upload"])["destinations"]["gdrive"] == folder_url(run_folder.id)
 
-    local = results / f"{run_folder.name}_{safe_run_id(outcome.run_id)}"
-    assert local.is_dir(), f"no local copy {local.name}; {results} holds {sorted(p.name for p in results.glob('*'))}"
+    local = folders.results / f"{run_folder.name}_{safe_run_id(outcome.run_id)}"
+    assert local.is_dir(), (f"no local copy {local.name}; {folders.results} holds "
+                            f"{sorted(p.name for p in folders.results.glob('*'))}")
     assert {path.name for path in local.iterdir()} == PUBLISHED_NAMES
     in_drive = {item.name: item.md5 for item in drive.files_in(run_folder.id)}
-    assert in_drive == {name: md5_of(local / name) for name in PUBLISHED_NAMES}
+    assert in_drive == {name: file_digest(local / name, "md5") for name in PUBLISHED_NAMES}
 
     drive_requests = [r for r in drive.requests if r.operation.startswith(("files.", "upload."))]
     assert {"files.get", "files.list", "files.create", "upload.start", "upload.chunk"} <= {

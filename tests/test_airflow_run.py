@@ -15,41 +15,32 @@ from pathlib import Path
 import pytest
 
 from etl import artifacts, notify
-from tests.airflow_support import DagRunOutcome, clone_home, dags_test, finish, migrate, start_dags_test
+from tests.airflow_support import (
+    STEPS,
+    SUCCESSFUL_RUN,
+    DagRunOutcome,
+    Folders,
+    clone_home,
+    dags_test,
+    finish,
+    start_dags_test,
+)
 from tests.conftest import BUNDLED_CSV
 from tests.http_support import Answer, scripted_server
-from utils.files import read_json, run_stamp, safe_run_id, sha256_file
+from utils.files import read_json, run_stamp, sha256_file
 
 pytestmark = pytest.mark.slow
 
-STEPS = ("load", "preprocess", "train", "evaluate", "upload")
 GOOD_DATE = datetime(2030, 1, 1, 6, 0, tzinfo=UTC)
 BAD_DATE = datetime(2030, 1, 2, 6, 0, tzinfo=UTC)
 RETRIED_DATE = datetime(2030, 1, 3, 6, 0, tzinfo=UTC)
 RUN_SPECIFIC_METRICS = ("run_id", "started_at", "data_location")
 
 
-@dataclass(frozen=True)
-class Folders:
-    runs: Path
-    results: Path
-
-    def settings(self, **extra: str) -> dict[str, str]:
-        """The pipeline's settings for an Airflow process, as environment variables."""
-        return {"RUNS_DIR": str(self.runs), "RESULTS_DIR": str(self.results), "DATA_URL": BUNDLED_CSV.as_uri(),
-                "STORAGE_BACKEND": "local", "DOWNLOAD_RETRIES": "0", **extra}
-
-    def run_folder(self, outcome: DagRunOutcome) -> Path:
-        return self.runs / safe_run_id(outcome.run_id)
-
-    def published(self, outcome: DagRunOutcome) -> list[Path]:
-        return sorted(self.results.glob(f"*_{safe_run_id(outcome.run_id)}"))
-
-
 @pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One migrated Airflow home (SQLite) for the module."""
-    return migrate(tmp_path_factory.mktemp("airflow_home"))
+def airflow_home(migrated_airflow_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module's Airflow home (SQLite)."""
+    return clone_home(migrated_airflow_home, tmp_path_factory.mktemp("airflow_home"))
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +101,7 @@ def comparable_metrics(folder: Path) -> dict:
 def test_good_run_succeeds_and_skips_failure_end(good_run: DagRunOutcome):
     assert good_run.returncode == 0, good_run.output[-3000:]
     assert good_run.state == "success"
-    assert good_run.task_states == {"start": "success", **dict.fromkeys(STEPS, "success"),
-                                    "success_end": "success", "failure_end": "skipped"}
+    assert good_run.task_states == SUCCESSFUL_RUN
 
 
 def test_good_run_publishes_checksummed_artifacts_stamped_with_the_logical_date(good_run, folders):

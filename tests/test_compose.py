@@ -21,16 +21,16 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from tests.monitoring_support import free_port, missing_tool, require_tool
-from tests.stack_support import Processes, postgres_server
+from tests.airflow_support import AIRFLOW
+from tests.http_support import free_port
+from tests.monitoring_support import missing_tool, require_tool
+from tests.stack_support import COMPOSE_FILE, Processes, postgres_server
 from utils.config import PROJECT_ROOT, Settings, load_settings, read_env_file
 
-COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
 ENTRYPOINT = PROJECT_ROOT / "entrypoint.sh"
 MAKE_ENV = PROJECT_ROOT / "mk" / "make_env.py"
 COMPOSE_V2_BUNDLED = PROJECT_ROOT / ".make" / "compose-v2" / "compose" / "docker-compose"
-AIRFLOW = Path(sys.executable).parent / "airflow"
 
 AIRFLOW_COMPONENTS = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"}
 CELERY_SERVICES = {"redis", "airflow-worker", "flower"}

@@ -15,12 +15,11 @@ from types import SimpleNamespace
 import pytest
 
 from etl import airflow_tasks, notify
-from tests.airflow_support import DAG_FILE, DAG_ID, DAGS_FOLDER, import_probe
+from tests.airflow_support import DAG_FILE, DAG_ID, DAGS_FOLDER, STEPS, import_probe
 from tests.conftest import SETTING_VARIABLES
 from tests.http_support import Answer, scripted_server
 from utils.config import PROJECT_ROOT, Settings
 
-STEPS = ("load", "preprocess", "train", "evaluate", "upload")
 HEAVY_MODULES = ("pandas", "numpy", "sklearn", "pandera", "PIL", "joblib", "googleapiclient",
                  "prometheus_client")
 EXPECTED_DOWNSTREAM = {

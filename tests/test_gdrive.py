@@ -27,7 +27,7 @@ from etl.publishers.gdrive import (
 from tests.fake_drive import DROP, FakeDrive, FakeFile, Fault
 from utils.config import Settings
 from utils.errors import ArtifactError, ConfigError, PublishError
-from utils.files import sha256_file
+from utils.files import file_digest, sha256_file
 
 RUN_ID = "manual__2025-11-23T09:30:00+00:00"
 STAMP = "20251123_093000"
@@ -103,10 +103,6 @@ def reproducible_bytes(size: int, seed: int) -> bytes:
     return (block * (size // len(block) + 1))[:size]
 
 
-def md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
 def publisher(settings: Settings, sleeps: list[float], chunk_size: int = CHUNK) -> GDrivePublisher:
     return GDrivePublisher(settings, chunk_size=chunk_size, sleep=sleeps.append)
 
@@ -128,7 +124,7 @@ def assert_intact(fake: FakeDrive, folder: FakeFile, bundle: RunBundle) -> None:
     for item in stored:
         local = next(p for p in bundle.files if p.name == item.name)
         assert item.content == local.read_bytes()
-        assert item.md5 == md5(local)
+        assert item.md5 == file_digest(local, "md5")
         assert item.app_properties == run_property(bundle.run_id)
 
 
@@ -209,16 +205,14 @@ def test_a_trashed_run_folder_is_not_reused(fake, drive_settings, tmp_path, slee
     assert_intact(fake, only_run_folder(fake, settings), bundle)
 
 
-def test_listing_follows_every_page(tmp_path, make_settings, sleeps):
-    with FakeDrive(page_size=2) as fake:
-        settings = make_settings(storage_backend="gdrive", gdrive_api_root=fake.root_url,
-                                 google_credentials=fake.write_service_account_key(tmp_path / "sa.json"),
-                                 gdrive_folder_id=fake.create_folder("runs", shared_drive=True))
-        bundle = write_bundle(tmp_path / "run", {name: 100 for name in ARTIFACTS})
-        publisher(settings, sleeps).publish(bundle)
+def test_listing_follows_every_page(fake, drive_settings, tmp_path, sleeps):
+    fake.page_size = 2
+    settings = drive_settings()
+    bundle = write_bundle(tmp_path / "run", {name: 100 for name in ARTIFACTS})
+    publisher(settings, sleeps).publish(bundle)
 
-        assert publisher(settings, sleeps).publish(bundle).files == {name: "skipped" for name in ARTIFACTS}
-        assert any("pageToken" in r.query for r in fake.requests_for("files.list"))
+    assert publisher(settings, sleeps).publish(bundle).files == {name: "skipped" for name in ARTIFACTS}
+    assert any("pageToken" in r.query for r in fake.requests_for("files.list"))
 
 
 def test_a_chunk_answered_500_then_429_is_retried_and_uploaded_once(fake, drive_settings, tmp_path, sleeps):

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
 from etl import artifacts, load
 from tests.conftest import BUNDLED_CSV, BUNDLED_SHA256
-from tests.http_support import Answer, scripted_server
+from tests.http_support import Answer, free_port, scripted_server
 from utils.errors import DataSourceError
 
 GOOD = BUNDLED_CSV.read_bytes()
-
-
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def loaded_info(settings) -> dict:
@@ -79,7 +72,7 @@ def test_slow_server_times_out_and_retries(make_settings):
 
 
 def test_unreachable_source_uses_fallback_only_when_allowed(make_settings):
-    url = f"http://127.0.0.1:{unused_port()}/BreastCancer.csv"
+    url = f"http://127.0.0.1:{free_port()}/BreastCancer.csv"
     assert load.run(make_settings(data_url=url))["source"] == "bundled"
     strict = make_settings(data_url=url, data_fallback=False, run_id="strict")
     with pytest.raises(DataSourceError, match="Connection refused|could not be read"):
@@ -94,7 +87,7 @@ def test_expected_sha256_is_enforced(make_settings):
 
 
 def test_missing_bundled_copy_is_a_clear_error(make_settings, tmp_path):
-    settings = make_settings(data_url=f"http://127.0.0.1:{unused_port()}/x.csv",
+    settings = make_settings(data_url=f"http://127.0.0.1:{free_port()}/x.csv",
                              bundled_data_path=tmp_path / "nowhere.csv")
     with pytest.raises(DataSourceError, match="nowhere.csv cannot be read"):
         load.run(settings)

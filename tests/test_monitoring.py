@@ -7,23 +7,24 @@ Airflow sends; every dashboard and rule expression is then evaluated through Pro
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
 from etl.evaluate import PUSHED_METRICS
+from tests.airflow_support import DAG_ID
+from tests.conftest import SETTING_VARIABLES
+from tests.http_support import Answer, free_port, scripted_server
 from tests.monitoring_support import (
     DASHBOARDS_DIR,
     MONITORING,
@@ -35,7 +36,6 @@ from tests.monitoring_support import (
     airflow_statsd_lines,
     all_queries,
     dashboard_queries,
-    free_port,
     http_get,
     loopback_prometheus_config,
     parse_statsd,
@@ -45,9 +45,8 @@ from tests.monitoring_support import (
     running,
     series_names,
 )
-from utils.config import PROJECT_ROOT, Settings
+from utils.config import PROJECT_ROOT
 
-DAG_ID = "breast_cancer_pipeline"
 TASK_IDS = ("start", "load", "preprocess", "train", "evaluate", "upload", "success_end", "failure_end")
 RULES_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
 RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))
@@ -99,9 +98,8 @@ def exporter(registry: dict[str, dict[str, Any]]) -> StatsdExporter:
 
 # --- promtool --------------------------------------------------------------------------------------------------
 
-def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([require_tool("promtool"), *args], cwd=PROMETHEUS_DIR, capture_output=True, text=True,
-                          timeout=120)
+def promtool(*args: str, cwd: Path = PROMETHEUS_DIR) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([require_tool("promtool"), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
 def test_promtool_accepts_the_prometheus_config() -> None:
@@ -146,8 +144,7 @@ def test_promtool_unit_tests_fail_when_an_alert_is_broken(tmp_path: Path) -> Non
     tests_dir.mkdir()
     for path in RULE_TESTS:
         (tests_dir / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
-    result = subprocess.run([require_tool("promtool"), "test", "rules", *map(str, tests_dir.glob("*.yml"))],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = promtool("test", "rules", *map(str, tests_dir.glob("*.yml")), cwd=tmp_path)
     assert result.returncode != 0
     assert rules["groups"][0]["rules"][0]["alert"] in result.stdout + result.stderr
 
@@ -257,34 +254,14 @@ class Live:
 @pytest.fixture(scope="module")
 def metrics_page(exporter: StatsdExporter) -> Iterator[str]:
     """The stand-in statsd-exporter's /metrics, served on loopback; yields host:port."""
-    page = exporter.exposition().encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with scripted_server(Answer(body=exporter.exposition().encode(),
+                                content_type="text/plain; version=0.0.4")) as server:
+        yield urlsplit(server.url).netloc
 
 
 def run_pipeline(folder: Path, pushgateway: str) -> dict[str, Any]:
     """The real pipeline, all five steps, pushing to `pushgateway`; returns the run's metrics.json."""
-    settings = {field.metadata["env"] for field in dataclasses.fields(Settings)}
-    env = {key: value for key, value in os.environ.items() if key not in settings}
+    env = {key: value for key, value in os.environ.items() if key not in SETTING_VARIABLES}
     env.update(ENV_FILE=str(folder / "absent.env"), RUNS_DIR=str(folder / "runs"),
                RESULTS_DIR=str(folder / "results"), DATA_URL=(PROJECT_ROOT / "data/BreastCancer.csv").as_uri(),
                STORAGE_BACKEND="local", PUSHGATEWAY_URL=pushgateway, RUN_ID="monitoring")
