@@ -21,19 +21,15 @@ Airflow can be fed to `StatsdExporter.feed()` the same way.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
 import re
 import shutil
-import signal
-import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -48,7 +44,6 @@ STATSD_MAPPING = MONITORING / "statsd" / "mapping.yml"
 PROMETHEUS_DIR = MONITORING / "prometheus"
 DASHBOARDS_DIR = MONITORING / "grafana" / "dashboards"
 STATSD_PREFIX = "airflow"
-READY_TIMEOUT_SECONDS = 20.0
 
 
 # --- tools and processes -------------------------------------------------------------------------------------
@@ -71,44 +66,6 @@ def require_tool(name: str) -> str:
 def http_get(url: str, timeout: float = 5.0) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return response.read()
-
-
-def wait_until_ready(url: str, process: subprocess.Popen, log: Path) -> None:
-    """Poll `url` until it answers 200; fail with the server's log if it exits or never gets ready."""
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"{process.args[0]} exited with {process.returncode}:\n{log.read_text(errors='replace')}")
-        with contextlib.suppress(OSError):
-            http_get(url, timeout=1.0)
-            return
-        time.sleep(0.1)
-    pytest.fail(f"{url} was not ready within {READY_TIMEOUT_SECONDS:.0f} s:\n{log.read_text(errors='replace')}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Stop a process started by `running()` (its own process group), killing it if it does not stop."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-
-
-@contextlib.contextmanager
-def running(args: list[str], ready_url: str, log: Path) -> Iterator[subprocess.Popen]:
-    """Run a server until the block ends, stopping it even when the block fails."""
-    with log.open("wb") as output:
-        process = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_until_ready(ready_url, process, log)
-        yield process
-    finally:
-        stop(process)
 
 
 # --- Prometheus ------------------------------------------------------------------------------------------------

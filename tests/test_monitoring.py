@@ -42,9 +42,9 @@ from tests.monitoring_support import (
     prometheus_query,
     require_tool,
     rule_queries,
-    running,
     series_names,
 )
+from tests.stack_support import Processes, wait_until
 from utils.config import PROJECT_ROOT
 
 TASK_IDS = ("start", "load", "preprocess", "train", "evaluate", "upload", "success_end", "failure_end")
@@ -52,6 +52,7 @@ RULES_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
 RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))
 HEALTH = DASHBOARDS_DIR / "airflow-health.json"
 QUALITY = DASHBOARDS_DIR / "model-quality.json"
+READY_TIMEOUT_SECONDS = 20.0
 SCRAPES_BEFORE_QUERYING = 3
 
 
@@ -273,11 +274,20 @@ def run_pipeline(folder: Path, pushgateway: str) -> dict[str, Any]:
 
 def wait_for_data(base_url: str, expression: str) -> None:
     """Until `expression` returns something: scrapes happen every 500 ms, and this waits for a few."""
-    deadline = time.monotonic() + 30
-    while not prometheus_query(base_url, expression):
-        if time.monotonic() > deadline:
-            pytest.fail(f"no data for {expression} after 30 s; up: {prometheus_query(base_url, 'up')}")
-        time.sleep(0.2)
+    wait_until(lambda: prometheus_query(base_url, expression), 30, f"data for {expression}", interval=0.2,
+               details=lambda: f"up: {prometheus_query(base_url, 'up')}")
+
+
+def start_server(processes: Processes, argv: list[str], ready_url: str) -> None:
+    """Start a server and wait until `ready_url` answers; fail at once, with its log, if it exits."""
+    server = processes.start(Path(argv[0]).name, argv, dict(os.environ))
+
+    def ready() -> bytes:
+        if server.process.poll() is not None:
+            raise AssertionError(f"{argv[0]} exited with {server.process.returncode}:\n{server.log_tail()}")
+        return http_get(ready_url, timeout=1.0)
+
+    wait_until(ready, READY_TIMEOUT_SECONDS, ready_url, interval=0.1, details=server.log_tail)
 
 
 @pytest.fixture(scope="module")
@@ -287,15 +297,18 @@ def live(tmp_path_factory: pytest.TempPathFactory, metrics_page: str) -> Iterato
     gateway, address = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     config = loopback_prometheus_config({"prometheus": address, "airflow": metrics_page, "pushgateway": gateway},
                                         "500ms", folder)
-    with running([pushgateway, f"--web.listen-address={gateway}"], f"http://{gateway}/-/ready",
-                 folder / "pushgateway.log"), \
-         running([prometheus, f"--config.file={config}", f"--storage.tsdb.path={folder / 'tsdb'}",
-                  f"--web.listen-address={address}"], f"http://{address}/-/ready", folder / "prometheus.log"):
+    processes = Processes(folder / "logs")
+    try:
+        start_server(processes, [pushgateway, f"--web.listen-address={gateway}"], f"http://{gateway}/-/ready")
+        start_server(processes, [prometheus, f"--config.file={config}", f"--storage.tsdb.path={folder / 'tsdb'}",
+                                 f"--web.listen-address={address}"], f"http://{address}/-/ready")
         metrics = run_pipeline(folder, f"http://{gateway}")
         base_url = f"http://{address}"
         wait_for_data(base_url, f"count(count_over_time(up[1m]) >= {SCRAPES_BEFORE_QUERYING} and up == 1) == 3")
         wait_for_data(base_url, "pipeline_last_success_timestamp_seconds")
         yield Live(base_url, metrics)
+    finally:
+        processes.stop_all()
 
 
 @pytest.mark.slow
