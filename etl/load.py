@@ -64,13 +64,13 @@ def fetch_once(url: str, timeout: float) -> bytes:
     return body
 
 
-def download(url: str, timeout: float, retries: int, backoff: float) -> bytes:
-    """GET `url`, retrying transient failures `retries` times with exponential backoff, and check the body."""
+def download(url: str, timeout: float, retries: int, backoff: float) -> tuple[bytes, int]:
+    """GET `url`, retrying transient failures `retries` times with exponential backoff; the checked body and its
+    data-row count."""
     for attempt in range(retries + 1):
         try:
             body = fetch_once(url, timeout)
-            check_csv_bytes(body, url)
-            return body
+            return body, check_csv_bytes(body, url)
         except PermanentDownloadError:
             raise
         except DataSourceError as exc:
@@ -108,30 +108,28 @@ def check_csv_bytes(body: bytes, origin: str) -> int:
     return len(rows) - 1
 
 
-def read_bundled(path: Path) -> bytes:
-    """The bundled copy of the data set, checked like a download."""
+def read_bundled(path: Path) -> tuple[bytes, int]:
+    """The bundled copy of the data set, checked like a download, and its data-row count."""
     try:
         body = path.read_bytes()
     except OSError as exc:
         raise DataSourceError(f"the bundled data {path} cannot be read: {exc.strerror}") from None
-    check_csv_bytes(body, str(path))
-    return body
+    return body, check_csv_bytes(body, str(path))
 
 
 def obtain(settings: Settings) -> LoadedData:
     """Download from DATA_URL, or fall back to the bundled file when DATA_FALLBACK allows it."""
     try:
-        body = download(settings.data_url, settings.download_timeout, settings.download_retries,
-                        settings.download_backoff)
-        return LoadedData(body, "url", settings.data_url, check_csv_bytes(body, settings.data_url))
+        body, rows = download(settings.data_url, settings.download_timeout, settings.download_retries,
+                              settings.download_backoff)
+        return LoadedData(body, "url", settings.data_url, rows)
     except DataSourceError as exc:
         if not settings.data_fallback:
             raise DataSourceError(f"{exc}; DATA_FALLBACK is off, so the bundled copy is not used") from None
         log.warning("!!! DATA_URL failed (%s); FALLING BACK to the bundled copy %s", exc,
                     settings.bundled_data_path)
-        body = read_bundled(settings.bundled_data_path)
-        return LoadedData(body, "bundled", str(settings.bundled_data_path),
-                          check_csv_bytes(body, str(settings.bundled_data_path)), fallback_reason=str(exc))
+        body, rows = read_bundled(settings.bundled_data_path)
+        return LoadedData(body, "bundled", str(settings.bundled_data_path), rows, fallback_reason=str(exc))
 
 
 def run(settings: Settings) -> dict[str, Any]:

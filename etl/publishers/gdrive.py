@@ -209,12 +209,11 @@ def is_transient(exc: Exception) -> bool:
 
 
 class DriveApiError(PublishError):
-    """A Drive call that failed for good; `status` and `reason` let callers explain particular cases."""
+    """A Drive call that failed for good; `status` lets callers explain particular cases."""
 
-    def __init__(self, message: str, status: int = 0, reason: str = "") -> None:
+    def __init__(self, message: str, status: int = 0) -> None:
         super().__init__(message)
         self.status = status
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -245,9 +244,9 @@ def run_property(run_id: str) -> dict[str, str]:
 
 def run_items_query(parent_id: str, run_id: str, name: str | None = None, mime_type: str | None = None) -> str:
     """The files.list query for a run's items directly inside `parent_id`."""
-    key, value = next(iter(run_property(run_id).items()))
+    value = run_property(run_id)[RUN_ID_PROPERTY]
     clauses = [f"{quote(parent_id)} in parents", "trashed = false",
-               f"appProperties has {{ key={quote(key)} and value={quote(value)} }}"]
+               f"appProperties has {{ key={quote(RUN_ID_PROPERTY)} and value={quote(value)} }}"]
     if name is not None:
         clauses.append(f"name = {quote(name)}")
     if mime_type is not None:
@@ -286,13 +285,13 @@ class DriveClient:
             reason = error_reason(exc)
             if reason == "storageQuotaExceeded":
                 return DriveApiError(f"{action}: Drive refused the upload for {self.who()} (403 storageQuotaExceeded"
-                                     f"): {QUOTA_WAYS_OUT}", exc.status_code, reason)
+                                     f"): {QUOTA_WAYS_OUT}", exc.status_code)
             if exc.status_code == 401:
                 return DriveApiError(f"{action}: Drive did not accept the credentials of {self.who()} from "
-                                     f"{self.identity.source} (401 {exc.reason})", 401, reason)
+                                     f"{self.identity.source} (401 {exc.reason})", 401)
             retried = f" (still failing after {self.num_retries} retries)" if is_transient(exc) else ""
             return DriveApiError(f"{action}: Drive answered HTTP {exc.status_code} {reason}: {exc.reason}{retried}",
-                                 exc.status_code, reason)
+                                 exc.status_code)
         return PublishError(f"{action}: the Drive API at {self.api_root} could not be reached "
                             f"(after {self.num_retries} retries): {exc!r}")
 
@@ -316,11 +315,10 @@ class DriveClient:
         except CALL_ERRORS as exc:
             raise self.explain(exc, action) from None
 
-    def sign_in(self) -> str:
+    def sign_in(self) -> None:
         """Authenticate and learn the account's email address (about.get)."""
         about = self.execute(self.service.about().get(fields="user(emailAddress)"), "signing in to Google Drive")
         self.account_email = about["user"]["emailAddress"]
-        return self.account_email
 
     def inspect_folder(self, folder_id: str) -> FolderInfo:
         """GDRIVE_FOLDER_ID as Drive sees it; an error when it is missing, not a folder, trashed or read-only."""
@@ -491,6 +489,7 @@ class GDrivePublisher:
             log.info("%s: already in Drive with md5 %s, skipped", path.name, md5)
             return "skipped"
         action = f"uploading {path.name} ({path.stat().st_size} bytes)"
+        outcome = "replaced" if existing is not None else "uploaded"
         if existing is not None:
             item = client.upload(path, action, self.chunk_size, file_id=existing["id"])
         else:
@@ -499,5 +498,5 @@ class GDrivePublisher:
             raise PublishError(f"{path.name} arrived in Drive (file id {item.get('id')}) with md5 "
                                f"{item.get('md5Checksum')}, but the local file has md5 {md5}: the upload was "
                                "corrupted on the way; run the upload step again to replace it")
-        log.info("%s: %s, md5 %s verified", path.name, "replaced" if existing else "uploaded", md5)
-        return "replaced" if existing else "uploaded"
+        log.info("%s: %s, md5 %s verified", path.name, outcome, md5)
+        return outcome
