@@ -2,8 +2,8 @@
 
 Each builds Settings from the environment, the run's Params, its run_id and its start time (RUN_STARTED_AT, taken
 from the DAG run, so that every step and retry of a run agrees on it), then calls the step. The DAG file imports
-this module at parse time, so the steps (pandas, sklearn, the Google client, prometheus_client) are imported only
-inside the callables.
+this module at parse time, so the steps (pandas, sklearn, the Google client, prometheus_client) and the notifier
+are imported only inside the callables.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from etl import notify
 from utils.config import Settings, load_settings
 from utils.files import run_dir
 from utils.logger import ROOT_LOGGER
@@ -48,6 +47,7 @@ def settings_and_folder(context: Context) -> tuple[Settings, Path]:
 
 def run_step(step: str, **context: Any) -> dict[str, Any]:
     """Run `etl.<step>.run` for this DAG run; its small summary becomes the task's XCom."""
+    from etl import notify
     from utils.steps import execute_step  # pulls in prometheus_client: keep it out of DAG parsing
 
     settings, folder = settings_and_folder(context)
@@ -58,6 +58,8 @@ def run_step(step: str, **context: Any) -> dict[str, Any]:
 
 def record_step_failure(context: Context) -> None:
     """on_failure_callback of every step: keep the error in the run's folder for `failure_end`."""
+    from etl import notify
+
     ti = context["ti"]
     error = context.get("exception")
     _, folder = settings_and_folder(context)
@@ -75,6 +77,8 @@ def failed_task_ids(context: Context) -> list[str]:
 
 def end_with_failure(**context: Any) -> dict[str, Any]:
     """failure_end: mark the run's folder failed and send the alert; returns the alert."""
+    from etl import notify
+
     settings, folder = settings_and_folder(context)
     alert = notify.build_alert(context["dag"].dag_id, settings.run_id, failed_task_ids(context),
                                notify.read_failure(folder), folder)
