@@ -28,10 +28,8 @@ from etl.dataset import CLASS_NAMES, features_and_labels
 from utils.config import Settings
 from utils.errors import QualityGateError
 from utils.files import (
-    read_json,
     run_dir,
     run_started_at,
-    verify_checksum,
     write_bytes_atomic,
     write_json_atomic,
     write_text_atomic,
@@ -135,14 +133,12 @@ def gate_samples(metrics: dict[str, Any]) -> list[Sample]:
 def run(settings: Settings) -> dict[str, Any]:
     """Score the verified model on test.csv; write metrics, plots and report; fail below the quality gate."""
     folder = run_dir(settings.runs_dir, settings.run_id)
-    train_info = read_json(artifacts.require(folder, artifacts.TRAIN_INFO))
-    model_path = artifacts.require(folder, artifacts.MODEL)
-    verify_checksum(model_path, train_info["model_sha256"])
-    pipeline = joblib.load(model_path)
-    test = pd.read_csv(artifacts.require(folder, artifacts.TEST))
+    records = artifacts.verify_chain(folder, through="train")  # the model is loaded only once its checksum matched
+    train_info, load_info = records["train"], records["load"]
+    pipeline = joblib.load(folder / artifacts.MODEL)
+    test = pd.read_csv(folder / artifacts.TEST)
     features, labels, _ = features_and_labels(test)
     probabilities = pipeline.predict_proba(features)[:, 1]
-    load_info = read_json(artifacts.require(folder, artifacts.LOAD_INFO))
 
     metrics = {key: float(value) if isinstance(value, (float, np.floating)) else value
                for key, value in score(labels, probabilities).items()}
@@ -160,6 +156,9 @@ def run(settings: Settings) -> dict[str, Any]:
                           f"Confusion matrix: {title}")
     write_text_atomic(folder / artifacts.REPORT, render_report(metrics))
     write_json_atomic(folder / artifacts.METRICS, metrics)
+    write_json_atomic(folder / artifacts.EVALUATE_INFO, artifacts.lineage(
+        folder, inputs=(artifacts.MODEL, artifacts.TEST),
+        outputs=(artifacts.METRICS, artifacts.ROC_CURVE, artifacts.CONFUSION_MATRIX, artifacts.REPORT)))
     push_metrics(settings, STEP, gate_samples(metrics))
     log.info("test accuracy %.4f, precision %.4f, recall %.4f, F1 %.4f, ROC-AUC %.4f on %d rows",
              metrics["accuracy"], metrics["precision"], metrics["recall"], metrics["f1"], metrics["roc_auc"],

@@ -143,7 +143,8 @@ def run(settings: Settings) -> dict[str, Any]:
     record_run_start(folder, settings.run_start() or datetime.now(UTC).replace(microsecond=0))
     raw_path = write_bytes_atomic(folder / artifacts.RAW, loaded.content)
     info = {"source": loaded.source, "location": loaded.location, "rows": loaded.rows, "sha256": digest,
-            "bytes": len(loaded.content), "fallback_reason": loaded.fallback_reason, "raw_path": str(raw_path)}
+            "bytes": len(loaded.content), "fallback_reason": loaded.fallback_reason, "raw_path": str(raw_path),
+            **artifacts.lineage(folder, inputs=(), outputs=(artifacts.RAW, artifacts.RUN_INFO))}
     write_json_atomic(folder / artifacts.LOAD_INFO, info)
     log.info("loaded %d rows (%d bytes, sha256 %s) from %s %s", loaded.rows, len(loaded.content), digest,
              loaded.source, loaded.location)

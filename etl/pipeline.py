@@ -8,6 +8,7 @@ from typing import Any
 
 from etl import evaluate, load, preprocess, train, upload
 from utils.config import Settings
+from utils.files import hold_run_folder, run_dir
 from utils.steps import StepFunction, cli_main, execute_step
 
 STEPS: tuple[tuple[str, StepFunction], ...] = (
@@ -17,8 +18,10 @@ STEPS: tuple[tuple[str, StepFunction], ...] = (
 
 
 def run_all(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Run every step in order for `settings.run_id`; the first failure stops the run and propagates."""
-    return {name: execute_step(name, function, settings) for name, function in STEPS}
+    """Run every step in order for `settings.run_id`, holding its folder throughout (a second process with the
+    same RUN_ID is refused, not interleaved); the first failure stops the run and propagates."""
+    with hold_run_folder(run_dir(settings.runs_dir, settings.run_id), settings.run_id, "the whole pipeline"):
+        return {name: execute_step(name, function, settings) for name, function in STEPS}
 
 
 def main(argv: list[str] | None = None) -> int:

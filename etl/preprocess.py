@@ -228,10 +228,8 @@ def failure_message(path: Path, report_path: Path, violations: list[Violation], 
 def run(settings: Settings) -> dict[str, Any]:
     """Validate, clean and split the run's raw CSV into train.csv and test.csv."""
     folder = run_dir(settings.runs_dir, settings.run_id)
-    outputs = [folder / artifacts.TRAIN, folder / artifacts.TEST, folder / artifacts.PREPROCESS_INFO]
-    for stale in outputs:
-        stale.unlink(missing_ok=True)
-    raw_path = artifacts.require(folder, artifacts.RAW)
+    artifacts.verify_chain(folder, through="load")
+    raw_path = folder / artifacts.RAW
     try:
         raw = read_raw(raw_path)
     except DataValidationError as exc:
@@ -252,7 +250,9 @@ def run(settings: Settings) -> dict[str, Any]:
     info = {"rows_in": len(raw), "duplicates_dropped": dropped, "rows_train": len(train), "rows_test": len(test),
             "ids_train": int(train[ID].nunique()), "ids_test": int(test[ID].nunique()),
             "train_path": str(folder / artifacts.TRAIN), "test_path": str(folder / artifacts.TEST),
-            "report_path": str(report_path)}
+            "report_path": str(report_path),
+            **artifacts.lineage(folder, inputs=(artifacts.RAW,),
+                                outputs=(artifacts.TRAIN, artifacts.TEST, artifacts.VALIDATION_REPORT))}
     write_json_atomic(folder / artifacts.PREPROCESS_INFO, info)
     log.info("%d rows valid; %d exact duplicates dropped; train %d rows / test %d rows (Ids disjoint)",
              len(raw), dropped, len(train), len(test))

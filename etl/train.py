@@ -80,14 +80,16 @@ def save_model(pipeline: Pipeline, path: Path) -> str:
 def run(settings: Settings) -> dict[str, Any]:
     """Fit the model on train.csv and save model.joblib with its checksum and CV scores in train.json."""
     folder = run_dir(settings.runs_dir, settings.run_id)
-    train = pd.read_csv(artifacts.require(folder, artifacts.TRAIN))
+    artifacts.verify_chain(folder, through="preprocess")
+    train = pd.read_csv(folder / artifacts.TRAIN)
     features, labels, groups = features_and_labels(train)
     pipeline = build_pipeline(settings.model, settings.seed)
     cv = cross_validation_scores(pipeline, features, labels, groups, settings.cv_folds, settings.seed)
     pipeline.fit(features, labels)
     digest = save_model(pipeline, folder / artifacts.MODEL)
     info = {"model": settings.model, "seed": settings.seed, "rows_train": len(train), "cv_folds": settings.cv_folds,
-            "cv": cv, "model_path": str(folder / artifacts.MODEL), "model_sha256": digest}
+            "cv": cv, "model_path": str(folder / artifacts.MODEL), "model_sha256": digest,
+            **artifacts.lineage(folder, inputs=(artifacts.TRAIN,), outputs=(artifacts.MODEL,))}
     write_json_atomic(folder / artifacts.TRAIN_INFO, info)
     log.info("trained %s on %d rows; CV recall %.3f±%.3f, ROC-AUC %.3f±%.3f; model sha256 %s", settings.model,
              len(train), cv["recall"]["mean"], cv["recall"]["std"], cv["roc_auc"]["mean"], cv["roc_auc"]["std"],

@@ -19,7 +19,6 @@ from utils.files import (
     run_stamp,
     run_started_at,
     sha256_file,
-    verify_checksum,
     write_json_atomic,
 )
 from utils.logger import get_logger
@@ -68,15 +67,16 @@ def build_manifest(settings: Settings, stamp: str, checksums: dict[str, str], me
 def run(settings: Settings) -> dict[str, Any]:
     """Publish model, metrics, plots, reports and manifest of a run that passed the quality gate."""
     folder = run_dir(settings.runs_dir, settings.run_id)
-    files = [artifacts.require(folder, name) for name in PUBLISHED_FILES]
+    records = artifacts.verify_chain(folder, through="evaluate")  # raw data -> splits -> model -> metrics
+    files = [folder / name for name in PUBLISHED_FILES]
     metrics = read_json(folder / artifacts.METRICS)
     if not metrics.get("quality_gate", {}).get("passed"):
         raise QualityGateError(f"{folder / artifacts.METRICS} records a failed quality gate: the run is not published")
-    verify_checksum(folder / artifacts.MODEL, read_json(folder / artifacts.TRAIN_INFO)["model_sha256"])
     stamp = run_stamp(run_started_at(folder))
-    checksums = {path.name: sha256_file(path) for path in files}
+    recorded = {name: digest for record in records.values() for name, digest in record["outputs"].items()}
+    checksums = {name: recorded[name] for name in PUBLISHED_FILES}
     manifest = write_json_atomic(folder / artifacts.MANIFEST, build_manifest(
-        settings, stamp, checksums, metrics, read_json(folder / artifacts.LOAD_INFO)))
+        settings, stamp, checksums, metrics, records["load"]))
     bundle = RunBundle(settings.run_id, stamp, (*files, manifest),
                        {**checksums, artifacts.MANIFEST: sha256_file(manifest)})
     results = [LocalPublisher(settings.results_dir).publish(bundle)]
@@ -86,7 +86,8 @@ def run(settings: Settings) -> dict[str, Any]:
         log.info("published run %s to %s: %s", settings.run_id, publisher.name, results[-1].location)
     summary = {"stamp": stamp, "destinations": {r.backend: r.location for r in results},
                "files": sorted(bundle.checksums), "manifest_sha256": bundle.checksums[artifacts.MANIFEST]}
-    write_json_atomic(folder / artifacts.UPLOAD_INFO, summary)
+    write_json_atomic(folder / artifacts.UPLOAD_INFO, {
+        **summary, "inputs": checksums, "outputs": {artifacts.MANIFEST: bundle.checksums[artifacts.MANIFEST]}})
     push_metrics(settings, STEP, [Sample("last_success_timestamp_seconds", time.time(),
                                          help="Unix time of the last published run.")])
     return summary

@@ -12,6 +12,7 @@ import pytest
 from etl import artifacts, load, preprocess
 from tests.data.make_bad_inputs import corpus
 from utils.errors import PipelineError
+from utils.steps import execute_step
 
 CORPUS = Path(__file__).parent / "data" / "bad_inputs"
 
@@ -57,8 +58,8 @@ def test_corpus_on_disk_is_what_the_generator_makes():
 
 
 def load_and_preprocess(settings) -> dict:
-    load.run(settings)
-    return preprocess.run(settings)
+    execute_step(load.STEP, load.run, settings)
+    return execute_step(preprocess.STEP, preprocess.run, settings)
 
 
 @pytest.mark.parametrize("name", sorted(REJECTED))

@@ -150,13 +150,13 @@ def test_tampered_model_is_refused(make_settings):
 
 def test_steps_demand_their_inputs(make_settings):
     settings = make_settings(run_id="empty")
-    with pytest.raises(ArtifactError, match="raw.csv is missing: it is written by the 'load' step"):
+    with pytest.raises(ArtifactError, match="load.json is missing: it is written by the 'load' step"):
         preprocess.run(settings)
-    with pytest.raises(ArtifactError, match="train.csv is missing"):
+    with pytest.raises(ArtifactError, match="load.json is missing"):
         train.run(settings)
-    with pytest.raises(ArtifactError, match="train.json is missing"):
+    with pytest.raises(ArtifactError, match="load.json is missing"):
         evaluate.run(settings)
-    with pytest.raises(ArtifactError, match="model.joblib is missing"):
+    with pytest.raises(ArtifactError, match="load.json is missing"):
         upload.run(settings)
 
 

@@ -27,3 +27,7 @@ class QualityGateError(PipelineError):
 
 class PublishError(PipelineError):
     """Publishing the run's artifacts failed."""
+
+
+class RunLockedError(PipelineError):
+    """Another process is running a step of the same run; the message names the run and the holder."""

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from utils.errors import ArtifactError
+from utils.errors import ArtifactError, RunLockedError
 
 _SAFE_RUN_ID = re.compile(r"[^A-Za-z0-9._-]")
 RUN_INFO_FILE = "run.json"
+LOCK_FILE = ".lock"
+_held_locks: dict[Path, int] = {}  # run folder -> nesting depth of hold_run_folder in this process
 
 
 def safe_run_id(run_id: str) -> str:
@@ -33,6 +37,52 @@ def run_dir(runs_dir: Path, run_id: str) -> Path:
     path = runs_dir / safe_run_id(run_id)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def hold_run_folder(folder: Path, run_id: str, activity: str) -> Iterator[None]:
+    """Hold the run's folder for this process while `activity` (a step, or a whole pipeline) runs.
+
+    An exclusive `flock` on `<folder>/.lock`, taken without waiting: a second process that wants the same run
+    gets RunLockedError naming the run and the holder, instead of mixing its files with the first one's. The
+    kernel drops the lock when the holder exits, even when it is killed. Nested holds in one process (the
+    in-process pipeline around each of its steps) share the outer lock.
+    """
+    key = folder.resolve()
+    if key in _held_locks:
+        _held_locks[key] += 1
+        try:
+            yield
+        finally:
+            _held_locks[key] -= 1
+        return
+    with open(folder / LOCK_FILE, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read(500).strip() or "a process that has not written its name yet"
+            raise RunLockedError(f"run {run_id!r} is in use: its folder {folder} is held by {holder}; wait for "
+                                 "that to finish, or use another RUN_ID") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, running {activity} since "
+                     f"{datetime.now(UTC).replace(microsecond=0).isoformat()}\n")
+        handle.flush()
+        _held_locks[key] = 1
+        try:
+            yield
+        finally:
+            del _held_locks[key]
+            handle.truncate(0)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files that a killed writer left in `folder` (call it while holding the folder)."""
+    stale = sorted(folder.glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 @contextlib.contextmanager

@@ -9,8 +9,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from etl import artifacts
 from utils.config import Settings, load_settings
 from utils.errors import PipelineError
+from utils.files import hold_run_folder, run_dir
 from utils.logger import configure_cli_logging, get_logger
 from utils.telemetry import push_metrics, step_samples
 
@@ -19,18 +21,23 @@ log = get_logger("steps")
 
 
 def execute_step(step: str, function: StepFunction, settings: Settings) -> dict[str, Any]:
-    """Run one step for `settings.run_id`, log its outcome and push its duration; errors propagate."""
-    log.info("step %s: starting (run_id=%s)", step, settings.run_id)
-    started = time.perf_counter()
-    succeeded = False
-    try:
-        summary = function(settings)
-        succeeded = True
-        return summary
-    finally:
-        duration = time.perf_counter() - started
-        log.info("step %s: %s in %.2f s", step, "finished" if succeeded else "FAILED", duration)
-        push_metrics(settings, step, step_samples(step, duration, succeeded))
+    """Run one step for `settings.run_id` while holding the run's folder, log its outcome and push its
+    duration; errors propagate. The step first removes its own and downstream outputs (`artifacts.begin_step`),
+    so a failure leaves nothing stale for the next step."""
+    folder = run_dir(settings.runs_dir, settings.run_id)
+    with hold_run_folder(folder, settings.run_id, f"step {step}"):
+        log.info("step %s: starting (run_id=%s)", step, settings.run_id)
+        started = time.perf_counter()
+        succeeded = False
+        try:
+            artifacts.begin_step(folder, step)
+            summary = function(settings)
+            succeeded = True
+            return summary
+        finally:
+            duration = time.perf_counter() - started
+            log.info("step %s: %s in %.2f s", step, "finished" if succeeded else "FAILED", duration)
+            push_metrics(settings, step, step_samples(step, duration, succeeded))
 
 
 def cli_main(step: str, function: StepFunction, argv: list[str] | None = None, as_step: bool = True) -> int:

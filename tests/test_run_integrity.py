@@ -1,0 +1,216 @@
+"""A run folder belongs to one run at a time, and only files that belong together are published: the run lock
+(two real processes), the checksum chain from raw data to metrics, the removal of stale downstream outputs when a
+step starts, and the cleaning of temporaries left by a killed writer."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from etl import artifacts, evaluate, load, preprocess, train, upload
+from etl.pipeline import STEPS, run_all
+from tests.conftest import BUNDLED_CSV
+from tests.data.make_bad_inputs import corpus
+from tests.http_support import Answer, scripted_server
+from utils.config import PROJECT_ROOT
+from utils.errors import ArtifactError, PipelineError, RunLockedError
+from utils.files import LOCK_FILE, hold_run_folder, run_dir
+from utils.steps import execute_step
+
+SLOW_ANSWER_SECONDS = 4.0  # long enough for the test to start a second process while the first one loads
+
+
+def run_steps(settings, *names: str) -> None:
+    """Run the named steps the way the CLI and the DAG do (lock, clean-up, then the step)."""
+    functions = dict(STEPS)
+    for name in names:
+        execute_step(name, functions[name], settings)
+
+
+def published_runs(settings) -> list[Path]:
+    if not settings.results_dir.exists():
+        return []
+    return [p for p in settings.results_dir.iterdir() if not p.name.startswith(".") and p.name != "latest"]
+
+
+def pipeline_process(tmp_path: Path, run_id: str, seed: int, data_url: str) -> subprocess.Popen:
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(PROJECT_ROOT), "ENV_FILE": str(tmp_path / "none.env"),
+           "RUNS_DIR": str(tmp_path / "runs"), "RESULTS_DIR": str(tmp_path / "results"), "RUN_ID": run_id,
+           "SEED": str(seed), "DATA_URL": data_url, "DATA_FALLBACK": "false", "STORAGE_BACKEND": "local"}
+    return subprocess.Popen([sys.executable, "-m", "etl.pipeline"], env=env, cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for_holder(lock_file: Path, timeout: float = 30.0) -> str:
+    """The lock file's holder line, once a process has written it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if lock_file.is_file() and lock_file.read_text().strip():
+            return lock_file.read_text()
+        time.sleep(0.05)
+    raise AssertionError(f"no process took {lock_file} within {timeout} s")
+
+
+def test_a_second_process_with_the_same_run_id_is_refused_and_the_first_is_untouched(tmp_path, make_settings):
+    with scripted_server(Answer(body=BUNDLED_CSV.read_bytes(), delay=SLOW_ANSWER_SECONDS),
+                         Answer(body=BUNDLED_CSV.read_bytes())) as server:
+        first = pipeline_process(tmp_path, "x", seed=1, data_url=server.url)
+        holder = wait_for_holder(tmp_path / "runs" / "x" / LOCK_FILE)
+        second = pipeline_process(tmp_path, "x", seed=2, data_url=server.url)
+        second_out, second_err = second.communicate(timeout=120)
+        first_out, first_err = first.communicate(timeout=300)
+    assert f"pid {first.pid}" in holder
+    assert second.returncode == 1 and second_out == ""
+    assert "run 'x' is in use" in second_err and f"pid {first.pid}" in second_err, second_err
+    assert first.returncode == 0, first_err
+    assert len(server.requests) == 1  # the refused process never started loading
+
+    published = json.loads(first_out)
+    results = sorted(p.name for p in (tmp_path / "results").iterdir() if not p.name.startswith("."))
+    assert results == sorted([Path(published["upload"]["destinations"]["local"]).name, "latest"])
+    reference = run_all(make_settings(run_id="seed-1-alone", seed=1, results_dir=tmp_path / "reference"))
+    assert published["evaluate"]["accuracy"] == reference["evaluate"]["accuracy"]
+    assert published["train"]["model_sha256"] == reference["train"]["model_sha256"]
+
+
+def test_a_killed_holder_releases_the_run(tmp_path):
+    with scripted_server(Answer(body=BUNDLED_CSV.read_bytes(), delay=60.0),
+                         Answer(body=BUNDLED_CSV.read_bytes())) as server:
+        killed = pipeline_process(tmp_path, "x", seed=1, data_url=server.url)
+        wait_for_holder(tmp_path / "runs" / "x" / LOCK_FILE)
+        killed.send_signal(signal.SIGKILL)
+        killed.communicate(timeout=30)
+        rerun = pipeline_process(tmp_path, "x", seed=1, data_url=server.url)
+        out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert json.loads(out)["upload"]["destinations"]["local"]
+
+
+def test_a_step_is_refused_while_another_process_holds_the_run(make_settings):
+    settings = make_settings(run_id="held")
+    folder = run_dir(settings.runs_dir, settings.run_id)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from utils.files import hold_run_folder\n"
+        "with hold_run_folder(Path(sys.argv[1]), 'held', 'a test holder'):\n"
+        "    print('held', flush=True); time.sleep(60)\n"), str(folder)],
+        cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(RunLockedError, match=rf"run 'held' is in use: .* held by pid {holder.pid} on .*"
+                                                 r"running a test holder since"):
+            run_steps(settings, "load")
+        assert not (folder / artifacts.RAW).exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    run_steps(settings, "load")
+    with hold_run_folder(folder, "held", "outer"), hold_run_folder(folder, "held", "inner"):
+        pass  # one process may nest holds (the in-process pipeline holds the run around each step)
+
+
+def test_retraining_after_evaluate_cannot_publish_the_old_metrics(make_settings):
+    settings = make_settings(run_id="retrained")
+    run_steps(settings, "load", "preprocess", "train", "evaluate")
+    run_steps(settings.replace(model="gradient_boosting"), "train")
+    with pytest.raises(ArtifactError, match="evaluate.json is missing"):
+        run_steps(settings, "upload")
+    assert published_runs(settings) == []
+
+
+def test_the_chain_refuses_a_model_that_is_not_the_one_evaluated(make_settings):
+    """Even when a step's outputs are replaced behind the pipeline's back (here train.run called directly, with
+    no clean-up of downstream files), upload refuses the mix and names the file and the step to rerun."""
+    settings = make_settings(run_id="swapped")
+    run_steps(settings, "load", "preprocess", "train", "evaluate")
+    train.run(settings.replace(model="gradient_boosting"))
+    with pytest.raises(ArtifactError, match=r"model\.joblib: step evaluate consumed a version .* not the one "
+                                            r"train recorded.*rerun from train"):
+        upload.run(settings)
+    assert published_runs(settings) == []
+
+
+@pytest.mark.parametrize("changed", [artifacts.RAW, artifacts.TEST, artifacts.METRICS, artifacts.REPORT])
+def test_a_file_changed_on_disk_stops_publication(make_settings, changed):
+    settings = make_settings(run_id="edited")
+    run_steps(settings, "load", "preprocess", "train", "evaluate")
+    path = settings.runs_dir / "edited" / changed
+    path.write_bytes(path.read_bytes() + b"\n")
+    with pytest.raises(ArtifactError, match=rf"{changed} has sha256 .* recorded .* when it wrote it"):
+        run_steps(settings, "upload")
+    assert published_runs(settings) == []
+
+
+def test_bad_data_into_a_run_that_had_a_good_model_publishes_nothing(make_settings, tmp_path):
+    settings = make_settings(run_id="reused")
+    run_steps(settings, "load", "preprocess", "train", "evaluate")
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_bytes(corpus()["score_zero.csv"])
+    bad = settings.replace(data_url=bad_csv.as_uri(), data_fallback=False)
+    run_steps(bad, "load")
+    with pytest.raises(PipelineError, match="fails in_range"):
+        run_steps(bad, "preprocess")
+    folder = settings.runs_dir / "reused"
+    assert not (folder / artifacts.MODEL).exists() and not (folder / artifacts.METRICS).exists()
+    with pytest.raises(ArtifactError, match="preprocess.json is missing"):
+        run_steps(bad, "upload")
+    assert published_runs(settings) == []
+
+
+def test_a_failed_train_leaves_no_model_behind(make_settings):
+    settings = make_settings(run_id="train-fails")
+    run_steps(settings, "load", "preprocess", "train", "evaluate")
+    with pytest.raises(ValueError, match="n_splits"):
+        run_steps(settings.replace(cv_folds=10_000), "train")
+    folder = settings.runs_dir / "train-fails"
+    assert not (folder / artifacts.MODEL).exists() and not (folder / artifacts.TRAIN_INFO).exists()
+    with pytest.raises(ArtifactError, match="train.json is missing"):
+        run_steps(settings, "evaluate")
+    with pytest.raises(ArtifactError, match="train.json is missing"):
+        run_steps(settings, "upload")
+    assert published_runs(settings) == []
+
+
+def test_each_step_records_the_checksums_it_consumed_and_wrote(make_settings):
+    settings = make_settings(run_id="recorded")
+    run_all(settings)
+    records = artifacts.verify_chain(settings.runs_dir / "recorded", through="upload")
+    consumed = {step: set(record["inputs"]) for step, record in records.items()}
+    assert consumed == {"load": set(), "preprocess": {artifacts.RAW}, "train": {artifacts.TRAIN},
+                        "evaluate": {artifacts.MODEL, artifacts.TEST}, "upload": set(upload.PUBLISHED_FILES)}
+    assert records["load"]["outputs"][artifacts.RAW] == records["preprocess"]["inputs"][artifacts.RAW]
+
+
+def test_temporaries_of_a_killed_writer_are_removed_when_the_next_step_starts(make_settings):
+    settings = make_settings(run_id="killed-writer")
+    run_steps(settings, "load", "preprocess")
+    folder = settings.runs_dir / "killed-writer"
+    writer = subprocess.run([sys.executable, "-c", (
+        "import os, signal, sys; from pathlib import Path; from utils.files import atomic_path\n"
+        "with atomic_path(Path(sys.argv[1])) as tmp:\n"
+        "    tmp.write_bytes(b'half a model')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"), str(folder / artifacts.MODEL)],
+        cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, timeout=60, check=False)
+    assert writer.returncode == -signal.SIGKILL
+    (leftover,) = folder.glob(".model.joblib.*.tmp")
+    run_steps(settings, "train")
+    assert not leftover.exists() and not list(folder.glob(".*.tmp"))
+    assert (folder / artifacts.MODEL).is_file()
+
+
+def test_steps_called_directly_still_check_the_chain(make_settings):
+    """The steps' `run` functions are also the Python API: without the runner they still refuse a broken chain."""
+    settings = make_settings(run_id="direct")
+    load.run(settings)
+    preprocess.run(settings)
+    (settings.runs_dir / "direct" / artifacts.RAW).write_bytes(BUNDLED_CSV.read_bytes() + b"\n")
+    with pytest.raises(ArtifactError, match="raw.csv has sha256"):
+        train.run(settings)
+    with pytest.raises(ArtifactError, match="raw.csv has sha256"):
+        evaluate.run(settings)
