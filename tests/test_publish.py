@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from etl.pipeline import run_all
-from etl.publishers import LocalPublisher
+from etl.publishers import LocalPublisher, local
 from etl.publishers.base import RunBundle
 from tests.fake_drive import FakeDrive
 from utils.config import PROJECT_ROOT, Settings
 from utils.errors import PublishError
+from utils.files import sha256_file
 
 STAMP = "20250101_000000"
 RUN_ID = "run"
@@ -76,7 +77,8 @@ def contents_of(folder: Path) -> dict[str, bytes]:
 
 def new_bundle(tmp_path: Path) -> RunBundle:
     source = write_files(tmp_path / "source", NEW)
-    return RunBundle(RUN_ID, STAMP, tuple(sorted(source.iterdir())))
+    files = tuple(sorted(source.iterdir()))
+    return RunBundle(RUN_ID, STAMP, files, {path.name: sha256_file(path) for path in files})
 
 
 def prepare(results: Path, republish: bool) -> None:
@@ -156,6 +158,22 @@ def test_a_publish_removes_the_leftovers_of_its_own_run_only(tmp_path):
     assert [contents_of(path) for path in others] == [{"model.joblib": b"run 'run.b' is copying"},
                                                       {"model.joblib": b"run 'other' is copying"}]
     assert contents_of(results / TARGET) == NEW
+
+
+def test_without_an_atomic_exchange_a_retry_is_skipped_and_a_change_is_refused_clearly(tmp_path, monkeypatch):
+    monkeypatch.setattr(local, "_renameat2", None)  # as on macOS, or with glibc older than 2.28
+    results = tmp_path / "results"
+    bundle = new_bundle(tmp_path)
+    publisher = LocalPublisher(results)
+    assert publisher.publish(bundle).files == dict.fromkeys(NEW, "copied")  # a first publish is one rename
+    assert publisher.publish(bundle).files == dict.fromkeys(NEW, "skipped")
+
+    write_files(results / TARGET, OLD)
+    with pytest.raises(PublishError, match=rf"{TARGET}: .*renameat2.*RESULTS_DIR={results} must be on a Linux "
+                                           "file system that can swap two folders atomically"):
+        publisher.publish(bundle)
+    assert contents_of(results / TARGET) == OLD
+    assert os.listdir(results) == [TARGET]
 
 
 def test_latest_moves_only_when_every_backend_published_the_run(make_settings: Callable[..., Settings], tmp_path):

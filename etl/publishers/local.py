@@ -12,7 +12,7 @@ from pathlib import Path
 
 from etl.publishers.base import PublishResult, RunBundle
 from utils.errors import PublishError
-from utils.files import verify_checksum
+from utils.files import sha256_file, verify_checksum
 
 LATEST_LINK = "latest"
 AT_FDCWD = -100  # <fcntl.h>: paths relative to the working directory
@@ -43,6 +43,15 @@ def exchange_hint(exc: OSError, results_dir: Path) -> str:
             "never goes missing; the folder published before was left as it was")
 
 
+def holds(folder: Path, bundle: RunBundle) -> bool:
+    """Whether `folder` is a real folder holding exactly the bundle's files, each with its recorded sha256."""
+    names = {path.name for path in bundle.files}
+    if folder.is_symlink() or not folder.is_dir() or set(bundle.checksums) != names:
+        return False
+    return ({path.name for path in folder.iterdir()} == names
+            and all(sha256_file(folder / name) == bundle.checksums[name] for name in names))
+
+
 class LocalPublisher:
     """Copies the bundle into a staging folder beside the target, checks every copy, then swaps it into place.
 
@@ -53,8 +62,9 @@ class LocalPublisher:
     link. So the staging folder and the published one are exchanged in one step (renameat2 RENAME_EXCHANGE):
     the name always holds a complete copy, old or new. The old copy, now under the staging name, is removed
     next; whatever a kill leaves as `.<stamp>_<run_id>.*` the next publish of the same run removes first.
-    Where the exchange is not available (not Linux, NFS) a republish fails with a clear error and the published
-    folder stays as it was; a first publish is one rename and works everywhere.
+    A folder that already holds exactly the bundle (a retry) is left alone. Where the exchange is not available
+    (not Linux, NFS) a republish of changed files fails with a clear error and the published folder stays as it
+    was; a first publish is one rename and works everywhere.
     """
 
     name = "local"
@@ -70,11 +80,13 @@ class LocalPublisher:
         try:
             self.results_dir.mkdir(parents=True, exist_ok=True)
             self._remove_leftovers(target)
-            self._copy_in(bundle, target)
+            outcome = "skipped" if holds(target, bundle) else "copied"
+            if outcome == "copied":
+                self._copy_in(bundle, target)
         except OSError as exc:
             raise PublishError(f"could not publish run {bundle.run_id} to {target}: "
                                f"{exc}{exchange_hint(exc, self.results_dir)}") from None
-        return PublishResult(self.name, str(target), {f.name: "copied" for f in bundle.files})
+        return PublishResult(self.name, str(target), {f.name: outcome for f in bundle.files})
 
     def point_latest_at(self, bundle: RunBundle) -> Path:
         """Point `results/latest` at the bundle's folder in one rename; upload calls it once every backend has it."""
