@@ -2,7 +2,8 @@
 
 The kill tests run a real publish in a child process that announces each filesystem call it is about to make
 and has made (rename, replace, unlink, rmdir, symlink, rmtree, the folder exchange), and SIGKILL it at each of
-those points in turn; the hooks live in the child's script below, not in the product code.
+those points in turn; the hooks live in the child's script below, not in the product code. Between two such
+calls nothing on disk changes, so what a reader finds at each kill point is all a reader can ever find.
 """
 
 from __future__ import annotations

@@ -103,8 +103,8 @@ class LocalPublisher:
 
     def _remove_leftovers(self, target: Path) -> None:
         """Remove what killed publishes of this run left: `.<target name>.<word>` staging copies and links."""
-        # Only this run's: <word> has no dot, so `.<target>.b.x1y2` of a run whose folder is `<target>.b` (a run
-        # id with a dot, maybe publishing right now) never matches.
+        # Only this run's. <word> (mkdtemp's random part, or "latest") has no dot, so `.<target>.b.x1y2` of a run
+        # whose folder is `<target>.b` (a run id with a dot, maybe publishing right now) never matches.
         own = re.compile(rf"\.{re.escape(target.name)}\.[^.]+")
         for path in self.results_dir.iterdir():
             if not own.fullmatch(path.name):
