@@ -9,7 +9,7 @@ from etl.publishers.local import LocalPublisher
 from utils.config import Settings
 from utils.logger import get_logger
 
-__all__ = ["LocalPublisher", "PublishResult", "Publisher", "RunBundle", "drive_choice", "remote_publishers"]
+__all__ = ["LocalPublisher", "PublishResult", "Publisher", "RunBundle", "remote_publishers"]
 log = get_logger("publish")
 
 
