@@ -79,11 +79,13 @@ def run(settings: Settings) -> dict[str, Any]:
         settings, stamp, checksums, metrics, records["load"]))
     bundle = RunBundle(settings.run_id, stamp, (*files, manifest),
                        {**checksums, artifacts.MANIFEST: sha256_file(manifest)})
-    results = [LocalPublisher(settings.results_dir).publish(bundle)]
+    local = LocalPublisher(settings.results_dir)
+    results = [local.publish(bundle)]
     log.info("published run %s locally to %s", settings.run_id, results[0].location)
     for publisher in remote_publishers(settings):  # a bad Drive setting fails here, after the local copy
         results.append(publisher.publish(bundle))
         log.info("published run %s to %s: %s", settings.run_id, publisher.name, results[-1].location)
+    local.point_latest_at(bundle)  # only now: `latest` names a run that every configured backend holds
     summary = {"stamp": stamp, "destinations": {r.backend: r.location for r in results},
                "files": sorted(bundle.checksums), "manifest_sha256": bundle.checksums[artifacts.MANIFEST]}
     write_json_atomic(folder / artifacts.UPLOAD_INFO, {

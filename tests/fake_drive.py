@@ -4,8 +4,8 @@ It speaks the part of the API the pipeline uses, with Drive's own rules where th
 - the OAuth token endpoint: service-account JWT grants (RS256 signature checked against the key written by
   `write_service_account_key`, domain-wide delegation only for accounts allowed it) and refresh-token grants;
 - about.get, files.get, files.list (a subset of the query language, `fields` masks, pagination), files.create
-  for folders, resumable uploads for files.create and files.update (session URI, chunks with Content-Range,
-  308 + Range, status queries), md5Checksum;
+  for folders, files.update of metadata (only `trashed`), resumable uploads for files.create and files.update
+  (session URI, chunks with Content-Range, 308 + Range, status queries), md5Checksum;
 - Shared Drive rules: items on a Shared Drive are invisible without supportsAllDrives=true (and, for lists,
   includeItemsFromAllDrives=true); a service account (not impersonating anyone) owns no storage, so creating a
   file outside a Shared Drive answers 403 storageQuotaExceeded; the `drive.file` scope only reaches files the
@@ -13,7 +13,7 @@ It speaks the part of the API the pipeline uses, with Drive's own rules where th
 
 Every request is recorded (`requests`); `fail_next` queues faults (a status, a `Fault`, or DROP) for the next
 requests of one operation, and `corrupt_next_upload` damages the bytes of the next completed upload.
-Operations: token, about.get, files.get, files.list, files.create, upload.start, upload.chunk.
+Operations: token, about.get, files.get, files.list, files.create, files.update, upload.start, upload.chunk.
 Multipart and simple uploads are not implemented (the pipeline only makes resumable ones): they answer 400.
 """
 
@@ -465,6 +465,20 @@ class FakeDrive:
             item = self._new_item(body, body.get("mimeType", "application/octet-stream"), identity, query, None)
             return _masked(item.resource(), query, "kind,id,name,mimeType")
 
+    def update_metadata(self, file_id: str, body: dict[str, Any], identity: Identity,
+                        query: dict[str, str]) -> dict[str, Any]:
+        """files.update without media: the pipeline only moves its empty run folders to the trash this way."""
+        if set(body) != {"trashed"}:
+            raise DriveApiError(400, f"this fake only updates 'trashed', got {sorted(body)}", "invalid")
+        with self._lock:
+            item = self._lookup(file_id, identity, query)
+            parent = self._files.get(item.parents[0])
+            if parent is not None and not parent.writable:
+                raise DriveApiError(403, "The user does not have sufficient permissions for this file.",
+                                    "insufficientFilePermissions")
+            item.trashed = bool(body["trashed"])
+            return _masked(item.resource(), query, "kind,id,name,mimeType")
+
     def _new_item(self, metadata: dict[str, Any], mime_type: str, identity: Identity, query: dict[str, str],
                   content: bytes | None) -> FakeFile:
         parents = metadata.get("parents") or ["root"]
@@ -565,6 +579,7 @@ _ROUTES = [
     ("GET", re.compile(r"/drive/v3/files"), "files.list"),
     ("POST", re.compile(r"/drive/v3/files"), "files.create"),
     ("GET", re.compile(r"/drive/v3/files/([^/]+)"), "files.get"),
+    ("PATCH", re.compile(r"/drive/v3/files/([^/]+)"), "files.update"),
     ("POST", re.compile(r"/upload/drive/v3/files"), "upload.start"),
     ("PATCH", re.compile(r"/upload/drive/v3/files/([^/]+)"), "upload.start"),
     ("PUT", re.compile(r"/upload/drive/v3/files(?:/[^/]+)?"), "upload.chunk"),
@@ -652,6 +667,8 @@ def _make_handler(drive: FakeDrive) -> type[BaseHTTPRequestHandler]:
                 return 200, drive.list(identity, query), {}
             if operation == "files.create":
                 return 200, drive.create_metadata(metadata, identity, query), {}
+            if operation == "files.update":
+                return 200, drive.update_metadata(args[0], metadata, identity, query), {}
             session_id = drive.start_upload(args[0] if args else None, metadata, headers, identity, query)
             location = f"{drive.root_url.rstrip('/')}{self.path}&upload_id={session_id}"
             return 200, None, {"Location": location}

@@ -8,7 +8,6 @@ token_uri while its thread serves, i.e. inside the `with FakeDrive()` block.
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,7 +23,6 @@ pytestmark = pytest.mark.slow
 LOGICAL_DATE = datetime(2030, 2, 1, 6, 0, tzinfo=UTC)
 PUBLISHED_NAMES = {"model.joblib", "metrics.json", "roc_curve.png", "confusion_matrix.png", "report.md",
                    "validation_report.json", "manifest.json"}
-STAMP_PATTERN = re.compile(r"\d{8}_\d{6}")
 
 
 def test_dag_run_publishes_every_artifact_to_a_shared_drive_folder_and_locally(tmp_path: Path,
@@ -46,10 +44,10 @@ def test_dag_run_publishes_every_artifact_to_a_shared_drive_folder_and_locally(t
     assert len(created) == 1, f"expected one run folder in the Drive folder, found {[f.name for f in created]}"
     [run_folder] = created
     assert run_folder.mime_type == FOLDER_MIME
-    assert STAMP_PATTERN.fullmatch(run_folder.name) and run_folder.name == run_stamp(LOGICAL_DATE)
+    assert run_folder.name == f"{run_stamp(LOGICAL_DATE)}_{safe_run_id(outcome.run_id)}"
     assert json.loads(outcome.xcom_values["upload"])["destinations"]["gdrive"] == folder_url(run_folder.id)
 
-    local = folders.results / f"{run_folder.name}_{safe_run_id(outcome.run_id)}"
+    local = folders.results / run_folder.name
     assert local.is_dir(), (f"no local copy {local.name}; {folders.results} holds "
                             f"{sorted(p.name for p in folders.results.glob('*'))}")
     assert {path.name for path in local.iterdir()} == PUBLISHED_NAMES

@@ -27,10 +27,11 @@ from etl.publishers.gdrive import (
 from tests.fake_drive import DROP, FakeDrive, FakeFile, Fault
 from utils.config import Settings
 from utils.errors import ArtifactError, ConfigError, PublishError
-from utils.files import file_digest, sha256_file
+from utils.files import file_digest, safe_run_id, sha256_file
 
 RUN_ID = "manual__2025-11-23T09:30:00+00:00"
 STAMP = "20251123_093000"
+FOLDER_NAME = f"{STAMP}_{safe_run_id(RUN_ID)}"
 SA_EMAIL = "pipeline@test-project.iam.gserviceaccount.com"
 CHUNK = 4 * UPLOAD_GRANULARITY  # 1 MiB: small enough to split test files into several chunks
 ARTIFACTS = {"model.joblib": 1_500_000, "metrics.json": 600, "roc_curve.png": 40_000, "confusion_matrix.png": 30_000,
@@ -113,7 +114,7 @@ def run_folders(fake: FakeDrive, parent_id: str) -> list[FakeFile]:
 
 def only_run_folder(fake: FakeDrive, settings: Settings) -> FakeFile:
     folders = run_folders(fake, settings.gdrive_folder_id)
-    assert [f.name for f in folders] == [STAMP]
+    assert [f.name for f in folders] == [FOLDER_NAME]
     return folders[0]
 
 
@@ -176,14 +177,14 @@ def test_a_run_with_more_files_adds_only_the_new_ones_and_replaces_changed_ones(
     assert {k: ids_after[k] for k in ids_before} == ids_before  # replaced in place, not re-created
 
 
-def test_another_run_with_the_same_stamp_gets_its_own_folder(fake, drive_settings, tmp_path, sleeps):
+def test_runs_with_the_same_stamp_get_folders_of_different_names(fake, drive_settings, tmp_path, sleeps):
     settings = drive_settings()
     publisher(settings, sleeps).publish(write_bundle(tmp_path / "a", {"metrics.json": 100}, run_id="run-a"))
     publisher(settings, sleeps).publish(write_bundle(tmp_path / "b", {"metrics.json": 100}, run_id="run-b", seed=1))
 
     folders = run_folders(fake, settings.gdrive_folder_id)
-    assert sorted(f.app_properties[RUN_ID_PROPERTY] for f in folders) == ["run-a", "run-b"]
-    assert {f.name for f in folders} == {STAMP}
+    assert {f.name: f.app_properties[RUN_ID_PROPERTY] for f in folders} == {f"{STAMP}_run-a": "run-a",
+                                                                            f"{STAMP}_run-b": "run-b"}
 
 
 def test_run_ids_with_quotes_or_too_long_for_an_app_property_are_found_again(fake, drive_settings, tmp_path, sleeps):
@@ -279,6 +280,44 @@ def test_storage_quota_error_says_what_to_do_and_is_not_retried(fake, drive_sett
         assert expected in message
     assert [r.status for r in fake.requests_for("upload.start")] == [403]
     assert sleeps == []
+
+
+def test_a_refused_upload_leaves_no_empty_run_folder_and_a_retry_makes_one(fake, drive_settings, tmp_path,
+                                                                            sleeps):
+    settings = drive_settings()
+    bundle = write_bundle(tmp_path / "run", {"model.joblib": 1000, "metrics.json": 100})
+    fake.fail_next("upload.start", Fault(403, "forbidden"))
+
+    with pytest.raises(PublishError, match="uploading model.joblib .*HTTP 403 forbidden"):
+        publisher(settings, sleeps).publish(bundle)
+    assert run_folders(fake, settings.gdrive_folder_id) == []
+    assert [r.query.get("supportsAllDrives") for r in fake.requests_for("files.update")] == ["true"]
+
+    assert publisher(settings, sleeps).publish(bundle).files == {"model.joblib": "uploaded",
+                                                                 "metrics.json": "uploaded"}
+    assert_intact(fake, only_run_folder(fake, settings), bundle)
+
+
+def test_a_storage_quota_failure_leaves_no_empty_run_folder(fake, drive_settings, tmp_path, sleeps):
+    settings = drive_settings(gdrive_folder_id=fake.create_folder("My Drive folder"))
+
+    with pytest.raises(PublishError, match="storageQuotaExceeded"):
+        publisher(settings, sleeps).publish(write_bundle(tmp_path / "run", {"model.joblib": 1000}))
+    assert run_folders(fake, settings.gdrive_folder_id) == []
+
+
+def test_an_empty_run_folder_that_cannot_be_removed_is_reported_and_the_upload_error_raised(
+        fake, drive_settings, tmp_path, sleeps, caplog):
+    settings = drive_settings(gdrive_folder_id=fake.create_folder("My Drive folder"))
+    fake.fail_next("files.update", Fault(403, "insufficientFilePermissions"))
+
+    with pytest.raises(PublishError, match="storageQuotaExceeded"):
+        publisher(settings, sleeps).publish(write_bundle(tmp_path / "run", {"model.joblib": 1000}))
+
+    [left] = run_folders(fake, settings.gdrive_folder_id)
+    [warning] = [r for r in caplog.records if r.name == "pipeline.gdrive" and r.levelname == "WARNING"]
+    for expected in (FOLDER_NAME, folder_url(left.id), "insufficientFilePermissions", "delete it"):
+        assert expected in warning.getMessage()
 
 
 def test_missing_folder_says_which_id_and_whom_to_share_it_with(fake, drive_settings, tmp_path, sleeps):
@@ -443,6 +482,28 @@ def test_a_local_file_changed_since_it_was_recorded_is_not_uploaded(fake, drive_
 
 def test_remote_publishers_builds_the_drive_publisher(drive_settings):
     assert [p.name for p in remote_publishers(drive_settings())] == ["gdrive"]
+
+
+@pytest.mark.parametrize("folder_id, key_exists, level, expected", [
+    ("1FolderId", False, "WARNING", "Drive skipped: STORAGE_BACKEND=auto and GDRIVE_FOLDER_ID is set, but the "
+                                    "credentials file GOOGLE_APPLICATION_CREDENTIALS={key} does not exist"),
+    ("", True, "INFO", "Drive skipped: STORAGE_BACKEND=auto and GDRIVE_FOLDER_ID is not set"),
+    ("1FolderId", True, "INFO", "Drive used: STORAGE_BACKEND=auto, GDRIVE_FOLDER_ID is set and the credentials "
+                                "file {key} exists"),
+], ids=["folder-without-key", "no-folder", "folder-and-key"])
+def test_auto_says_whether_it_uses_drive_and_why(fake, make_settings, tmp_path, caplog, folder_id, key_exists,
+                                                 level, expected):
+    key = tmp_path / "secrets" / "drive_sa.json"
+    if key_exists:
+        fake.write_service_account_key(key)
+    settings = make_settings(storage_backend="auto", gdrive_folder_id=folder_id, google_credentials=key)
+
+    with caplog.at_level("INFO", logger="pipeline"):
+        chosen = remote_publishers(settings)
+
+    assert [p.name for p in chosen] == (["gdrive"] if folder_id and key_exists else [])
+    assert [(r.levelname, r.getMessage()[:len(expected.format(key=key))]) for r in caplog.records] == [
+        (level, expected.format(key=key))]
 
 
 def test_chunk_size_must_suit_resumable_uploads(drive_settings):

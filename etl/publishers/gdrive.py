@@ -8,8 +8,11 @@ The credentials file (GOOGLE_APPLICATION_CREDENTIALS) is one of three kinds, tol
 - "authorized_user": an OAuth refresh token of a person's account (the way for personal Gmail accounts).
 docs/google-drive.md walks through setting up each one.
 
-A repeated publish of the same run finds its folder and files again (same name and the same `pipeline_run_id`
-app property), skips files whose md5 already matches and replaces the others, so it never makes duplicates.
+The run's folder is named `<YYYYMMDD_HHMMSS>_<run id>` like the local one, so two runs with the same start
+second never share a name. A repeated publish of the same run finds its folder and files again (same name and
+the same `pipeline_run_id` app property), skips files whose md5 already matches and replaces the others, so it
+never makes duplicates. A publish that fails while the run's folder holds nothing moves that folder to the
+trash, so Drive shows no empty run folder; the next attempt creates a fresh one.
 """
 
 from __future__ import annotations
@@ -371,6 +374,11 @@ class DriveClient:
                 raise
             raise self.explain(exc, f"creating the folder {name!r}") from None
 
+    def trash(self, file_id: str, action: str) -> None:
+        """Move a file or folder to the trash (retried like any call: trashing twice is harmless)."""
+        self.execute(self.service.files().update(fileId=file_id, body={"trashed": True}, fields="id",
+                                                 supportsAllDrives=True), action)
+
     def upload(self, path: Path, action: str, chunk_size: int, *, file_id: str | None = None,
                parent_id: str | None = None, properties: dict[str, str] | None = None) -> dict[str, Any]:
         """Upload `path` as a new file in `parent_id`, or as the new content of `file_id`, in resumable chunks.
@@ -424,7 +432,7 @@ def require_folder_id(settings: Settings) -> str:
 
 
 class GDrivePublisher:
-    """Uploads a run into `<GDRIVE_FOLDER_ID>/<stamp>/`, idempotently, checking every file's md5."""
+    """Uploads a run into `<GDRIVE_FOLDER_ID>/<stamp>_<run id>/`, idempotently, checking every file's md5."""
 
     name = "gdrive"
 
@@ -445,13 +453,38 @@ class GDrivePublisher:
         client = connect(self.identity, self.settings.gdrive_api_root, self.num_retries, self.sleep)
         parent = client.inspect_folder(self.folder_id)
         run_folder = self._run_folder(client, parent, bundle)
-        existing = {item["name"]: item for item in client.list_items(
-            run_items_query(run_folder, bundle.run_id), parent, f"listing the files of run folder {bundle.stamp}")}
-        outcome = {path.name: self._put(client, path, local_md5[path.name], existing.get(path.name), run_folder,
-                                        bundle.run_id) for path in bundle.files}
-        log.info("run %s published to Drive folder %s/%s (%s) as %s: %s", bundle.run_id, parent.name, bundle.stamp,
-                 folder_url(run_folder), client.who(), outcome)
+        try:
+            existing = {item["name"]: item for item in client.list_items(
+                run_items_query(run_folder, bundle.run_id), parent,
+                f"listing the files of run folder {bundle.folder_name}")}
+            outcome = {path.name: self._put(client, path, local_md5[path.name], existing.get(path.name),
+                                            run_folder, bundle.run_id) for path in bundle.files}
+        except Exception:
+            self._trash_if_empty(client, parent, run_folder, bundle.folder_name)
+            raise
+        log.info("run %s published to Drive folder %s/%s (%s) as %s: %s", bundle.run_id, parent.name,
+                 bundle.folder_name, folder_url(run_folder), client.who(), outcome)
         return PublishResult(self.name, folder_url(run_folder), outcome)
+
+    @staticmethod
+    def _trash_if_empty(client: DriveClient, parent: FolderInfo, folder_id: str, name: str) -> None:
+        """After a failed publish, trash the run's folder if nothing is in it; a failure to do so is logged.
+
+        Any empty run folder goes, not only one made by this attempt: under the run's lock only this run writes
+        there, so an empty one is also what a killed earlier attempt left. A folder holding anything (a file
+        uploaded by an earlier attempt, or put there by a person) stays for the next attempt to complete.
+        """
+        try:
+            if client.list_items(f"{quote(folder_id)} in parents and trashed = false", parent,
+                                 f"looking into run folder {name}"):
+                return
+            client.trash(folder_id, f"moving the empty run folder {name} to the trash")
+        except PublishError as exc:
+            log.warning("the failed upload left the run folder %s (%s) in Drive, maybe empty, and it could not be "
+                        "removed (%s): delete it in Drive if it stays empty", name, folder_url(folder_id), exc)
+            return
+        log.info("moved the empty run folder %s (%s) to the Drive trash after the failed upload", name,
+                 folder_url(folder_id))
 
     @staticmethod
     def _checked_md5(path: Path, bundle: RunBundle) -> str:
@@ -467,19 +500,20 @@ class GDrivePublisher:
 
         A folder create that fails transiently may still have happened, so each retry looks again first.
         """
-        query = run_items_query(parent.id, bundle.run_id, name=bundle.stamp, mime_type=FOLDER_MIME)
+        name = bundle.folder_name
+        query = run_items_query(parent.id, bundle.run_id, name=name, mime_type=FOLDER_MIME)
         delays = backoff_delays(self.num_retries)
         while True:
-            found = client.list_items(query, parent, f"looking for run folder {bundle.stamp}")
+            found = client.list_items(query, parent, f"looking for run folder {name}")
             if found:
                 return found[0]["id"]
             try:
-                return client.create_folder(bundle.stamp, parent.id, run_property(bundle.run_id))["id"]
+                return client.create_folder(name, parent.id, run_property(bundle.run_id))["id"]
             except CALL_ERRORS as exc:
                 delay = next(delays, None)
                 if delay is None:
-                    raise client.explain(exc, f"creating run folder {bundle.stamp}") from None
-                log.warning("creating run folder %s: %r; looking again in %.1f s", bundle.stamp, exc, delay)
+                    raise client.explain(exc, f"creating run folder {name}") from None
+                log.warning("creating run folder %s: %r; looking again in %.1f s", name, exc, delay)
                 self.sleep(delay)
 
     def _put(self, client: DriveClient, path: Path, md5: str, existing: dict[str, Any] | None, folder_id: str,

@@ -2,22 +2,69 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 from etl.publishers.base import PublishResult, RunBundle
 from utils.errors import PublishError
-from utils.files import safe_run_id, verify_checksum
+from utils.files import sha256_file, verify_checksum
 
 LATEST_LINK = "latest"
+AT_FDCWD = -100  # <fcntl.h>: paths relative to the working directory
+RENAME_EXCHANGE = 2  # <linux/fs.h>: swap the two names in one step
+UNSUPPORTED_EXCHANGE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
+_renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+if _renameat2 is not None:
+    _renameat2.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    _renameat2.restype = ctypes.c_int
+
+
+def exchange(first: Path, second: Path) -> None:
+    """Swap two existing paths atomically (Linux renameat2 with RENAME_EXCHANGE), or raise OSError."""
+    if _renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2() is not available: it needs Linux with glibc 2.28 or later",
+                      str(first), None, str(second))
+    if _renameat2(AT_FDCWD, os.fsencode(first), AT_FDCWD, os.fsencode(second), RENAME_EXCHANGE) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(first), None, str(second))
+
+
+def exchange_hint(exc: OSError, results_dir: Path) -> str:
+    """What to do when the results folder's file system cannot exchange two folders; "" for other errors."""
+    if exc.errno not in UNSUPPORTED_EXCHANGE:
+        return ""
+    return (f". RESULTS_DIR={results_dir} must be on a Linux file system that can swap two folders atomically "
+            "(renameat2 RENAME_EXCHANGE: ext4, xfs, btrfs, tmpfs, overlayfs; not NFS), so that a republished run "
+            "never goes missing; the folder published before was left as it was")
+
+
+def holds(folder: Path, bundle: RunBundle) -> bool:
+    """Whether `folder` is a real folder holding exactly the bundle's files, each with its recorded sha256."""
+    names = {path.name for path in bundle.files}
+    if folder.is_symlink() or not folder.is_dir() or set(bundle.checksums) != names:
+        return False
+    return ({path.name for path in folder.iterdir()} == names
+            and all(sha256_file(folder / name) == bundle.checksums[name] for name in names))
 
 
 class LocalPublisher:
-    """Copies the bundle into a temporary folder, checks every copy, then renames it into place.
+    """Copies the bundle into a staging folder beside the target, checks every copy, then swaps it into place.
 
-    A repeated publish of the same run replaces the earlier folder, so readers never see a half-copied run.
+    A republish (e.g. an upload retried after Drive failed) must replace a folder that readers may be using, and
+    a kill may come at any moment. Two renames (old aside, new in) leave a moment without the folder, which a
+    kill makes last until the next publish. Making `<stamp>_<run_id>` a symlink to a content folder would fix
+    that, but turns the published run into a link that `cp -r`, rsync, zip and Docker volume browsers copy as a
+    link. So the staging folder and the published one are exchanged in one step (renameat2 RENAME_EXCHANGE):
+    the name always holds a complete copy, old or new. The old copy, now under the staging name, is removed
+    next; whatever a kill leaves as `.<stamp>_<run_id>.*` the next publish of the same run removes first.
+    A folder that already holds exactly the bundle (a retry) is left alone. Where the exchange is not available
+    (not Linux, NFS) a republish of changed files fails with a clear error and the published folder stays as it
+    was; a first publish is one rename and works everywhere.
     """
 
     name = "local"
@@ -26,11 +73,49 @@ class LocalPublisher:
         self.results_dir = results_dir
 
     def destination(self, bundle: RunBundle) -> Path:
-        return self.results_dir / f"{bundle.stamp}_{safe_run_id(bundle.run_id)}"
+        return self.results_dir / bundle.folder_name
 
     def publish(self, bundle: RunBundle) -> PublishResult:
         target = self.destination(bundle)
-        self.results_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.results_dir.mkdir(parents=True, exist_ok=True)
+            self._remove_leftovers(target)
+            outcome = "skipped" if holds(target, bundle) else "copied"
+            if outcome == "copied":
+                self._copy_in(bundle, target)
+        except OSError as exc:
+            raise PublishError(f"could not publish run {bundle.run_id} to {target}: "
+                               f"{exc}{exchange_hint(exc, self.results_dir)}") from None
+        return PublishResult(self.name, str(target), {f.name: outcome for f in bundle.files})
+
+    def point_latest_at(self, bundle: RunBundle) -> Path:
+        """Point `results/latest` at the bundle's folder in one rename; upload calls it once every backend has it."""
+        target = self.destination(bundle)
+        link = self.results_dir / LATEST_LINK
+        staged_link = self.results_dir / f".{target.name}.{LATEST_LINK}"
+        try:
+            staged_link.unlink(missing_ok=True)
+            staged_link.symlink_to(target.name)
+            os.replace(staged_link, link)
+        except OSError as exc:
+            raise PublishError(f"could not point {link} at {target}: {exc}") from None
+        return link
+
+    def _remove_leftovers(self, target: Path) -> None:
+        """Remove what killed publishes of this run left: `.<target name>.<word>` staging copies and links."""
+        # Only this run's. <word> (mkdtemp's random part, or "latest") has no dot, so `.<target>.b.x1y2` of a run
+        # whose folder is `<target>.b` (a run id with a dot, maybe publishing right now) never matches.
+        own = re.compile(rf"\.{re.escape(target.name)}\.[^.]+")
+        for path in self.results_dir.iterdir():
+            if not own.fullmatch(path.name):
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+    def _copy_in(self, bundle: RunBundle, target: Path) -> None:
+        """Copy and check the bundle in a staging folder, then put it in place of `target`."""
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=self.results_dir))
         try:
             for source in bundle.files:
@@ -40,28 +125,15 @@ class LocalPublisher:
                     verify_checksum(copy, bundle.checksums[source.name])
             staging.chmod(0o755)
             self._swap_in(staging, target)
-        except OSError as exc:
-            raise PublishError(f"could not publish run {bundle.run_id} to {target}: {exc}") from None
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        self._point_latest_at(target)
-        return PublishResult(self.name, str(target), {f.name: "copied" for f in bundle.files})
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # the error goes on; what stays, the next publish removes
+            raise
 
     @staticmethod
     def _swap_in(staging: Path, target: Path) -> None:
-        """Rename `staging` onto `target`; an existing `target` (a retry) is moved aside first, then removed."""
-        if target.exists():
-            retired = target.with_name(f".{target.name}.old")
-            shutil.rmtree(retired, ignore_errors=True)
-            os.replace(target, retired)
-            os.replace(staging, target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-
-    def _point_latest_at(self, target: Path) -> None:
-        link = self.results_dir / LATEST_LINK
-        tmp_link = self.results_dir / f".{LATEST_LINK}.tmp"
-        tmp_link.unlink(missing_ok=True)
-        tmp_link.symlink_to(target.name)
-        os.replace(tmp_link, link)
+        """Put `staging` at `target`: a rename the first time, an exchange then removing the old copy after."""
+        if not os.path.lexists(target):
+            os.rename(staging, target)
+            return
+        exchange(staging, target)
+        shutil.rmtree(staging)
