@@ -37,7 +37,7 @@ from etl.dataset import (
 )
 from etl.schema import CLEAN_SCHEMA, SPLIT_SCHEMA
 from utils.config import Settings
-from utils.errors import DataValidationError
+from utils.errors import DataValidationError, excerpt
 from utils.files import run_dir, write_json_atomic, write_text_atomic
 from utils.logger import get_logger
 from utils.steps import cli_main
@@ -46,15 +46,17 @@ from utils.telemetry import Sample, push_metrics
 STEP = "preprocess"
 FIRST_DATA_LINE = 2  # line 1 of the file is the header
 SHOWN_VIOLATIONS = 10
+SHOWN_NAMES = 10  # unexpected or repeated column names listed in a message
 log = get_logger(STEP)
 
 Violation = dict[str, Any]
 
 
 def read_header(path: Path) -> list[str]:
-    """The file's header row, with errors for an empty, non-UTF-8 or wrongly separated file."""
+    """The file's header names (a UTF-8 BOM and surrounding spaces removed), with errors for an empty, non-UTF-8
+    or wrongly separated file."""
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
             header = next(csv.reader(handle), None)
     except UnicodeDecodeError as exc:
         raise DataValidationError(f"{path}: byte {exc.start} is not UTF-8; save the file as UTF-8") from None
@@ -64,9 +66,15 @@ def read_header(path: Path) -> list[str]:
     return [name.strip() for name in header]
 
 
+def quoted_names(names: list[str]) -> str:
+    """Names taken from the file, each as a quoted excerpt, at most SHOWN_NAMES of them."""
+    shown = ", ".join(f"'{excerpt(name)}'" for name in names[:SHOWN_NAMES])
+    return shown + (f" and {len(names) - SHOWN_NAMES} more" if len(names) > SHOWN_NAMES else "")
+
+
 def check_columns(header: list[str], path: Path) -> None:
-    """Require exactly the expected columns in the expected order, naming what is missing or unexpected."""
-    if header == EXPECTED_COLUMNS:
+    """Require each expected column exactly once and nothing else (in any order), naming what is wrong."""
+    if sorted(header) == sorted(EXPECTED_COLUMNS):
         return
     if len(header) == 1:
         for separator in (";", "\t", "|"):
@@ -77,32 +85,32 @@ def check_columns(header: list[str], path: Path) -> None:
     unexpected = [name for name in header if name not in EXPECTED_COLUMNS]
     problems = []
     if repeated:
-        problems.append("repeated column(s) " + ", ".join(repeated))
+        problems.append("repeated column(s) " + quoted_names(repeated))
     if missing:
         problems.append("missing column(s) " + ", ".join(missing))
     if unexpected:
-        shown = ", ".join(unexpected[:10]) + (f" and {len(unexpected) - 10} more" if len(unexpected) > 10 else "")
-        problems.append("unexpected column(s) " + shown)
-    if not problems:
-        problems.append("columns are in the wrong order")
+        problems.append("unexpected column(s) " + quoted_names(unexpected))
     raise DataValidationError(f"{path}: {'; '.join(problems)}. Expected exactly: {', '.join(EXPECTED_COLUMNS)}")
 
 
 def read_raw(path: Path) -> pd.DataFrame:
-    """Read the raw CSV as stripped strings (no type guessing), after checking its header."""
-    check_columns(read_header(path), path)
+    """Read the raw CSV as stripped strings (no type guessing) after checking its header; the columns come
+    out in the canonical order whatever their order in the file."""
+    header = read_header(path)
+    check_columns(header, path)
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8")
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
     except pd.errors.ParserError as exc:
         raise DataValidationError(f"{path}: not a well-formed CSV: {exc}") from None
     if frame.empty:
         raise DataValidationError(f"{path}: has a header but no data rows")
-    return frame.apply(lambda column: column.str.strip())
+    frame.columns = header  # the names as checked, without the spaces around them
+    return frame[EXPECTED_COLUMNS].apply(lambda column: column.str.strip())
 
 
 def _violation(index: int, column: str, value: Any, problem: str) -> Violation:
-    return {"line": int(index) + FIRST_DATA_LINE, "column": column, "value": None if pd.isna(value) else str(value),
-            "problem": problem}
+    return {"line": int(index) + FIRST_DATA_LINE, "column": column,
+            "value": None if pd.isna(value) else excerpt(str(value)), "problem": problem}
 
 
 def parse_integers(column: pd.Series, name: str, allow_missing: bool) -> tuple[pd.Series, list[Violation]]:
@@ -135,7 +143,7 @@ def schema_violations(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> list[V
         cases = exc.failure_cases
         return [_violation(row["index"], row["column"], row["failure_case"], f"fails {row['check']}")
                 if pd.notna(row["index"]) else
-                {"line": None, "column": row["column"], "value": str(row["failure_case"]),
+                {"line": None, "column": row["column"], "value": excerpt(str(row["failure_case"])),
                  "problem": f"fails {row['check']}"}
                 for _, row in cases.iterrows()]
     return []
@@ -214,9 +222,14 @@ def build_report(path: Path, raw: pd.DataFrame | None, violations: list[Violatio
     return report
 
 
+def describe(violation: Violation) -> str:
+    """One violation for a message: where, the cell's excerpt (already cut in the violation) and the problem."""
+    value = "no value" if violation["value"] is None else f"'{violation['value']}'"
+    return f"line {violation['line']}, column {violation['column']}: {value} {violation['problem']}"
+
+
 def failure_message(path: Path, report_path: Path, violations: list[Violation], problems: list[str]) -> str:
-    shown = [f"line {v['line']}, column {v['column']}: {v['value']!r} {v['problem']}"
-             for v in violations[:SHOWN_VIOLATIONS]]
+    shown = [describe(v) for v in violations[:SHOWN_VIOLATIONS]]
     more = len(violations) - len(shown)
     parts = [f"{path} failed validation with {len(violations)} cell violation(s) and {len(problems)} data "
              f"problem(s); all are listed in {report_path}", *shown]

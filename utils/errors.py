@@ -1,5 +1,18 @@
 """The pipeline's own exceptions: each message says what was wrong, where, and what was expected."""
 
+EXCERPT_CHARS = 24  # short enough that a quoted line of an unknown file (a key, a token) cannot be rebuilt
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """At most `limit` printable characters of `text` (others escaped as in Python), with `…` when cut."""
+    shown = ""
+    for char in text:
+        piece = char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        if len(shown) + len(piece) > limit:
+            return shown + "…"
+        shown += piece
+    return shown
+
 
 class PipelineError(Exception):
     """A failure the user can act on; the CLI prints its message without a traceback."""
