@@ -2,13 +2,17 @@
 and split by Id (stratified, seeded) so that rows sharing an Id never land on both sides.
 
 Rules, in order:
-1. The file must be UTF-8, comma-separated, with exactly the columns `Id, <9 features>, Class`.
+1. The file must be UTF-8 (a leading BOM is ignored), comma-separated, with each of the columns
+   `Id, <9 features>, Class` exactly once, in any order (the outputs use this order). Header names are compared
+   exactly once surrounding spaces are trimmed: `class` or `Cell_size` is not `Class` or `Cell.size`.
 2. Cells are stripped; `NA`, `?` and empty cells mean missing (allowed only in `Bare.nuclei`).
 3. Scores must be integers 1-10; `Id` a non-negative integer.
 4. `Class` is 0/1 or benign/malignant (any case); a file that uses only 2/4 is UCI's coding (2 benign, 4 malignant).
 5. Exact duplicate rows (same Id and values) are dropped, keeping the first; repeated Ids with different values
    are kept and kept together in one split.
-Every violation is listed with its file line and column in `validation_report.json`.
+Every violation is listed with its file line and column in `validation_report.json`. Messages and the report quote
+the file only through `utils.errors.excerpt` (at most 24 printable characters, `…` when cut) and list at most ten
+column names, so that a wrong file (a key, a token) never ends up whole in a log, an alert or an artifact.
 """
 
 from __future__ import annotations
