@@ -56,18 +56,19 @@ log = get_logger(STEP)
 Violation = dict[str, Any]
 
 
-def read_header(path: Path) -> list[str]:
-    """The file's header names (a UTF-8 BOM and surrounding spaces removed), with errors for an empty, non-UTF-8
-    or wrongly separated file."""
+def read_header(path: Path) -> tuple[list[str], int]:
+    """The file's header names (a UTF-8 BOM and surrounding spaces removed) and the field count of its first data
+    row (0 without one), with errors for an empty or non-UTF-8 file."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
-            header = next(csv.reader(handle), None)
+            reader = csv.reader(handle)
+            header, first_row = next(reader, None), next(reader, [])
     except UnicodeDecodeError as exc:
         raise DataValidationError(f"{path}: byte {exc.start} is not UTF-8; save the file as UTF-8") from None
     if not header:
         raise DataValidationError(f"{path}: the file is empty; expected a header line "
                                   f"({','.join(EXPECTED_COLUMNS)}) and data rows")
-    return [name.strip() for name in header]
+    return [name.strip() for name in header], len(first_row)
 
 
 def quoted_names(names: list[str]) -> str:
@@ -100,8 +101,11 @@ def check_columns(header: list[str], path: Path) -> None:
 def read_raw(path: Path) -> pd.DataFrame:
     """Read the raw CSV as stripped strings (no type guessing) after checking its header; the columns come
     out in the canonical order whatever their order in the file."""
-    header = read_header(path)
+    header, first_width = read_header(path)
     check_columns(header, path)
+    if first_width > len(header):  # pandas would silently take the extra leading fields as the index
+        raise DataValidationError(f"{path}: line {FIRST_DATA_LINE} has {first_width} fields, the header "
+                                  f"{len(header)}; expected one value per column")
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
     except pd.errors.ParserError as exc:

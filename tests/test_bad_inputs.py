@@ -42,6 +42,7 @@ REJECTED = {
     "escape_codes_in_header.csv": r"missing column\(s\) Class; unexpected column\(s\) '\\x1b\[2J\\x1b\[HClass'",
     "service_account_key.json": r"missing column\(s\) Id, .*; unexpected column\(s\) '\{\"type\": \"service_accoun…'",
     "long_text_in_cell.csv": r"line 5, column Cl\.thickness: 'pain in the left breast …' not a whole number",
+    "trailing_comma.csv": r"line 2 has 12 fields, the header 11; expected one value per column",
     "ragged_row.csv": r"not a well-formed CSV: .*Expected 11 fields in line 12, saw 12",
     "html_error_page.csv": r"got an HTML/XML document, expected a CSV",
     "truncated.csv": r"the last line has \d+ fields, the header 11: the file looks truncated",

@@ -80,6 +80,7 @@ def corpus() -> dict[str, bytes]:
         "duplicated_header.csv": HEADER + "\n" + "\n".join(ROWS[:40] + [HEADER] + ROWS[40:]) + "\n",
         "semicolon_separated.csv": "\n".join(line.replace(",", ";") for line in [HEADER, *ROWS]) + "\n",
         "very_wide.csv": join([wide_header, *wide_rows]),
+        "trailing_comma.csv": HEADER + "\n" + "".join(line + ",\n" for line in ROWS),
         "ragged_row.csv": HEADER + "\n" + "\n".join(ROWS[:10] + [ROWS[10] + ',"1"'] + ROWS[11:]) + "\n",
         "html_error_page.csv": "<!DOCTYPE html>\n<html><body><h1>502 Bad Gateway</h1></body></html>\n",
         "truncated.csv": (HEADER + "\n" + body)[:-30],
