@@ -3,8 +3,9 @@ and split by Id (stratified, seeded) so that rows sharing an Id never land on bo
 
 Rules, in order:
 1. The file must be UTF-8 (a leading BOM is ignored), comma-separated, with each of the columns
-   `Id, <9 features>, Class` exactly once, in any order (the outputs use this order). Header names are compared
-   exactly once surrounding spaces are trimmed: `class` or `Cell_size` is not `Class` or `Cell.size`.
+   `Id, <9 features>, Class` exactly once, in any order (the outputs use this order), and one value per column on
+   every line. Header names are compared exactly once surrounding spaces are trimmed: `class` or `Cell_size` is
+   not `Class` or `Cell.size`.
 2. Cells are stripped; `NA`, `?` and empty cells mean missing (allowed only in `Bare.nuclei`).
 3. Scores must be integers 1-10; `Id` a non-negative integer.
 4. `Class` is 0/1 or benign/malignant (any case); a file that uses only 2/4 is UCI's coding (2 benign, 4 malignant).
@@ -56,19 +57,32 @@ log = get_logger(STEP)
 Violation = dict[str, Any]
 
 
-def read_header(path: Path) -> tuple[list[str], int]:
-    """The file's header names (a UTF-8 BOM and surrounding spaces removed) and the field count of its first data
-    row (0 without one), with errors for an empty or non-UTF-8 file."""
+def read_header(path: Path) -> list[str]:
+    """The file's header names (a UTF-8 BOM and surrounding spaces removed), with errors for an empty or
+    non-UTF-8 file."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(handle)
-            header, first_row = next(reader, None), next(reader, [])
+            header = next(csv.reader(handle), None)
     except UnicodeDecodeError as exc:
         raise DataValidationError(f"{path}: byte {exc.start} is not UTF-8; save the file as UTF-8") from None
     if not header:
         raise DataValidationError(f"{path}: the file is empty; expected a header line "
                                   f"({','.join(EXPECTED_COLUMNS)}) and data rows")
-    return [name.strip() for name in header], len(first_row)
+    return [name.strip() for name in header]
+
+
+def check_row_widths(path: Path, width: int) -> None:
+    """Require one field per column in every data row: pandas pads a short row with empty cells (a silent
+    missing value when the last column is `Bare.nuclei`) and takes the extra fields of long rows as an index."""
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        next(reader)
+        wrong = [(reader.line_num, len(row)) for row in reader if row and len(row) != width]
+    if wrong:
+        (line, fields), others = wrong[0], len(wrong) - 1
+        raise DataValidationError(f"{path}: line {line} has {fields} fields, the header {width}"
+                                  + (f" (and {others} more line(s) do not have {width})" if others else "")
+                                  + "; expected one value per column")
 
 
 def quoted_names(names: list[str]) -> str:
@@ -101,11 +115,9 @@ def check_columns(header: list[str], path: Path) -> None:
 def read_raw(path: Path) -> pd.DataFrame:
     """Read the raw CSV as stripped strings (no type guessing) after checking its header; the columns come
     out in the canonical order whatever their order in the file."""
-    header, first_width = read_header(path)
+    header = read_header(path)
     check_columns(header, path)
-    if first_width > len(header):  # pandas would silently take the extra leading fields as the index
-        raise DataValidationError(f"{path}: line {FIRST_DATA_LINE} has {first_width} fields, the header "
-                                  f"{len(header)}; expected one value per column")
+    check_row_widths(path, len(header))
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
     except pd.errors.ParserError as exc:

@@ -1,6 +1,7 @@
-"""The pipeline's own exceptions: each message says what was wrong, where, and what was expected."""
+"""The pipeline's own exceptions: each message says what was wrong, where, and what was expected, and quotes
+what it rejects only through `excerpt`."""
 
-EXCERPT_CHARS = 24  # short enough that a quoted line of an unknown file (a key, a token) cannot be rebuilt
+EXCERPT_CHARS = 24  # enough to recognise a cell or a column name, too little to carry a key or a token out
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:

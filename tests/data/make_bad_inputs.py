@@ -43,6 +43,12 @@ def reordered(line: str) -> str:
     return ",".join([row[10], *reversed(row[1:10]), row[0]])
 
 
+def nuclei_last(line: str) -> str:
+    """A line with its Bare.nuclei column (the one that may be empty) moved to the end."""
+    row = cells(line)
+    return ",".join([*row[:6], *row[7:], row[6]])
+
+
 def service_account_key() -> str:
     """A fake Google service-account key, written on one line as `json.dumps` does."""
     return json.dumps({
@@ -58,6 +64,8 @@ def corpus() -> dict[str, bytes]:
     benign_only = [line for line in LINES[1:] if line.endswith(",0")][:60]
     wide_header = header + [f'"extra{i}"' for i in range(500)]
     wide_rows = [cells(line) + ["1"] * 500 for line in ROWS[:5]]
+    short_row = [nuclei_last(line) for line in [HEADER, *ROWS]]
+    short_row[11] = short_row[11].rsplit(",", 1)[0]  # line 12 lost its last cell: Bare.nuclei
     long_name = '"Note_' + "abcdefghij" * 1000 + '"'  # a header that is one 10 kB line
     files = {
         "empty.csv": "",
@@ -81,6 +89,7 @@ def corpus() -> dict[str, bytes]:
         "semicolon_separated.csv": "\n".join(line.replace(",", ";") for line in [HEADER, *ROWS]) + "\n",
         "very_wide.csv": join([wide_header, *wide_rows]),
         "trailing_comma.csv": HEADER + "\n" + "".join(line + ",\n" for line in ROWS),
+        "short_row.csv": "\n".join(short_row) + "\n",
         "ragged_row.csv": HEADER + "\n" + "\n".join(ROWS[:10] + [ROWS[10] + ',"1"'] + ROWS[11:]) + "\n",
         "html_error_page.csv": "<!DOCTYPE html>\n<html><body><h1>502 Bad Gateway</h1></body></html>\n",
         "truncated.csv": (HEADER + "\n" + body)[:-30],
