@@ -19,6 +19,7 @@ column names, so that a wrong file (a key, a token) never ends up whole in a log
 from __future__ import annotations
 
 import csv
+import io
 import sys
 from pathlib import Path
 from typing import Any
@@ -57,27 +58,29 @@ log = get_logger(STEP)
 Violation = dict[str, Any]
 
 
-def read_header(path: Path) -> list[str]:
-    """The file's header names (a UTF-8 BOM and surrounding spaces removed), with errors for an empty or
-    non-UTF-8 file."""
+def read_text(path: Path) -> str:
+    """The file decoded as UTF-8 (a leading BOM dropped), with an error naming the first byte that is not UTF-8."""
     try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            header = next(csv.reader(handle), None)
+        return path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataValidationError(f"{path}: byte {exc.start} is not UTF-8; save the file as UTF-8") from None
+
+
+def read_header(text: str, path: Path) -> list[str]:
+    """The header names of the file `path` holding `text`, with surrounding spaces removed; an error when empty."""
+    header = next(csv.reader(io.StringIO(text)), None)
     if not header:
         raise DataValidationError(f"{path}: the file is empty; expected a header line "
                                   f"({','.join(EXPECTED_COLUMNS)}) and data rows")
     return [name.strip() for name in header]
 
 
-def check_row_widths(path: Path, width: int) -> None:
+def check_row_widths(text: str, width: int, path: Path) -> None:
     """Require one field per column in every data row: pandas pads a short row with empty cells (a silent
     missing value when the last column is `Bare.nuclei`) and takes the extra fields of long rows as an index."""
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle)
-        next(reader)
-        wrong = [(reader.line_num, len(row)) for row in reader if row and len(row) != width]
+    reader = csv.reader(io.StringIO(text))
+    next(reader)
+    wrong = [(reader.line_num, len(row)) for row in reader if row and len(row) != width]
     if wrong:
         (line, fields), others = wrong[0], len(wrong) - 1
         raise DataValidationError(f"{path}: line {line} has {fields} fields, the header {width}"
@@ -115,11 +118,12 @@ def check_columns(header: list[str], path: Path) -> None:
 def read_raw(path: Path) -> pd.DataFrame:
     """Read the raw CSV as stripped strings (no type guessing) after checking its header; the columns come
     out in the canonical order whatever their order in the file."""
-    header = read_header(path)
+    text = read_text(path)
+    header = read_header(text, path)
     check_columns(header, path)
-    check_row_widths(path, len(header))
+    check_row_widths(text, len(header), path)
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
     except pd.errors.ParserError as exc:
         raise DataValidationError(f"{path}: not a well-formed CSV: {exc}") from None
     if frame.empty:
