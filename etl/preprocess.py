@@ -61,7 +61,7 @@ Violation = dict[str, Any]
 def read_text(path: Path) -> str:
     """The file decoded as UTF-8 (a leading BOM dropped), with an error naming the first byte that is not UTF-8."""
     try:
-        return path.read_bytes().decode("utf-8-sig")
+        return path.read_bytes().decode("utf-8").removeprefix("\ufeff")  # not utf-8-sig: its offsets skip the BOM
     except UnicodeDecodeError as exc:
         raise DataValidationError(f"{path}: byte {exc.start} is not UTF-8; save the file as UTF-8") from None
 

@@ -73,9 +73,10 @@ def test_read_raw_drops_a_bom_and_padding_and_puts_columns_in_order(tmp_path):
     assert raw.columns.tolist() == EXPECTED_COLUMNS and raw[ID].tolist() == ["7"]
 
 
-def test_read_raw_names_a_byte_that_is_not_utf8_however_deep_in_the_file(tmp_path):
+@pytest.mark.parametrize("bom", [b"", "\ufeff".encode()])
+def test_read_raw_names_a_byte_that_is_not_utf8_however_deep_in_the_file(tmp_path, bom):
     path = tmp_path / "f.csv"
-    good = (",".join(EXPECTED_COLUMNS) + "\n" + (",".join(["1"] * 11) + "\n") * 1000).encode()
+    good = bom + (",".join(EXPECTED_COLUMNS) + "\n" + (",".join(["1"] * 11) + "\n") * 1000).encode()
     path.write_bytes(good + b"1,\xe9,1,1,1,1,1,1,1,1,1\n")
     with pytest.raises(DataValidationError, match=f"byte {len(good) + 2} is not UTF-8"):
         preprocess.read_raw(path)
