@@ -18,6 +18,7 @@ column names, so that a wrong file (a key, a token) never ends up whole in a log
 
 from __future__ import annotations
 
+import _csv
 import csv
 import io
 import sys
@@ -66,26 +67,39 @@ def read_text(path: Path) -> str:
         raise DataValidationError(f"{path}: byte {exc.start} is not UTF-8; save the file as UTF-8") from None
 
 
+def csv_rows(text: str) -> _csv.Reader:
+    """A CSV reader over `text` that ends lines at CR, LF or CRLF, as pandas does."""
+    return csv.reader(io.StringIO(text, newline=""))
+
+
 def read_header(text: str, path: Path) -> list[str]:
     """The header names of the file `path` holding `text`, with surrounding spaces removed; an error when empty."""
-    header = next(csv.reader(io.StringIO(text)), None)
+    header = next(csv_rows(text), None)
     if not header:
         raise DataValidationError(f"{path}: the file is empty; expected a header line "
                                   f"({','.join(EXPECTED_COLUMNS)}) and data rows")
     return [name.strip() for name in header]
 
 
-def check_row_widths(text: str, width: int, path: Path) -> None:
-    """Require one field per column in every data row: pandas pads a short row with empty cells (a silent
-    missing value when the last column is `Bare.nuclei`) and takes the extra fields of long rows as an index."""
-    reader = csv.reader(io.StringIO(text))
+def data_lines(text: str, width: int, path: Path) -> list[int]:
+    """The file line each data row starts on (blank lines skipped, as pandas skips them), after requiring one
+    field per column in every row: pandas pads a short row with empty cells (a silent missing value when the
+    last column is `Bare.nuclei`) and takes the extra fields of long rows as an index."""
+    reader = csv_rows(text)
     next(reader)
-    wrong = [(reader.line_num, len(row)) for row in reader if row and len(row) != width]
+    lines, wrong, start = [], [], reader.line_num + 1
+    for row in reader:
+        if len(row) > 1 or (row and row[0].strip()):
+            lines.append(start)
+            if len(row) != width:
+                wrong.append((start, len(row)))
+        start = reader.line_num + 1
     if wrong:
         (line, fields), others = wrong[0], len(wrong) - 1
         raise DataValidationError(f"{path}: line {line} has {fields} fields, the header {width}"
                                   + (f" (and {others} more line(s) do not have {width})" if others else "")
                                   + "; expected one value per column")
+    return lines
 
 
 def quoted_names(names: list[str]) -> str:
@@ -121,7 +135,7 @@ def read_raw(path: Path) -> pd.DataFrame:
     text = read_text(path)
     header = read_header(text, path)
     check_columns(header, path)
-    check_row_widths(text, len(header), path)
+    lines = data_lines(text, len(header), path)
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
     except pd.errors.ParserError as exc:
@@ -129,6 +143,7 @@ def read_raw(path: Path) -> pd.DataFrame:
     if frame.empty:
         raise DataValidationError(f"{path}: has a header but no data rows")
     frame.columns = header  # the names as checked, without the spaces around them
+    frame.index = pd.Index(lines) - FIRST_DATA_LINE  # violations name the file's lines, even after a blank one
     return frame[EXPECTED_COLUMNS].apply(lambda column: column.str.strip())
 
 

@@ -42,6 +42,7 @@ REJECTED = {
     "escape_codes_in_header.csv": r"missing column\(s\) Class; unexpected column\(s\) '\\x1b\[2J\\x1b\[HClass'",
     "service_account_key.json": r"missing column\(s\) Id, .*; unexpected column\(s\) '\{\"type\": \"service_accoun…'",
     "long_text_in_cell.csv": r"line 5, column Cl\.thickness: 'pain in the left breast …' not a whole number",
+    "blank_lines.csv": r"1 cell violation\(s\).*\n  line 21, column Normal\.nucleoli: '0' fails in_range",
     "ragged_row.csv": r"line 12 has 12 fields, the header 11; expected one value per column",
     "short_row.csv": r"line 12 has 10 fields, the header 11; expected",
     "trailing_comma.csv": r"line 2 has 12 fields, the header 11 \(and 79 more line\(s\) do not have 11\); expected",

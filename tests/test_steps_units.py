@@ -73,6 +73,13 @@ def test_read_raw_drops_a_bom_and_padding_and_puts_columns_in_order(tmp_path):
     assert raw.columns.tolist() == EXPECTED_COLUMNS and raw[ID].tolist() == ["7"]
 
 
+def test_read_raw_ends_lines_at_cr_lf_or_crlf(tmp_path):
+    path = tmp_path / "f.csv"
+    path.write_bytes(b"\r".join([",".join(EXPECTED_COLUMNS).encode(), b",".join([b"1"] * 11), b",".join([b"2"] * 11)]))
+    raw = preprocess.read_raw(path)
+    assert raw[ID].tolist() == ["1", "2"] and raw.index.tolist() == [0, 1]
+
+
 @pytest.mark.parametrize("bom", [b"", "\ufeff".encode()])
 def test_read_raw_names_a_byte_that_is_not_utf8_however_deep_in_the_file(tmp_path, bom):
     path = tmp_path / "f.csv"

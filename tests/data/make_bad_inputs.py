@@ -66,6 +66,8 @@ def corpus() -> dict[str, bytes]:
     wide_rows = [cells(line) + ["1"] * 500 for line in ROWS[:5]]
     short_row = [nuclei_last(line) for line in [HEADER, *ROWS]]
     short_row[11] = short_row[11].rsplit(",", 1)[0]  # line 12 lost its last cell: Bare.nuclei
+    blank_lines = [",".join(row) for row in [cells(line) for line in ROWS]]
+    blank_lines[18] = blank_lines[18].replace(',"1",', ',"0",', 1)  # file line 21 once a blank line 11 is added
     long_name = '"Note_' + "abcdefghij" * 1000 + '"'  # a header that is one 10 kB line
     files = {
         "empty.csv": "",
@@ -90,6 +92,7 @@ def corpus() -> dict[str, bytes]:
         "very_wide.csv": join([wide_header, *wide_rows]),
         "trailing_comma.csv": HEADER + "\n" + "".join(line + ",\n" for line in ROWS),
         "short_row.csv": "\n".join(short_row) + "\n",
+        "blank_lines.csv": "\n".join([HEADER, *blank_lines[:9], "", *blank_lines[9:]]) + "\n\n",
         "ragged_row.csv": HEADER + "\n" + "\n".join(ROWS[:10] + [ROWS[10] + ',"1"'] + ROWS[11:]) + "\n",
         "html_error_page.csv": "<!DOCTYPE html>\n<html><body><h1>502 Bad Gateway</h1></body></html>\n",
         "truncated.csv": (HEADER + "\n" + body)[:-30],
