@@ -18,10 +18,10 @@ column names, so that a wrong file (a key, a token) never ends up whole in a log
 
 from __future__ import annotations
 
-import _csv
 import csv
 import io
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +67,22 @@ def read_text(path: Path) -> str:
         raise DataValidationError(f"{path}: byte {exc.start} is not UTF-8; save the file as UTF-8") from None
 
 
-def csv_rows(text: str) -> _csv.Reader:
-    """A CSV reader over `text` that ends lines at CR, LF or CRLF, as pandas does."""
-    return csv.reader(io.StringIO(text, newline=""))
+def csv_rows(text: str, path: Path) -> Iterator[tuple[int, list[str]]]:
+    """Each CSV row of `text` (the file `path`) with the file line it starts on; lines end at CR, LF or CRLF as
+    for pandas, and what the csv module cannot read is an error naming the line."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    start = 1
+    try:
+        for row in reader:
+            yield start, row
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise DataValidationError(f"{path}: not a well-formed CSV at line {start}: {exc}") from None
 
 
 def read_header(text: str, path: Path) -> list[str]:
     """The header names of the file `path` holding `text`, with surrounding spaces removed; an error when empty."""
-    header = next(csv_rows(text), None)
+    _, header = next(csv_rows(text, path), (1, []))
     if not header:
         raise DataValidationError(f"{path}: the file is empty; expected a header line "
                                   f"({','.join(EXPECTED_COLUMNS)}) and data rows")
@@ -85,15 +93,14 @@ def data_lines(text: str, width: int, path: Path) -> list[int]:
     """The file line each data row starts on (blank lines skipped, as pandas skips them), after requiring one
     field per column in every row: pandas pads a short row with empty cells (a silent missing value when the
     last column is `Bare.nuclei`) and takes the extra fields of long rows as an index."""
-    reader = csv_rows(text)
-    next(reader)
-    lines, wrong, start = [], [], reader.line_num + 1
-    for row in reader:
+    rows = csv_rows(text, path)
+    next(rows)
+    lines, wrong = [], []
+    for line, row in rows:
         if len(row) > 1 or (row and row[0].strip()):
-            lines.append(start)
+            lines.append(line)
             if len(row) != width:
-                wrong.append((start, len(row)))
-        start = reader.line_num + 1
+                wrong.append((line, len(row)))
     if wrong:
         (line, fields), others = wrong[0], len(wrong) - 1
         raise DataValidationError(f"{path}: line {line} has {fields} fields, the header {width}"

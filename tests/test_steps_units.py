@@ -80,6 +80,13 @@ def test_read_raw_ends_lines_at_cr_lf_or_crlf(tmp_path):
     assert raw[ID].tolist() == ["1", "2"] and raw.index.tolist() == [0, 1]
 
 
+def test_read_raw_names_the_line_the_csv_module_cannot_read(tmp_path):
+    path = tmp_path / "f.csv"
+    path.write_text(",".join(EXPECTED_COLUMNS) + "\n" + ",".join(["1"] * 11) + "\n" + "1," + "9" * 200_000 + "\n")
+    with pytest.raises(DataValidationError, match=r"not a well-formed CSV at line 3: field larger than field limit"):
+        preprocess.read_raw(path)
+
+
 @pytest.mark.parametrize("bom", [b"", "\ufeff".encode()])
 def test_read_raw_names_a_byte_that_is_not_utf8_however_deep_in_the_file(tmp_path, bom):
     path = tmp_path / "f.csv"
