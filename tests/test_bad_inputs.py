@@ -152,6 +152,13 @@ def test_a_re_encoded_bundled_file_gives_byte_identical_splits(make_settings, na
         assert (settings.runs_dir / name / split).read_bytes() == (bundled.runs_dir / "bundled" / split).read_bytes()
 
 
+@pytest.mark.parametrize(("readme", "phrase"), [("README.md", "holds {} example files"),
+                                                ("README.ru.md", "лежат {} примеров файлов")])
+def test_the_readmes_count_the_corpus(readme, phrase):
+    text = " ".join((Path(__file__).parents[1] / readme).read_text(encoding="utf-8").split())
+    assert phrase.format(len(corpus())) in text
+
+
 def test_a_failed_retry_removes_the_outputs_of_an_earlier_good_attempt(make_settings):
     settings = make_settings(run_id="same")
     load_and_preprocess(settings)
