@@ -136,6 +136,7 @@ def test_no_error_log_or_report_quotes_more_than_an_excerpt_of_the_file(make_set
     report = settings.runs_dir / name / artifacts.VALIDATION_REPORT
     if report.exists():
         outputs += strings_in(json.loads(report.read_text()))
+    assert outputs, "nothing to check: no error, no log record and no report"
     source = (CORPUS / name).read_bytes().decode("utf-8", errors="replace")
     assert longest_quote(source, outputs) == EXCERPT_CHARS
     assert not [text for text in outputs if FAKE_KEY_BODY[:15] in text]
