@@ -1,7 +1,8 @@
 """Regenerate the bad-input corpus in tests/data/bad_inputs/ from the bundled data set.
 
-Each file breaks the data contract in one way (or uses an alternative encoding that the pipeline accepts);
-tests/test_bad_inputs.py says what each must produce. Run: `python tests/data/make_bad_inputs.py`.
+Each file breaks the data contract in one way, is not the data at all (a fake service-account key), or uses an
+alternative encoding that the pipeline accepts; tests/test_bad_inputs.py says what each must produce. Run:
+`python tests/data/make_bad_inputs.py`.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def corpus() -> dict[str, bytes]:
     wide_rows = [cells(line) + ["1"] * 500 for line in ROWS[:5]]
     short_row = [nuclei_last(line) for line in [HEADER, *ROWS]]
     short_row[11] = short_row[11].rsplit(",", 1)[0]  # line 12 lost its last cell: Bare.nuclei
-    blank_lines = [",".join(row) for row in [cells(line) for line in ROWS]]
+    blank_lines = list(ROWS)
     blank_lines[18] = blank_lines[18].replace(',"1",', ',"0",', 1)  # file line 21 once a blank line 11 is added
     long_name = '"Note_' + "abcdefghij" * 1000 + '"'  # a header that is one 10 kB line
     files = {
