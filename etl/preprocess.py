@@ -2,19 +2,26 @@
 and split by Id (stratified, seeded) so that rows sharing an Id never land on both sides.
 
 Rules, in order:
-1. The file must be UTF-8, comma-separated, with exactly the columns `Id, <9 features>, Class`.
+1. The file must be UTF-8 (a leading BOM is ignored), comma-separated, with each of the columns
+   `Id, <9 features>, Class` exactly once, in any order (the outputs use this order), and one value per column on
+   every line. Header names are compared exactly once surrounding spaces are trimmed: `class` or `Cell_size` is
+   not `Class` or `Cell.size`.
 2. Cells are stripped; `NA`, `?` and empty cells mean missing (allowed only in `Bare.nuclei`).
 3. Scores must be integers 1-10; `Id` a non-negative integer.
 4. `Class` is 0/1 or benign/malignant (any case); a file that uses only 2/4 is UCI's coding (2 benign, 4 malignant).
 5. Exact duplicate rows (same Id and values) are dropped, keeping the first; repeated Ids with different values
    are kept and kept together in one split.
-Every violation is listed with its file line and column in `validation_report.json`.
+Every violation is listed with its file line and column in `validation_report.json`. Messages and the report quote
+the file only through `utils.errors.excerpt` (at most 24 printable characters, `…` when cut) and list at most ten
+column names, so that a wrong file (a key, a token) never ends up whole in a log, an alert or an artifact.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +44,7 @@ from etl.dataset import (
 )
 from etl.schema import CLEAN_SCHEMA, SPLIT_SCHEMA
 from utils.config import Settings
-from utils.errors import DataValidationError
+from utils.errors import DataValidationError, excerpt
 from utils.files import run_dir, write_json_atomic, write_text_atomic
 from utils.logger import get_logger
 from utils.steps import cli_main
@@ -46,27 +53,71 @@ from utils.telemetry import Sample, push_metrics
 STEP = "preprocess"
 FIRST_DATA_LINE = 2  # line 1 of the file is the header
 SHOWN_VIOLATIONS = 10
+SHOWN_NAMES = 10  # unexpected or repeated column names listed in a message
 log = get_logger(STEP)
 
 Violation = dict[str, Any]
 
 
-def read_header(path: Path) -> list[str]:
-    """The file's header row, with errors for an empty, non-UTF-8 or wrongly separated file."""
+def read_text(path: Path) -> str:
+    """The file decoded as UTF-8 (a leading BOM dropped), with an error naming the first byte that is not UTF-8."""
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            header = next(csv.reader(handle), None)
+        return path.read_bytes().decode("utf-8").removeprefix("\ufeff")  # not utf-8-sig: its offsets skip the BOM
     except UnicodeDecodeError as exc:
         raise DataValidationError(f"{path}: byte {exc.start} is not UTF-8; save the file as UTF-8") from None
+
+
+def csv_rows(text: str, path: Path) -> Iterator[tuple[int, list[str]]]:
+    """Each CSV row of `text` (the file `path`) with the file line it starts on; lines end at CR, LF or CRLF as
+    for pandas, and what the csv module cannot read is an error naming the line."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    start = 1
+    try:
+        for row in reader:
+            yield start, row
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise DataValidationError(f"{path}: not a well-formed CSV at line {start}: {exc}") from None
+
+
+def read_header(text: str, path: Path) -> list[str]:
+    """The header names of the file `path` holding `text`, with surrounding spaces removed; an error when empty."""
+    _, header = next(csv_rows(text, path), (1, []))
     if not header:
         raise DataValidationError(f"{path}: the file is empty; expected a header line "
                                   f"({','.join(EXPECTED_COLUMNS)}) and data rows")
     return [name.strip() for name in header]
 
 
+def data_lines(text: str, width: int, path: Path) -> list[int]:
+    """The file line each data row starts on (blank lines skipped, as pandas skips them), after requiring one
+    field per column in every row: pandas pads a short row with empty cells (a silent missing value when the
+    last column is `Bare.nuclei`) and takes the extra fields of long rows as an index."""
+    rows = csv_rows(text, path)
+    next(rows)
+    lines, wrong = [], []
+    for line, row in rows:
+        if len(row) > 1 or (row and row[0].strip()):
+            lines.append(line)
+            if len(row) != width:
+                wrong.append((line, len(row)))
+    if wrong:
+        (line, fields), others = wrong[0], len(wrong) - 1
+        raise DataValidationError(f"{path}: line {line} has {fields} fields, the header {width}"
+                                  + (f" (and {others} more line(s) do not have {width})" if others else "")
+                                  + "; expected one value per column")
+    return lines
+
+
+def quoted_names(names: list[str]) -> str:
+    """Names taken from the file, each as a quoted excerpt, at most SHOWN_NAMES of them."""
+    shown = ", ".join(f"'{excerpt(name)}'" for name in names[:SHOWN_NAMES])
+    return shown + (f" and {len(names) - SHOWN_NAMES} more" if len(names) > SHOWN_NAMES else "")
+
+
 def check_columns(header: list[str], path: Path) -> None:
-    """Require exactly the expected columns in the expected order, naming what is missing or unexpected."""
-    if header == EXPECTED_COLUMNS:
+    """Require each expected column exactly once and nothing else (in any order), naming what is wrong."""
+    if sorted(header) == sorted(EXPECTED_COLUMNS):
         return
     if len(header) == 1:
         for separator in (";", "\t", "|"):
@@ -77,32 +128,35 @@ def check_columns(header: list[str], path: Path) -> None:
     unexpected = [name for name in header if name not in EXPECTED_COLUMNS]
     problems = []
     if repeated:
-        problems.append("repeated column(s) " + ", ".join(repeated))
+        problems.append("repeated column(s) " + quoted_names(repeated))
     if missing:
         problems.append("missing column(s) " + ", ".join(missing))
     if unexpected:
-        shown = ", ".join(unexpected[:10]) + (f" and {len(unexpected) - 10} more" if len(unexpected) > 10 else "")
-        problems.append("unexpected column(s) " + shown)
-    if not problems:
-        problems.append("columns are in the wrong order")
+        problems.append("unexpected column(s) " + quoted_names(unexpected))
     raise DataValidationError(f"{path}: {'; '.join(problems)}. Expected exactly: {', '.join(EXPECTED_COLUMNS)}")
 
 
 def read_raw(path: Path) -> pd.DataFrame:
-    """Read the raw CSV as stripped strings (no type guessing), after checking its header."""
-    check_columns(read_header(path), path)
+    """Read the raw CSV as stripped strings (no type guessing) after checking its header; the columns come
+    out in the canonical order whatever their order in the file."""
+    text = read_text(path)
+    header = read_header(text, path)
+    check_columns(header, path)
+    lines = data_lines(text, len(header), path)
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8")
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
     except pd.errors.ParserError as exc:
         raise DataValidationError(f"{path}: not a well-formed CSV: {exc}") from None
     if frame.empty:
         raise DataValidationError(f"{path}: has a header but no data rows")
-    return frame.apply(lambda column: column.str.strip())
+    frame.columns = header  # the names as checked, without the spaces around them
+    frame.index = pd.Index(lines) - FIRST_DATA_LINE  # violations name the file's lines, even after a blank one
+    return frame[EXPECTED_COLUMNS].apply(lambda column: column.str.strip())
 
 
 def _violation(index: int, column: str, value: Any, problem: str) -> Violation:
-    return {"line": int(index) + FIRST_DATA_LINE, "column": column, "value": None if pd.isna(value) else str(value),
-            "problem": problem}
+    return {"line": int(index) + FIRST_DATA_LINE, "column": column,
+            "value": None if pd.isna(value) else excerpt(str(value)), "problem": problem}
 
 
 def parse_integers(column: pd.Series, name: str, allow_missing: bool) -> tuple[pd.Series, list[Violation]]:
@@ -135,7 +189,7 @@ def schema_violations(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> list[V
         cases = exc.failure_cases
         return [_violation(row["index"], row["column"], row["failure_case"], f"fails {row['check']}")
                 if pd.notna(row["index"]) else
-                {"line": None, "column": row["column"], "value": str(row["failure_case"]),
+                {"line": None, "column": row["column"], "value": excerpt(str(row["failure_case"])),
                  "problem": f"fails {row['check']}"}
                 for _, row in cases.iterrows()]
     return []
@@ -214,9 +268,14 @@ def build_report(path: Path, raw: pd.DataFrame | None, violations: list[Violatio
     return report
 
 
+def describe(violation: Violation) -> str:
+    """One violation for a message: where, the cell's excerpt (already cut in the violation) and the problem."""
+    value = "no value" if violation["value"] is None else f"'{violation['value']}'"
+    return f"line {violation['line']}, column {violation['column']}: {value} {violation['problem']}"
+
+
 def failure_message(path: Path, report_path: Path, violations: list[Violation], problems: list[str]) -> str:
-    shown = [f"line {v['line']}, column {v['column']}: {v['value']!r} {v['problem']}"
-             for v in violations[:SHOWN_VIOLATIONS]]
+    shown = [describe(v) for v in violations[:SHOWN_VIOLATIONS]]
     more = len(violations) - len(shown)
     parts = [f"{path} failed validation with {len(violations)} cell violation(s) and {len(problems)} data "
              f"problem(s); all are listed in {report_path}", *shown]

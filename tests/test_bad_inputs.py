@@ -1,17 +1,19 @@
 """The bad-input corpus (tests/data/bad_inputs/, made by tests/data/make_bad_inputs.py) through load and
-preprocess: each file gives a clear error naming what is wrong, or is handled by a documented rule, and no
-file leaves a partial artifact behind."""
+preprocess: each file gives a clear error naming what is wrong, or is handled by a documented rule, no file
+leaves a partial artifact behind, and no error, log line or report quotes more than a short excerpt of it."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from etl import artifacts, load, preprocess
-from tests.data.make_bad_inputs import corpus
-from utils.errors import PipelineError
+from tests.data.make_bad_inputs import FAKE_KEY_BODY, corpus
+from utils.errors import EXCERPT_CHARS, PipelineError
 from utils.steps import execute_step
 
 CORPUS = Path(__file__).parent / "data" / "bad_inputs"
@@ -20,8 +22,9 @@ REJECTED = {
     "empty.csv": r"the body is empty",
     "header_only.csv": r"has a header but no data rows",
     "missing_column.csv": r"missing column\(s\) Mitoses\. Expected exactly: Id, Cl\.thickness",
-    "extra_column.csv": r"unexpected column\(s\) Comment",
-    "renamed_column.csv": r"missing column\(s\) Cell\.size; unexpected column\(s\) Cell_size",
+    "extra_column.csv": r"unexpected column\(s\) 'Comment'",
+    "renamed_column.csv": r"missing column\(s\) Cell\.size; unexpected column\(s\) 'Cell_size'",
+    "lowercase_header.csv": r"missing column\(s\) Id, Cl\.thickness, .*; unexpected column\(s\) 'id', 'cl\.thickness'",
     "text_in_numeric.csv": r"line 4, column Cl\.thickness: 'five' not a whole number",
     "score_zero.csv": r"line 3, column Cell\.size: '0' fails in_range\(1, 10\)",
     "score_eleven.csv": r"line 5, column Normal\.nucleoli: '11' fails in_range\(1, 10\)",
@@ -35,8 +38,15 @@ REJECTED = {
     "all_rows_na.csv": r"(?s)640 cell violation\(s\).*line 2, column Cl\.thickness: 'NA' missing value",
     "duplicated_header.csv": r"line 42, column Id: 'Id' not a whole number",
     "semicolon_separated.csv": r"columns are separated by ';'; expected commas",
-    "very_wide.csv": r"unexpected column\(s\) extra0, .* and 490 more",
-    "ragged_row.csv": r"not a well-formed CSV: .*Expected 11 fields in line 12, saw 12",
+    "very_wide.csv": r"unexpected column\(s\) 'extra0', .* 'extra9' and 490 more\.",
+    "long_header.csv": r"unexpected column\(s\) 'Note_abcdefghijabcdefghi…'\. Expected",
+    "escape_codes_in_header.csv": r"missing column\(s\) Class; unexpected column\(s\) '\\x1b\[2J\\x1b\[HClass'",
+    "service_account_key.json": r"missing column\(s\) Id, .*; unexpected column\(s\) '\{\"type\": \"service_accoun…'",
+    "long_text_in_cell.csv": r"line 5, column Cl\.thickness: 'pain in the left breast …' not a whole number",
+    "blank_lines.csv": r"1 cell violation\(s\).*\n  line 21, column Normal\.nucleoli: '0' fails in_range",
+    "ragged_row.csv": r"line 12 has 12 fields, the header 11; expected one value per column",
+    "short_row.csv": r"line 12 has 10 fields, the header 11; expected",
+    "trailing_comma.csv": r"line 2 has 12 fields, the header 11 \(and 79 more line\(s\) do not have 11\); expected",
     "html_error_page.csv": r"got an HTML/XML document, expected a CSV",
     "truncated.csv": r"the last line has \d+ fields, the header 11: the file looks truncated",
     "non_utf8.csv": r"byte \d+ is not UTF-8",
@@ -46,12 +56,16 @@ ACCEPTED = {  # file -> (rows in, duplicates dropped)
     "text_labels.csv": (80, 0),
     "exact_duplicates.csv": (85, 5),
     "crlf_line_endings.csv": (80, 0),
+    "padded_header.csv": (699, 8),
+    "reordered_columns.csv": (699, 8),
+    "utf8_bom.csv": (699, 8),
 }
+SAME_AS_BUNDLED = ["padded_header.csv", "reordered_columns.csv", "utf8_bom.csv"]  # the bundled data, re-encoded
 
 
 def test_corpus_on_disk_is_what_the_generator_makes():
     expected = corpus()
-    assert sorted(p.name for p in CORPUS.glob("*.csv")) == sorted(expected)
+    assert sorted(p.name for p in CORPUS.iterdir()) == sorted(expected)
     assert set(expected) == set(REJECTED) | set(ACCEPTED)
     for name, content in expected.items():
         assert (CORPUS / name).read_bytes() == content, f"{name} is stale: rerun make_bad_inputs.py"
@@ -60,6 +74,25 @@ def test_corpus_on_disk_is_what_the_generator_makes():
 def load_and_preprocess(settings) -> dict:
     execute_step(load.STEP, load.run, settings)
     return execute_step(preprocess.STEP, preprocess.run, settings)
+
+
+def strings_in(value: Any) -> list[str]:
+    """Every string in a JSON value (keys too), as it was before JSON escaped it."""
+    if isinstance(value, dict):
+        return [*value, *(text for item in value.values() for text in strings_in(item))]
+    if isinstance(value, list):
+        return [text for item in value for text in strings_in(item)]
+    return [value] if isinstance(value, str) else []
+
+
+def longest_quote(source: str, outputs: list[str]) -> int:
+    """The length of the longest run of characters of one line of `source` found in `outputs` (from EXCERPT_CHARS
+    on; shorter runs count as EXCERPT_CHARS)."""
+    longest = EXCERPT_CHARS
+    for line in source.splitlines():
+        while any(line[i:i + longest + 1] in text for i in range(len(line) - longest) for text in outputs):
+            longest += 1
+    return longest
 
 
 @pytest.mark.parametrize("name", sorted(REJECTED))
@@ -89,6 +122,43 @@ def test_alternative_encodings_are_normalised(make_settings, name):
     assert train.splitlines()[0] == ",".join(preprocess.EXPECTED_COLUMNS)
     labels = {line.rsplit(",", 1)[1] for line in train.splitlines()[1:]}
     assert labels == {"0", "1"}
+
+
+@pytest.mark.parametrize("name", sorted(corpus()))
+def test_no_error_log_or_report_quotes_more_than_an_excerpt_of_the_file(make_settings, caplog, name):
+    settings = make_settings(data_url=(CORPUS / name).as_uri(), data_fallback=False, run_id=name)
+    caplog.set_level(logging.DEBUG)
+    outputs = []
+    try:
+        load_and_preprocess(settings)
+    except PipelineError as exc:
+        outputs.append(str(exc))
+    outputs += [record.getMessage() for record in caplog.records]
+    report = settings.runs_dir / name / artifacts.VALIDATION_REPORT
+    if report.exists():
+        outputs += strings_in(json.loads(report.read_text()))
+    assert outputs, "nothing to check: no error, no log record and no report"
+    source = (CORPUS / name).read_bytes().decode("utf-8", errors="replace")
+    assert longest_quote(source, outputs) == EXCERPT_CHARS
+    assert not [text for text in outputs if FAKE_KEY_BODY[:15] in text]
+    assert not [text for text in outputs if not text.replace("\n", "").isprintable()], "a control character leaked"
+
+
+@pytest.mark.parametrize("name", SAME_AS_BUNDLED)
+def test_a_re_encoded_bundled_file_gives_byte_identical_splits(make_settings, name):
+    bundled = make_settings(run_id="bundled")
+    load_and_preprocess(bundled)
+    settings = make_settings(data_url=(CORPUS / name).as_uri(), data_fallback=False, run_id=name)
+    load_and_preprocess(settings)
+    for split in (artifacts.TRAIN, artifacts.TEST):
+        assert (settings.runs_dir / name / split).read_bytes() == (bundled.runs_dir / "bundled" / split).read_bytes()
+
+
+@pytest.mark.parametrize(("readme", "phrase"), [("README.md", "holds {} example files"),
+                                                ("README.ru.md", "лежат {} примеров файлов")])
+def test_the_readmes_count_the_corpus(readme, phrase):
+    text = " ".join((Path(__file__).parents[1] / readme).read_text(encoding="utf-8").split())
+    assert phrase.format(len(corpus())) in text
 
 
 def test_a_failed_retry_removes_the_outputs_of_an_earlier_good_attempt(make_settings):

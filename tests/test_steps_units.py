@@ -12,7 +12,7 @@ from PIL import Image
 from etl import charts, evaluate, preprocess, train
 from etl.dataset import EXPECTED_COLUMNS, FEATURES, ID, TARGET, features_and_labels
 from utils.config import Settings
-from utils.errors import DataValidationError
+from utils.errors import EXCERPT_CHARS, DataValidationError, excerpt
 from utils.telemetry import Sample, build_registry, step_samples
 
 
@@ -50,11 +50,65 @@ def test_uci_labels_are_used_only_when_the_file_uses_nothing_else():
     assert [v["line"] for v in violations] == [4]
 
 
-def test_check_columns_names_missing_unexpected_and_repeated(tmp_path):
-    with pytest.raises(DataValidationError, match="repeated column.*Id.*missing column.*Class"):
+def test_check_columns_names_missing_unexpected_and_repeated_in_any_order(tmp_path):
+    with pytest.raises(DataValidationError, match="repeated column.*'Id'.*missing column.*Class"):
         preprocess.check_columns([ID, *FEATURES, ID], tmp_path / "f.csv")
-    with pytest.raises(DataValidationError, match="wrong order"):
-        preprocess.check_columns([*FEATURES, ID, TARGET], tmp_path / "f.csv")
+    preprocess.check_columns([TARGET, *FEATURES, ID], tmp_path / "f.csv")
+
+
+def test_check_columns_lists_at_most_ten_names_each_cut_short(tmp_path):
+    header = [*EXPECTED_COLUMNS, *(f"{i:02d}" + "x" * 100 for i in range(12))]
+    with pytest.raises(DataValidationError) as error:
+        preprocess.check_columns(header, tmp_path / "f.csv")
+    listed = str(error.value).split("unexpected column(s) ")[1]
+    assert listed.startswith(f"'00{'x' * (EXCERPT_CHARS - 2)}…', '01") and "'09" in listed and "'10" not in listed
+    assert listed.split(".")[0].endswith("…' and 2 more")
+
+
+def test_read_raw_drops_a_bom_and_padding_and_puts_columns_in_order(tmp_path):
+    path = tmp_path / "f.csv"
+    names = [TARGET, *FEATURES, ID]
+    path.write_text("\ufeff" + ",".join(f" {name} " for name in names) + "\n" + ",".join(["1"] * 10 + ["7"]) + "\n")
+    raw = preprocess.read_raw(path)
+    assert raw.columns.tolist() == EXPECTED_COLUMNS and raw[ID].tolist() == ["7"]
+
+
+def test_read_raw_ends_lines_at_cr_lf_or_crlf(tmp_path):
+    path = tmp_path / "f.csv"
+    path.write_bytes(b"\r".join([",".join(EXPECTED_COLUMNS).encode(), b",".join([b"1"] * 11), b",".join([b"2"] * 11)]))
+    raw = preprocess.read_raw(path)
+    assert raw[ID].tolist() == ["1", "2"] and raw.index.tolist() == [0, 1]
+
+
+def test_read_raw_names_the_line_the_csv_module_cannot_read(tmp_path):
+    path = tmp_path / "f.csv"
+    path.write_text(",".join(EXPECTED_COLUMNS) + "\n" + ",".join(["1"] * 11) + "\n" + "1," + "9" * 200_000 + "\n")
+    with pytest.raises(DataValidationError, match=r"not a well-formed CSV at line 3: field larger than field limit"):
+        preprocess.read_raw(path)
+
+
+@pytest.mark.parametrize("bom", [b"", "\ufeff".encode()])
+def test_read_raw_names_a_byte_that_is_not_utf8_however_deep_in_the_file(tmp_path, bom):
+    path = tmp_path / "f.csv"
+    good = bom + (",".join(EXPECTED_COLUMNS) + "\n" + (",".join(["1"] * 11) + "\n") * 1000).encode()
+    path.write_bytes(good + b"1,\xe9,1,1,1,1,1,1,1,1,1\n")
+    with pytest.raises(DataValidationError, match=f"byte {len(good) + 2} is not UTF-8"):
+        preprocess.read_raw(path)
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("five", "five"), ("", ""), ("x" * EXCERPT_CHARS, "x" * EXCERPT_CHARS),
+    ("x" * (EXCERPT_CHARS + 1), "x" * EXCERPT_CHARS + "…"), ("a\tb\x1b[2J", "a\\tb\\x1b[2J"),
+    ("\x00" * EXCERPT_CHARS, "\\x00" * (EXCERPT_CHARS // 4) + "…"),
+])
+def test_excerpt_is_short_printable_and_marks_a_cut(text, shown):
+    assert excerpt(text) == shown
+
+
+def test_a_violation_keeps_only_an_excerpt_of_the_cell():
+    _, violations = preprocess.normalise(raw_frame([["1", "y" * 500, *["1"] * 8, "0"]]))
+    assert [v["value"] for v in violations] == ["y" * EXCERPT_CHARS + "…"]
+    assert preprocess.describe(violations[0]).endswith(f"'{'y' * EXCERPT_CHARS}…' not a whole number")
 
 
 def test_split_keeps_every_id_on_one_side_and_is_seeded():

@@ -1,4 +1,18 @@
-"""The pipeline's own exceptions: each message says what was wrong, where, and what was expected."""
+"""The pipeline's own exceptions: each message says what was wrong, where, and what was expected, and quotes
+what it rejects only through `excerpt`."""
+
+EXCERPT_CHARS = 24  # enough to recognise a cell or a column name, too little to carry a key or a token out
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """At most `limit` printable characters of `text` (others escaped as in Python), with `…` when cut."""
+    shown = ""
+    for char in text:
+        piece = char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        if len(shown) + len(piece) > limit:
+            return shown + "…"
+        shown += piece
+    return shown
 
 
 class PipelineError(Exception):

@@ -1,17 +1,21 @@
 """Regenerate the bad-input corpus in tests/data/bad_inputs/ from the bundled data set.
 
-Each file breaks the data contract in one way (or uses an alternative encoding that the pipeline accepts);
-tests/test_bad_inputs.py says what each must produce. Run: `python tests/data/make_bad_inputs.py`.
+Each file breaks the data contract in one way, is not the data at all (a fake service-account key), or uses an
+alternative encoding that the pipeline accepts; tests/test_bad_inputs.py says what each must produce. Run:
+`python tests/data/make_bad_inputs.py`.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = Path(__file__).resolve().parent / "bad_inputs"
-LINES = (ROOT / "data" / "BreastCancer.csv").read_text(encoding="utf-8").splitlines()
+BUNDLED = (ROOT / "data" / "BreastCancer.csv").read_bytes()
+LINES = BUNDLED.decode("utf-8").splitlines()
 HEADER, ROWS = LINES[0], LINES[1:81]  # 80 rows: enough of both classes to split and cross-validate
+FAKE_KEY_BODY = "".join(f"NOT+A+REAL+KEY+{i:03d}/" for i in range(60))  # must never appear in any output
 
 
 def cells(line: str) -> list[str]:
@@ -34,12 +38,38 @@ def map_column(column: int, mapping) -> str:
     return join(rows)
 
 
+def reordered(line: str) -> str:
+    """The bundled columns in another order: Class first, then the features backwards, then Id."""
+    row = cells(line)
+    return ",".join([row[10], *reversed(row[1:10]), row[0]])
+
+
+def nuclei_last(line: str) -> str:
+    """A line with its Bare.nuclei column (the one that may be empty) moved to the end."""
+    row = cells(line)
+    return ",".join([*row[:6], *row[7:], row[6]])
+
+
+def service_account_key() -> str:
+    """A fake Google service-account key, written on one line as `json.dumps` does."""
+    return json.dumps({
+        "type": "service_account", "project_id": "fake-project", "private_key_id": "0123456789abcdef" * 2,
+        "private_key": f"-----BEGIN PRIVATE KEY-----\n{FAKE_KEY_BODY}\n-----END PRIVATE KEY-----\n",
+        "client_email": "pipeline@fake-project.iam.gserviceaccount.com", "client_id": "123456789012345678901",
+        "token_uri": "https://oauth2.googleapis.com/token"}) + "\n"
+
+
 def corpus() -> dict[str, bytes]:
     header = cells(HEADER)
     body = "\n".join(ROWS) + "\n"
     benign_only = [line for line in LINES[1:] if line.endswith(",0")][:60]
     wide_header = header + [f'"extra{i}"' for i in range(500)]
     wide_rows = [cells(line) + ["1"] * 500 for line in ROWS[:5]]
+    short_row = [nuclei_last(line) for line in [HEADER, *ROWS]]
+    short_row[11] = short_row[11].rsplit(",", 1)[0]  # line 12 lost its last cell: Bare.nuclei
+    blank_lines = list(ROWS)
+    blank_lines[18] = blank_lines[18].replace(',"1",', ',"0",', 1)  # file line 21 once a blank line 11 is added
+    long_name = '"Note_' + "abcdefghij" * 1000 + '"'  # a header that is one 10 kB line
     files = {
         "empty.csv": "",
         "header_only.csv": HEADER + "\n",
@@ -61,16 +91,28 @@ def corpus() -> dict[str, bytes]:
         "duplicated_header.csv": HEADER + "\n" + "\n".join(ROWS[:40] + [HEADER] + ROWS[40:]) + "\n",
         "semicolon_separated.csv": "\n".join(line.replace(",", ";") for line in [HEADER, *ROWS]) + "\n",
         "very_wide.csv": join([wide_header, *wide_rows]),
+        "trailing_comma.csv": HEADER + "\n" + "".join(line + ",\n" for line in ROWS),
+        "short_row.csv": "\n".join(short_row) + "\n",
+        "blank_lines.csv": "\n".join([HEADER, *blank_lines[:9], "", *blank_lines[9:]]) + "\n\n",
         "ragged_row.csv": HEADER + "\n" + "\n".join(ROWS[:10] + [ROWS[10] + ',"1"'] + ROWS[11:]) + "\n",
         "html_error_page.csv": "<!DOCTYPE html>\n<html><body><h1>502 Bad Gateway</h1></body></html>\n",
         "truncated.csv": (HEADER + "\n" + body)[:-30],
+        "service_account_key.json": service_account_key(),
+        "long_header.csv": join([[*header, long_name]] + [[*cells(line), "1"] for line in ROWS]),
+        "escape_codes_in_header.csv": HEADER.replace('"Class"', '"\x1b[2J\x1b[HClass"') + "\n" + body,
+        "long_text_in_cell.csv": with_cell(3, 1, '"' + "pain in the left breast since March; " * 8 + '"'),
+        "lowercase_header.csv": HEADER.lower() + "\n" + body,
         # accepted by documented rules
         "uci_codes.csv": map_column(10, lambda v: {"0": "2", "1": "4"}[v]).replace("NA", "?"),
         "text_labels.csv": map_column(10, lambda v: {"0": " Benign", "1": "MALIGNANT "}[v]),
         "exact_duplicates.csv": HEADER + "\n" + body + "\n".join(ROWS[:5]) + "\n",
         "crlf_line_endings.csv": "\r\n".join([HEADER, *ROWS]) + "\r\n",
+        "padded_header.csv": "\n".join([",".join(f"  {name} " for name in HEADER.replace('"', "").split(",")),
+                                         *LINES[1:]]) + "\n",
+        "reordered_columns.csv": "\n".join(reordered(line) for line in LINES) + "\n",
     }
     encoded = {name: text.encode("utf-8") for name, text in files.items()}
+    encoded["utf8_bom.csv"] = "\ufeff".encode() + BUNDLED
     encoded["non_utf8.csv"] = with_cell(3, 0, '"1017122é"').encode("latin-1")
     return encoded
 
