@@ -16,14 +16,8 @@ import pytest
 from etl import gdrive_check
 from etl.publishers import remote_publishers
 from etl.publishers.base import RunBundle
-from etl.publishers.gdrive import (
-    FOLDER_MIME,
-    RUN_ID_PROPERTY,
-    UPLOAD_GRANULARITY,
-    GDrivePublisher,
-    folder_url,
-    run_property,
-)
+from etl.publishers.gdrive.client import FOLDER_MIME, folder_url
+from etl.publishers.gdrive.publisher import RUN_ID_PROPERTY, UPLOAD_GRANULARITY, GDrivePublisher, run_property
 from tests.fake_drive import DROP, FakeDrive, FakeFile, Fault
 from utils.config import Settings
 from utils.errors import ArtifactError, ConfigError, PublishError
