@@ -8,15 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from etl.publishers.gdrive import (
-    QUOTA_WAYS_OUT,
-    DriveClient,
-    FolderInfo,
-    connect,
-    folder_url,
-    identity_from_settings,
-    require_folder_id,
-)
+from etl.publishers.gdrive.client import QUOTA_WAYS_OUT, DriveClient, FolderInfo, connect, folder_url
+from etl.publishers.gdrive.credentials import identity_from_settings
+from etl.publishers.gdrive.publisher import require_folder_id
 from utils.config import Settings, load_settings
 from utils.errors import PipelineError, PublishError
 from utils.logger import configure_cli_logging

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from etl.publishers.gdrive import FOLDER_MIME, folder_url
+from etl.publishers.gdrive.client import FOLDER_MIME, folder_url
 from tests.airflow_support import SUCCESSFUL_RUN, Folders, clone_home, dags_test
 from tests.fake_drive import FakeDrive
 from utils.files import file_digest, run_stamp, safe_run_id

@@ -6,24 +6,24 @@ No test reaches Google: an autouse guard fails any test that looks up a host oth
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httplib2
 import pytest
+from google.oauth2 import service_account
+from googleapiclient.http import HttpRequest
 
 from etl import gdrive_check
 from etl.publishers import remote_publishers
 from etl.publishers.base import RunBundle
-from etl.publishers.gdrive import (
-    FOLDER_MIME,
-    RUN_ID_PROPERTY,
-    UPLOAD_GRANULARITY,
-    GDrivePublisher,
-    folder_url,
-    run_property,
-)
+from etl.publishers.gdrive.client import FOLDER_MIME, connect, folder_url
+from etl.publishers.gdrive.compat import ChunkBytesUpload, ServiceAccountCredentials
+from etl.publishers.gdrive.credentials import identity_from_settings
+from etl.publishers.gdrive.publisher import RUN_ID_PROPERTY, UPLOAD_GRANULARITY, GDrivePublisher, run_property
 from tests.fake_drive import DROP, FakeDrive, FakeFile, Fault
 from utils.config import Settings
 from utils.errors import ArtifactError, ConfigError, PublishError
@@ -565,3 +565,71 @@ def test_service_account_sign_in_starts_no_request_outside_the_fake(fake, drive_
         if type(thread).__module__.startswith("google."):
             thread.join(timeout=10)
     assert outside_lookups == []
+
+
+# What etl/publishers/gdrive/compat.py relies on in google-auth and googleapiclient: each test fails naming the
+# installed version and the compat item to revisit when an upgrade removes, renames or stops calling it.
+
+def library(distribution: str) -> str:
+    """The installed version of a distribution, for failure messages."""
+    return f"{distribution} {importlib.metadata.version(distribution)}"
+
+
+def spy_on(monkeypatch: pytest.MonkeyPatch, owner: type, name: str) -> list[tuple[object, ...]]:
+    """Record the arguments of each call of the method `owner.name`, which still runs; fail if it is gone."""
+    original = getattr(owner, name, None)
+    assert callable(original), f"{owner.__module__}.{owner.__qualname__}.{name} no longer exists"
+    calls: list[tuple[object, ...]] = []
+
+    def recording(self: object, *args: object, **kwargs: object) -> object:
+        calls.append(args)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recording)
+    return calls
+
+
+def test_compat_google_auth_asks_our_hook_before_a_regional_access_boundary_lookup(fake, drive_settings, sleeps,
+                                                                                    monkeypatch):
+    hook = "_is_regional_access_boundary_lookup_required"
+    assert hook in vars(ServiceAccountCredentials), "ServiceAccountCredentials must override the hook itself"
+    assert hasattr(service_account.Credentials, hook), (
+        f"{library('google-auth')}: service_account.Credentials has no {hook} any more; find the new way to turn "
+        "off the Regional Access Boundary lookup and update compat.ServiceAccountCredentials")
+    calls = spy_on(monkeypatch, ServiceAccountCredentials, hook)
+
+    connect(identity_from_settings(drive_settings()), fake.root_url, sleep=sleeps.append)
+
+    assert calls, (f"{library('google-auth')} refreshed a service-account token without calling {hook}: "
+                   "compat.ServiceAccountCredentials no longer stops the lookup of iamcredentials.googleapis.com")
+
+
+def test_compat_googleapiclient_waits_between_retries_with_the_request_sleep(fake, drive_settings, sleeps):
+    bare = HttpRequest(httplib2.Http(), None, fake.root_url)
+    assert "_sleep" in vars(bare), (f"{library('google-api-python-client')}: HttpRequest has no _sleep attribute "
+                                    "any more; update compat.request_builder")
+    fake.fail_next("about.get", 500)
+
+    connect(identity_from_settings(drive_settings()), fake.root_url, num_retries=1, sleep=sleeps.append)
+
+    assert len(sleeps) == 1, (f"{library('google-api-python-client')} retried a request without calling "
+                              "HttpRequest._sleep: compat.request_builder's seam is ignored (and tests sleep)")
+
+
+def test_compat_googleapiclient_reads_chunks_with_getbytes_when_there_is_no_stream(fake, drive_settings, tmp_path,
+                                                                                   sleeps, monkeypatch):
+    asked = spy_on(monkeypatch, ChunkBytesUpload, "has_stream")
+    reads = spy_on(monkeypatch, ChunkBytesUpload, "getbytes")
+    streams = spy_on(monkeypatch, ChunkBytesUpload, "stream")
+    path = tmp_path / "model.joblib"
+    path.write_bytes(reproducible_bytes(2 * CHUNK + 10, 0))
+    fake.fail_next("upload.chunk", 500)
+    client = connect(identity_from_settings(drive_settings()), fake.root_url, sleep=sleeps.append)
+
+    client.upload(path, "uploading", CHUNK, parent_id=fake.create_folder("runs", shared_drive=True))
+
+    message = f"{library('google-api-python-client')}: HttpRequest.next_chunk"
+    assert asked and not streams, f"{message} no longer asks has_stream(); update compat.ChunkBytesUpload"
+    assert [begin for begin, _ in reads] == [0, CHUNK, 2 * CHUNK], f"{message} reads chunks another way: {reads}"
+    assert [r.body_size for r in fake.requests_for("upload.chunk")][:2] == [CHUNK, CHUNK], (
+        f"{message} resent a failed chunk incomplete")
