@@ -4,6 +4,8 @@
 class PipelineError(Exception):
     """A failure the user can act on; the CLI prints its message without a traceback."""
 
+    transient: bool = False  # True: a retry may succeed (Airflow retries it); False: it fails at once
+
 
 class ConfigError(PipelineError):
     """A setting is missing or has a value that cannot be used."""
@@ -27,3 +29,5 @@ class QualityGateError(PipelineError):
 
 class PublishError(PipelineError):
     """Publishing the run's artifacts failed."""
+
+    transient = True  # Google Drive answers 5xx and rate-limits
