@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from etl import artifacts
-from utils.config import PROJECT_ROOT, Settings, scrubbed, shown
+from utils.config import PROJECT_ROOT, Settings, file_path, scrubbed, shown
 from utils.errors import ConfigError, DataSourceError
 from utils.files import record_run_start, run_dir, sha256_bytes, write_bytes_atomic, write_json_atomic
 from utils.logger import get_logger
@@ -89,7 +89,7 @@ def allowed_data_file(settings: Settings) -> Path:
     folder named `secrets` or in the project's secrets/ folder, and the GOOGLE_APPLICATION_CREDENTIALS file.
     """
     url = settings.data_url
-    path = Path(urllib.request.url2pathname(urlsplit(url).path)).resolve()
+    path = file_path(url).resolve()
     refused = f"DATA_URL={shown('DATA_URL', url)!r} is refused: {path}"
     credentials = settings.google_credentials.resolve()
     project_secrets = (PROJECT_ROOT / SECRETS_FOLDER).resolve()

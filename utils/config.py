@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from utils import redact
 from utils.errors import ConfigError
@@ -98,7 +98,7 @@ class Settings:
         _check(self.download_backoff >= 0, "DOWNLOAD_BACKOFF", self.download_backoff, "0 or more")
         _check(self.download_max_bytes >= 1, "DOWNLOAD_MAX_BYTES", self.download_max_bytes, "a positive integer")
         _check(0 <= self.seed <= MAX_SEED, "SEED", self.seed, f"an integer from 0 to {MAX_SEED}")
-        _check_data_url(self.data_url)
+        _check_data_url(self.data_url, self.data_allowed_dirs)
         _check(self.model in MODELS, "MODEL", self.model, "one of " + ", ".join(MODELS))
         _check(self.storage_backend in STORAGE_BACKENDS, "STORAGE_BACKEND", self.storage_backend,
                "one of " + ", ".join(STORAGE_BACKENDS))
@@ -141,7 +141,9 @@ def scrubbed(text: str, variable: str, value: str) -> str:
     return redact.scrub(text, value, rule) if rule else text
 
 
-def _check_data_url(url: str) -> None:
+def _check_data_url(url: str, allowed_dirs: PathList) -> None:
+    """DATA_URL's form: an http(s) URL with a host, or a file:// URL naming a path inside DATA_ALLOWED_DIRS (as
+    written: etl/load.py checks it again with links resolved, and refuses secrets)."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -153,13 +155,28 @@ def _check_data_url(url: str) -> None:
         raise ConfigError(f"setting DATA_URL={shown_url!r} is invalid: expected file:///<absolute path> (no host)")
     if parts.scheme.lower() != "file" and not parts.hostname:
         raise ConfigError(f"setting DATA_URL={shown_url!r} is invalid: expected a host after {parts.scheme}://")
+    folders = folder_forms(allowed_dirs)
+    if parts.scheme.lower() == "file" and not any(Path(os.path.normpath(file_path(url))).is_relative_to(folder)
+                                                  for folder in folders):
+        raise ConfigError(f"setting DATA_URL={shown_url!r} is invalid: expected a file inside DATA_ALLOWED_DIRS "
+                          f"({', '.join(map(str, allowed_dirs)) or 'empty'}); add its folder there to read it")
+
+
+def file_path(url: str) -> Path:
+    """The path a file:// URL names, percent-decoded, as written."""
+    return Path(unquote(urlsplit(url).path))
+
+
+def folder_forms(folders: PathList) -> set[Path]:
+    """Each folder as written (normalised) and with its links resolved."""
+    return {form for folder in folders for form in (Path(os.path.normpath(folder)), folder.resolve())}
 
 
 def data_url_pattern(allowed_dirs: PathList) -> str:
     """A JSON-schema `pattern` no wider than what `load` reads: http(s)://, or file:// followed by one of the
-    allowed folders (resolved, also in its percent-encoded form) and no `..` or percent-encoded dot after it."""
-    folders = sorted({form for folder in allowed_dirs for form in (
-        str(folder.resolve()).rstrip("/"), folder.resolve().as_uri().removeprefix("file://").rstrip("/"))})
+    allowed folders (as written and resolved, each also percent-encoded) and no `..` or percent-encoded dot."""
+    folders = sorted({text.rstrip("/") for folder in folder_forms(allowed_dirs)
+                      for text in (str(folder), folder.as_uri().removeprefix("file://"))})
     if not folders:
         return "^https?://"
     alternatives = "|".join(_regex_escaped(folder) + "/" for folder in folders)
