@@ -20,6 +20,7 @@ import functools
 import http.client
 import io
 import os
+import re
 import socket
 import sys
 import threading
@@ -45,6 +46,7 @@ USER_AGENT = "breast-cancer-pipeline/1.0"
 CHUNK_BYTES = 64 * 1024
 SECRETS_FOLDER = "secrets"
 TRANSIENT_HTTP = (408, 429)  # and every 5xx
+LEADING_TAG = re.compile(rb"\s*<")  # an HTML/XML document
 log = get_logger(STEP)
 
 
@@ -312,9 +314,9 @@ def check_csv_bytes(body: bytes, origin: str) -> int:
     expected ones is `preprocess`'s job, so that a wrong file gets a precise report and never a silent fallback.
     The body is decoded and parsed as a stream: memory stays at the body's own size.
     """
-    if not body.strip():
+    if not body or body.isspace():  # not body.strip(): that would copy the body
         raise PermanentDownloadError(f"{origin}: the body is empty, expected a CSV with a header line")
-    if body.lstrip()[:1] == b"<":
+    if LEADING_TAG.match(body):
         raise PermanentDownloadError(f"{origin}: got an HTML/XML document, expected a CSV")
     header_fields = last_fields = rows = 0
     try:
