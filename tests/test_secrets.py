@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from etl import artifacts, load
+from etl import airflow_tasks, artifacts, load
 from etl.pipeline import run_all
 from tests.conftest import BUNDLED_CSV
 from tests.http_support import Answer, scripted_server
@@ -86,6 +88,24 @@ def test_the_param_pattern_is_no_wider_than_the_allowed_folders(tmp_path):
     assert [url for url in allowed if not pattern.search(url)] == []
     assert [url for url in refused if pattern.search(url)] == []
     assert data_url_pattern(()) == "^https?://"
+
+
+def test_a_trigger_conf_changes_only_the_settings_declared_as_params(tmp_path):
+    from dags.breast_cancer_pipeline import run_params
+
+    assert set(run_params(Settings())) == airflow_tasks.PER_RUN_SETTINGS
+    key = fake_key(tmp_path / "secrets")
+    started = datetime(2030, 1, 1, tzinfo=UTC)
+    conf = {"model": "svm", "data_allowed_dirs": "/", "bundled_data_path": str(key), "google_credentials": "/x",
+            "alert_webhook_url": "http://127.0.0.1:9/steal", "runs_dir": str(tmp_path)}  # as Airflow merges them
+    settings = airflow_tasks.settings_for({"params": conf, "run_id": "r",
+                                           "dag_run": SimpleNamespace(logical_date=started, run_after=started)})
+    defaults = Settings()
+    assert settings.model == "svm"
+    assert (settings.data_allowed_dirs, settings.bundled_data_path, settings.google_credentials,
+            settings.alert_webhook_url, settings.runs_dir) == (
+        defaults.data_allowed_dirs, defaults.bundled_data_path, defaults.google_credentials,
+        defaults.alert_webhook_url, defaults.runs_dir)
 
 
 # --- what a run may show ------------------------------------------------------------------------------------------
