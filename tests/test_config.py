@@ -40,6 +40,7 @@ def test_environment_beats_env_file_and_overrides_beat_both(tmp_path):
     ("DATA_URL", "data/BreastCancer.csv", "DATA_URL='data/BreastCancer.csv' is invalid"),
     ("DATA_URL", "file://otherhost/etc/passwd", "DATA_URL='file://otherhost/etc/passwd' is invalid: expected "
                                                  "file:///<absolute path>"),
+    ("DATA_URL", "http://example.org:port/x.csv", "DATA_URL='<an unparseable URL>' is invalid"),
     ("DOWNLOAD_MAX_BYTES", "0", "DOWNLOAD_MAX_BYTES=0 is invalid: expected a positive integer"),
 ])
 def test_bad_value_names_the_variable(variable, value, expected, tmp_path):

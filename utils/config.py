@@ -146,6 +146,7 @@ def _check_data_url(url: str, allowed_dirs: PathList) -> None:
     written: etl/load.py checks it again with links resolved, and refuses secrets)."""
     try:
         parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
     except ValueError:
         parts = None
     shown_url = shown("DATA_URL", url)
@@ -155,9 +156,8 @@ def _check_data_url(url: str, allowed_dirs: PathList) -> None:
         raise ConfigError(f"setting DATA_URL={shown_url!r} is invalid: expected file:///<absolute path> (no host)")
     if parts.scheme.lower() != "file" and not parts.hostname:
         raise ConfigError(f"setting DATA_URL={shown_url!r} is invalid: expected a host after {parts.scheme}://")
-    folders = folder_forms(allowed_dirs)
     if parts.scheme.lower() == "file" and not any(Path(os.path.normpath(file_path(url))).is_relative_to(folder)
-                                                  for folder in folders):
+                                                  for folder in folder_forms(allowed_dirs)):
         raise ConfigError(f"setting DATA_URL={shown_url!r} is invalid: expected a file inside DATA_ALLOWED_DIRS "
                           f"({', '.join(map(str, allowed_dirs)) or 'empty'}); add its folder there to read it")
 
