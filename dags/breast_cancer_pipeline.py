@@ -21,7 +21,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param, TriggerRule
 
 from etl import airflow_tasks
-from utils.config import MODELS, STORAGE_BACKENDS, Settings, load_settings
+from utils.config import MODELS, STORAGE_BACKENDS, Settings, data_url_pattern, load_settings
 
 DAG_ID = "breast_cancer_pipeline"
 
@@ -63,7 +63,8 @@ def run_params(defaults: Settings) -> dict[str, Param]:
         "min_recall": described("min_recall", defaults, **score),
         "min_roc_auc": described("min_roc_auc", defaults, **score),
         "storage_backend": described("storage_backend", defaults, type="string", enum=list(STORAGE_BACKENDS)),
-        "data_url": described("data_url", defaults, type="string", pattern="^(https?|file)://"),
+        "data_url": described("data_url", defaults, type="string",
+                              pattern=data_url_pattern(defaults.data_allowed_dirs)),
     }
 
 

@@ -8,7 +8,6 @@ are imported only inside the callables.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import logging
 from collections.abc import Mapping
@@ -17,11 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from utils.config import Settings, load_settings
+from utils.errors import PipelineError
 from utils.files import run_dir
 from utils.logger import ROOT_LOGGER
 
 Context = Mapping[str, Any]  # the Airflow task context
-SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(Settings))
+# The settings a run's Params may change (the DAG declares a validated Param for each). Any other key of a
+# trigger's conf is ignored: Airflow adds undeclared conf keys to the params unvalidated, and they must not
+# widen DATA_ALLOWED_DIRS, redirect the alert webhook or point BUNDLED_DATA_PATH at a key file.
+PER_RUN_SETTINGS = frozenset({"model", "test_size", "min_recall", "min_roc_auc", "storage_backend", "data_url"})
 
 
 def run_start(context: Context) -> datetime:
@@ -31,9 +34,9 @@ def run_start(context: Context) -> datetime:
 
 
 def settings_for(context: Context) -> Settings:
-    """Settings from the environment, overridden by the run's Params (those named like a setting), its run_id
-    and its start time."""
-    overrides = {name: value for name, value in context["params"].items() if name in SETTING_NAMES}
+    """Settings from the environment, overridden by the run's Params (those in PER_RUN_SETTINGS), its run_id and
+    its start time."""
+    overrides = {name: value for name, value in context["params"].items() if name in PER_RUN_SETTINGS}
     settings = load_settings(**overrides, run_id=context["run_id"], run_started_at=run_start(context).isoformat())
     logging.getLogger(ROOT_LOGGER).setLevel(settings.log_level)
     return settings
@@ -46,14 +49,29 @@ def settings_and_folder(context: Context) -> tuple[Settings, Path]:
 
 
 def run_step(step: str, **context: Any) -> dict[str, Any]:
-    """Run `etl.<step>.run` for this DAG run; its small summary becomes the task's XCom."""
+    """Run `etl.<step>.run` for this DAG run; its small summary becomes the task's XCom. A permanent error (not
+    `transient`: a 404, bad settings, bad data, a failed quality gate) fails the task at once, without retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
     from etl import notify
     from utils.steps import execute_step  # pulls in prometheus_client: keep it out of DAG parsing
 
-    settings, folder = settings_and_folder(context)
-    notify.clear_failure(folder)
-    step_module = importlib.import_module(f"etl.{step}")
-    return execute_step(step, step_module.run, settings)
+    try:
+        settings, folder = settings_and_folder(context)
+        notify.clear_failure(folder)
+        step_module = importlib.import_module(f"etl.{step}")
+        return execute_step(step, step_module.run, settings)
+    except PipelineError as exc:
+        if exc.transient:
+            raise
+        raise AirflowFailException(str(exc)) from exc
+
+
+def step_error(context: Context) -> BaseException | None:
+    """The error that failed the task: the pipeline's own one also when run_step wrapped it to stop retries."""
+    error = context.get("exception")
+    cause = getattr(error, "__cause__", None)
+    return cause if isinstance(cause, PipelineError) and str(cause) == str(error) else error
 
 
 def record_step_failure(context: Context) -> None:
@@ -61,7 +79,7 @@ def record_step_failure(context: Context) -> None:
     from etl import notify
 
     ti = context["ti"]
-    error = context.get("exception")
+    error = step_error(context)
     _, folder = settings_and_folder(context)
     failure = notify.StepFailure(task_id=ti.task_id, error_type=type(error).__name__ if error else "unknown",
                                  error=str(error) if error else "", try_number=ti.try_number, log_url=ti.log_url)

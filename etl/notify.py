@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import urllib.error
-import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from utils.config import scrubbed, shown
 from utils.errors import PipelineError
 from utils.files import read_json, write_json_atomic
 from utils.logger import get_logger
@@ -24,12 +24,15 @@ from utils.logger import get_logger
 FAILURE_FILE = "failure.json"
 FAILED_MARKER = "FAILED"
 WEBHOOK_TIMEOUT_SECONDS = 10.0
+WEBHOOK = "ALERT_WEBHOOK_URL"  # its redaction rule (utils/config.py) shows scheme://host only
 MAX_ERROR_CHARS = 2000  # chat webhooks reject huge messages; the full error stays in the task log
 log = get_logger("notify")
 
 
 class AlertDeliveryError(PipelineError):
     """The alert webhook could not be reached or refused the alert."""
+
+    transient = True
 
 
 @dataclass(frozen=True)
@@ -81,12 +84,6 @@ def mark_failed(folder: Path, alert: dict[str, Any]) -> Path:
     return write_json_atomic(folder / FAILED_MARKER, alert)
 
 
-def redacted(url: str) -> str:
-    """`scheme://host` of a webhook URL: its path is often the secret (Slack, Telegram bot tokens)."""
-    parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}"
-
-
 def post_webhook(url: str, alert: dict[str, Any], timeout: float = WEBHOOK_TIMEOUT_SECONDS) -> int:
     """POST `alert` as JSON to `url`; returns the HTTP status or raises AlertDeliveryError."""
     request = urllib.request.Request(url, data=json.dumps(alert).encode("utf-8"), method="POST",
@@ -95,10 +92,10 @@ def post_webhook(url: str, alert: dict[str, Any], timeout: float = WEBHOOK_TIMEO
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status
     except urllib.error.HTTPError as exc:
-        raise AlertDeliveryError(f"alert webhook {redacted(url)} answered HTTP {exc.code} {exc.reason}") from None
+        raise AlertDeliveryError(f"alert webhook {shown(WEBHOOK, url)} answered HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise AlertDeliveryError(f"alert webhook {redacted(url)} could not be reached: {reason}") from None
+        reason = scrubbed(str(getattr(exc, "reason", exc)), WEBHOOK, url)
+        raise AlertDeliveryError(f"alert webhook {shown(WEBHOOK, url)} could not be reached: {reason}") from None
 
 
 def send_alert(alert: dict[str, Any], webhook_url: str) -> None:
@@ -114,4 +111,4 @@ def send_alert(alert: dict[str, Any], webhook_url: str) -> None:
         log.error("%s; the alert was NOT delivered (it is in this log and in the run's %s file)",
                   exc, FAILED_MARKER)
         raise
-    log.info("alert delivered to %s (HTTP %d)", redacted(webhook_url), status)
+    log.info("alert delivered to %s (HTTP %d)", shown(WEBHOOK, webhook_url), status)

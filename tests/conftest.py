@@ -12,6 +12,7 @@ import pytest
 from utils.config import PROJECT_ROOT, Settings, load_settings
 
 BUNDLED_CSV = PROJECT_ROOT / "data" / "BreastCancer.csv"
+TEST_DATA = PROJECT_ROOT / "tests" / "data"  # the bad-input corpus: make_settings allows file:// URLs there too
 BUNDLED_SHA256 = "7efcfc593f86f3d898df92a8fec32e64ce84195647bd3a8a2d48c68c005767f4"
 SETTING_VARIABLES = [f.metadata["env"] for f in dataclasses.fields(Settings)]
 
@@ -36,10 +37,11 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     """Settings whose run and results folders live in the test's tmp_path; the data comes from the bundled
-    file (as a file:// URL) unless overridden."""
+    file (as a file:// URL) unless overridden, and file:// URLs may also name tests/data."""
 
     def factory(**overrides: object) -> Settings:
-        values = {"data_url": BUNDLED_CSV.as_uri(), "runs_dir": tmp_path / "runs",
+        values = {"data_url": BUNDLED_CSV.as_uri(), "data_allowed_dirs": (BUNDLED_CSV.parent, TEST_DATA),
+                  "runs_dir": tmp_path / "runs",
                   "results_dir": tmp_path / "results", "storage_backend": "local", "download_retries": 0,
                   "download_backoff": 0.0, "download_timeout": 5.0}
         values.update(overrides)

@@ -1,13 +1,17 @@
 """End to end with the real Airflow 3 (`airflow dags test`, SQLite): a good run, a run on bad data that must fail
-and alert, a run whose download fails twice and succeeds on Airflow's retry, and their isolation from each other.
+and alert, a run whose download fails twice and succeeds on Airflow's retry, and their isolation from each other;
+then two runs that fail permanently, at once and without retries: one asked to read the Drive key (which must show
+up nowhere), one whose source answers 404.
 
-Three Airflow runs in all, shared by the tests: the good run first, then the bad and the retried run at the same
-time, in two Airflow homes (SQLite is not made for concurrent writers) sharing one RUNS_DIR and RESULTS_DIR.
+Five Airflow runs in all, shared by the tests: the good run first, then the bad and the retried run at the same
+time, in two Airflow homes (SQLite is not made for concurrent writers) sharing one RUNS_DIR and RESULTS_DIR, then
+the two permanent failures at the same time.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +31,7 @@ from tests.airflow_support import (
 )
 from tests.conftest import BUNDLED_CSV
 from tests.http_support import Answer, scripted_server
+from tests.test_secrets import FAKE_KEY, fake_key
 from utils.files import read_json, run_stamp, sha256_file
 
 pytestmark = pytest.mark.slow
@@ -34,6 +39,8 @@ pytestmark = pytest.mark.slow
 GOOD_DATE = datetime(2030, 1, 1, 6, 0, tzinfo=UTC)
 BAD_DATE = datetime(2030, 1, 2, 6, 0, tzinfo=UTC)
 RETRIED_DATE = datetime(2030, 1, 3, 6, 0, tzinfo=UTC)
+SECRET_DATE = datetime(2030, 1, 4, 6, 0, tzinfo=UTC)
+NOT_FOUND_DATE = datetime(2030, 1, 5, 6, 0, tzinfo=UTC)
 RUN_SPECIFIC_METRICS = ("run_id", "started_at", "data_location")
 
 
@@ -75,13 +82,45 @@ def concurrent_runs(good_run: DagRunOutcome, airflow_home: Path, folders: Folder
     second_home = clone_home(airflow_home, tmp_path_factory.mktemp("airflow_home_2"))
     flaky = (Answer(500, b"down"), Answer(500, b"still down"), Answer(body=BUNDLED_CSV.read_bytes()))
     with scripted_server(Answer(200, b"ok", "text/plain")) as webhook, scripted_server(*flaky) as download:
-        settings = folders.settings(ALERT_WEBHOOK_URL=webhook.url)
+        settings = folders.settings(ALERT_WEBHOOK_URL=webhook.url,
+                                    DATA_ALLOWED_DIRS=f"{BUNDLED_CSV.parent},{bad_csv.parent}")
         bad = start_dags_test(airflow_home, BAD_DATE, settings, conf={"data_url": bad_csv.as_uri()})
         retried = start_dags_test(second_home, RETRIED_DATE, {**settings, "DATA_FALLBACK": "false"},
                                   conf={"data_url": download.url})
         outcomes = finish(bad, airflow_home, BAD_DATE), finish(retried, second_home, RETRIED_DATE)
     return ConcurrentRuns(*outcomes, [json.loads(request["body"]) for request in webhook.requests],
                           len(download.requests))
+
+
+@dataclass(frozen=True)
+class PermanentFailures:
+    secret: DagRunOutcome
+    not_found: DagRunOutcome
+    alerts: dict[str, dict]
+    secret_home: Path
+    not_found_requests: int
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def permanent_failures(concurrent_runs: ConcurrentRuns, airflow_home: Path, folders: Folders,
+                       tmp_path_factory: pytest.TempPathFactory) -> PermanentFailures:
+    """After the others, at the same time: a run whose Param data_url names the Drive key in a secrets/ folder of an
+    allowed folder (a copy of the project's layout), and a strict run whose source answers 404. The load task
+    may retry 3 times, so only failing at once keeps them to one try."""
+    project_copy = tmp_path_factory.mktemp("project_copy")
+    key = fake_key(project_copy / "secrets")
+    homes = [clone_home(airflow_home, tmp_path_factory.mktemp(f"airflow_home_{name}")) for name in ("s", "n")]
+    started = time.monotonic()
+    with scripted_server(Answer(200, b"ok", "text/plain")) as webhook, scripted_server(Answer(404)) as source:
+        settings = folders.settings(ALERT_WEBHOOK_URL=webhook.url, GOOGLE_APPLICATION_CREDENTIALS=str(key),
+                                    DATA_ALLOWED_DIRS=f"{BUNDLED_CSV.parent},{project_copy}", DOWNLOAD_RETRIES="3")
+        secret = start_dags_test(homes[0], SECRET_DATE, settings, conf={"data_url": key.as_uri()})
+        not_found = start_dags_test(homes[1], NOT_FOUND_DATE, {**settings, "DATA_FALLBACK": "false"},
+                                    conf={"data_url": source.url})
+        outcomes = finish(secret, homes[0], SECRET_DATE), finish(not_found, homes[1], NOT_FOUND_DATE)
+    alerts = {alert["run_id"]: alert for alert in (json.loads(request["body"]) for request in webhook.requests)}
+    return PermanentFailures(*outcomes, alerts, homes[0], len(source.requests), time.monotonic() - started)
 
 
 def published_files_match_manifest(folder: Path) -> None:
@@ -189,3 +228,43 @@ def test_runs_one_after_another_and_concurrent_keep_to_their_own_files(concurren
         [published] = folders.published(run)
         published_files_match_manifest(published)
         assert read_json(published / artifacts.MANIFEST)["run_id"] == run.run_id
+
+
+# --- permanent failures: at once, without retries, and the key shows nowhere -------------------------------------
+
+FAILED_AT_LOAD = {"start": "success", "load": "failed",
+                  **dict.fromkeys(("preprocess", "train", "evaluate", "upload", "success_end"), "upstream_failed"),
+                  "failure_end": "success"}
+
+
+def test_a_run_asked_to_read_the_drive_key_fails_at_once_with_a_clear_alert(permanent_failures):
+    secret = permanent_failures.secret
+    assert secret.returncode == 1 and secret.state == "failed"
+    assert secret.task_states == FAILED_AT_LOAD and secret.try_numbers["load"] == 1
+    alert = permanent_failures.alerts[secret.run_id]
+    assert alert["task_id"] == "load" and alert["error_type"] == "ConfigError"
+    assert "is a secret" in alert["error"] and "drive_sa.json" in alert["error"]
+
+
+def test_the_drive_key_appears_in_no_log_file_xcom_or_alert(permanent_failures, folders):
+    secret = permanent_failures.secret
+    assert FAKE_KEY not in secret.output, "the key is in the task log"
+    assert all(FAKE_KEY not in value for value in secret.xcom_values.values()), "the key is in XCom"
+    assert all(FAKE_KEY not in json.dumps(alert) for alert in permanent_failures.alerts.values())
+    written = [path for root in (folders.run_folder(secret), folders.results, permanent_failures.secret_home)
+               for path in root.rglob("*") if path.is_file()]
+    assert folders.run_folder(secret) / notify.FAILED_MARKER in written  # the run folder was searched
+    assert [path for path in written if FAKE_KEY.encode() in path.read_bytes()] == []
+    assert not (folders.run_folder(secret) / artifacts.RAW).exists()
+
+
+def test_a_404_fails_the_load_task_once_without_airflow_retries(permanent_failures):
+    not_found = permanent_failures.not_found
+    assert not_found.returncode == 1 and not_found.state == "failed"
+    assert not_found.task_states == FAILED_AT_LOAD and not_found.try_numbers["load"] == 1
+    assert permanent_failures.not_found_requests == 1  # neither load's own retries nor Airflow's
+    alert = permanent_failures.alerts[not_found.run_id]
+    assert alert["error_type"] == "PermanentDownloadError" and "HTTP 404" in alert["error"]
+    assert alert["log_url"].endswith("/tasks/load?try_number=1")
+    assert "AirflowFailException" in not_found.output and "HTTP 404" in not_found.output
+    assert permanent_failures.seconds < 90

@@ -33,6 +33,15 @@ def test_environment_beats_env_file_and_overrides_beat_both(tmp_path):
     ("MIN_RECALL", "2", "MIN_RECALL=2.0 is invalid"),
     ("CV_FOLDS", "1", "CV_FOLDS=1 is invalid"),
     ("RUN_STARTED_AT", "2026-01-01T00:00:00", "RUN_STARTED_AT='2026-01-01T00:00:00' is invalid"),
+    ("SEED", "-1", "SEED=-1 is invalid: expected an integer from 0 to 4294967295"),
+    ("SEED", "4294967296", "SEED=4294967296 is invalid"),
+    ("DATA_URL", "ftp://example.org/BreastCancer.csv", "DATA_URL='ftp://example.org/BreastCancer.csv' is invalid: "
+                                                        "expected an http://, https:// or file:// URL"),
+    ("DATA_URL", "data/BreastCancer.csv", "DATA_URL='data/BreastCancer.csv' is invalid"),
+    ("DATA_URL", "file://otherhost/etc/passwd", "DATA_URL='file://otherhost/etc/passwd' is invalid: expected "
+                                                 "file:///<absolute path>"),
+    ("DATA_URL", "http://example.org:port/x.csv", "DATA_URL='<an unparseable URL>' is invalid"),
+    ("DOWNLOAD_MAX_BYTES", "0", "DOWNLOAD_MAX_BYTES=0 is invalid: expected a positive integer"),
 ])
 def test_bad_value_names_the_variable(variable, value, expected, tmp_path):
     with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
@@ -71,3 +80,18 @@ def test_public_dict_is_json_ready():
     values = Settings().public_dict()
     assert values["RUNS_DIR"] == str(PROJECT_ROOT / "data" / "runs")
     assert all(not isinstance(v, Path) for v in values.values())
+
+
+def test_seed_bounds_are_what_numpy_accepts(tmp_path):
+    import numpy as np
+
+    for seed in (0, 2**32 - 1):
+        np.random.RandomState(load_settings(env={"SEED": str(seed)}, env_file=tmp_path / "none.env").seed)
+
+
+def test_allowed_dirs_are_a_comma_separated_list_relative_to_the_project(tmp_path):
+    settings = load_settings(env={"DATA_ALLOWED_DIRS": f"data, {tmp_path},"}, env_file=tmp_path / "none.env")
+    assert settings.data_allowed_dirs == (PROJECT_ROOT / "data", tmp_path)
+    assert settings.public_dict()["DATA_ALLOWED_DIRS"] == f"{PROJECT_ROOT / 'data'},{tmp_path}"
+    assert settings.replace(run_id="x").data_allowed_dirs == settings.data_allowed_dirs
+    assert load_settings(env={"DATA_ALLOWED_DIRS": ""}, env_file=tmp_path / "none.env").data_allowed_dirs == ()

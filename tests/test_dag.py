@@ -123,7 +123,7 @@ def test_params_reject_bad_values(dag, name, value):
 def test_params_accept_good_values(dag):
     params = copy.deepcopy(dag.params)
     for name, value in {"model": "svm", "test_size": 0.3, "min_recall": 1, "min_roc_auc": 0,
-                        "storage_backend": "local", "data_url": "file:///tmp/data.csv"}.items():
+                        "storage_backend": "local", "data_url": (PROJECT_ROOT / "data" / "x.csv").as_uri()}.items():
         params[name] = value
     assert params.validate()["model"] == "svm"
 

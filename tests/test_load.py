@@ -1,21 +1,32 @@
-"""The load step against a real HTTP server on 127.0.0.1, and with the source unreachable."""
+"""The load step against a real HTTP server on 127.0.0.1, and with the source unreachable: retries, when the bundled
+copy may replace the source (only when it cannot be reached), the size limit and the total deadline per attempt."""
 
 from __future__ import annotations
 
+import base64
 import json
+import time
+from http.server import BaseHTTPRequestHandler
+from typing import ClassVar
 
 import pytest
 
 from etl import artifacts, load
 from tests.conftest import BUNDLED_CSV, BUNDLED_SHA256
-from tests.http_support import Answer, free_port, scripted_server
+from tests.http_support import Answer, free_port, scripted_server, serving
 from utils.errors import DataSourceError
 
 GOOD = BUNDLED_CSV.read_bytes()
+NOT_USED = "the source answered, so the bundled copy is not used"
 
 
 def loaded_info(settings) -> dict:
     return json.loads((settings.runs_dir / settings.run_id / artifacts.LOAD_INFO).read_text())
+
+
+def run_folder_files(settings) -> list[str]:
+    folder = settings.runs_dir / settings.run_id
+    return sorted(path.name for path in folder.iterdir()) if folder.exists() else []
 
 
 def test_good_csv_is_loaded_with_its_checksum_and_row_count(make_settings):
@@ -36,47 +47,65 @@ def test_server_error_then_success_is_retried(make_settings):
 
 def test_404_is_not_retried_and_strict_mode_fails_naming_the_url(make_settings):
     with scripted_server(Answer(404, b"not here")) as server:
-        with pytest.raises(DataSourceError, match=r"HTTP 404.*DATA_FALLBACK is off") as error:
+        with pytest.raises(load.PermanentDownloadError, match=r"HTTP 404") as error:
             load.run(make_settings(data_url=server.url, download_retries=3, data_fallback=False))
-    assert server.url in str(error.value)
+    assert server.url in str(error.value) and not error.value.transient
     assert len(server.requests) == 1
 
 
-def test_404_falls_back_to_the_bundled_copy_and_records_why(make_settings):
+def test_404_is_an_error_even_with_the_fallback(make_settings):
     with scripted_server(Answer(404, b"not here")) as server:
-        settings = make_settings(data_url=server.url)
-        summary = load.run(settings)
-    assert summary["source"] == "bundled" and summary["sha256"] == BUNDLED_SHA256
-    assert "HTTP 404" in loaded_info(settings)["fallback_reason"]
+        settings = make_settings(data_url=server.url, download_retries=3)
+        with pytest.raises(load.PermanentDownloadError, match=f"HTTP 404.*{NOT_USED}"):
+            load.run(settings)
+    assert len(server.requests) == 1 and run_folder_files(settings) == []
 
 
 @pytest.mark.parametrize("answer, expected", [
     (Answer(body=b"<!DOCTYPE html><html><body>Error</body></html>", content_type="text/plain"), "HTML"),
     (Answer(body=b"<html>login</html>", content_type="text/html; charset=utf-8"), "HTML"),
     (Answer(body=b""), "empty"),
+    (Answer(body=b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe"), "is not UTF-8"),
     (Answer(body=GOOD[:1000]), "truncated"),
-    (Answer(body=GOOD[:5000], declared_length=len(GOOD)), "broke off|truncated|could not be read"),
-])
-def test_a_body_that_is_not_the_csv_is_rejected(make_settings, answer, expected):
+    (Answer(body=GOOD[:5000], declared_length=len(GOOD)), "broke off after 5000 bytes"),
+], ids=["html-body", "html-type", "empty", "binary", "truncated-csv", "truncated-transfer"])
+def test_a_reachable_source_serving_garbage_is_an_error_even_with_the_fallback(make_settings, answer, expected):
     with scripted_server(answer) as server:
-        with pytest.raises(DataSourceError, match=expected):
-            load.run(make_settings(data_url=server.url, data_fallback=False))
+        settings = make_settings(data_url=server.url, download_retries=1)  # DATA_FALLBACK=true
+        with pytest.raises(DataSourceError, match=f"{expected}.*{NOT_USED}"):
+            load.run(settings)
+    assert run_folder_files(settings) == []
+    assert len(server.requests) == (2 if answer.declared_length else 1)  # only a broken transfer is retried
+
+
+def test_server_down_after_every_retry_falls_back_and_records_why(make_settings):
+    with scripted_server(Answer(503, b"busy")) as server:
+        settings = make_settings(data_url=server.url, download_retries=1)
+        summary = load.run(settings)
+    assert summary["source"] == "bundled" and summary["sha256"] == BUNDLED_SHA256 and len(server.requests) == 2
+    assert "HTTP 503" in loaded_info(settings)["fallback_reason"]
+    assert "gave up after 2 attempts" in loaded_info(settings)["fallback_reason"]
 
 
 def test_slow_server_times_out_and_retries(make_settings):
     with scripted_server(Answer(body=GOOD, delay=2.0)) as server:
-        with pytest.raises(DataSourceError, match="gave up after 2 attempts"):
+        with pytest.raises(load.SourceUnreachableError, match="DOWNLOAD_TIMEOUT=0.3 s.*gave up after 2 attempts"):
             load.run(make_settings(data_url=server.url, download_timeout=0.3, download_retries=1,
                                    data_fallback=False))
-    assert len(server.requests) == 2
+        assert load.run(make_settings(data_url=server.url, download_timeout=0.3))["source"] == "bundled"
+    assert len(server.requests) == 3
 
 
-def test_unreachable_source_uses_fallback_only_when_allowed(make_settings):
-    url = f"http://127.0.0.1:{free_port()}/BreastCancer.csv"
+@pytest.mark.parametrize("url", [
+    f"http://127.0.0.1:{free_port()}/BreastCancer.csv",  # connection refused
+    "http://no-such-host.invalid/BreastCancer.csv",  # DNS failure
+], ids=["refused", "dns"])
+def test_unreachable_source_uses_fallback_only_when_allowed(make_settings, url):
     assert load.run(make_settings(data_url=url))["source"] == "bundled"
     strict = make_settings(data_url=url, data_fallback=False, run_id="strict")
-    with pytest.raises(DataSourceError, match="Connection refused|could not be read"):
+    with pytest.raises(load.SourceUnreachableError, match="could not be read.*DATA_FALLBACK is off") as error:
         load.run(strict)
+    assert error.value.transient
     assert not (strict.runs_dir / "strict" / artifacts.RAW).exists()
 
 
@@ -93,11 +122,123 @@ def test_missing_bundled_copy_is_a_clear_error(make_settings, tmp_path):
         load.run(settings)
 
 
+def test_credentials_in_the_url_are_sent_as_basic_auth_and_never_recorded(make_settings):
+    with scripted_server(Answer(body=GOOD)) as server:
+        url = server.url.replace("http://", "http://reader:s3cret-pw@") + "?token=tok-123#frag"
+        settings = make_settings(data_url=url)
+        load.run(settings)
+    [request] = server.requests
+    assert request["headers"]["Authorization"] == "Basic " + base64.b64encode(b"reader:s3cret-pw").decode()
+    assert request["path"] == "/BreastCancer.csv?token=tok-123"
+    assert loaded_info(settings)["location"] == server.url
+
+
+# --- the size limit (DOWNLOAD_MAX_BYTES) --------------------------------------------------------------------------
+
+class EndlessBody(BaseHTTPRequestHandler):
+    """Answers 200 with CSV lines and no Content-Length, for as long as the client reads."""
+
+    protocol_version = "HTTP/1.0"
+    requests: ClassVar[list[str]] = []
+    sent: ClassVar[list[int]] = []  # bytes written per request, once the client hung up
+
+    def do_GET(self) -> None:
+        self.requests.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/csv")
+        self.end_headers()
+        line = GOOD.splitlines(keepends=True)[1] * 100
+        sent = 0
+        try:
+            while sent < 50 * 1024 * 1024:
+                self.wfile.write(line)
+                sent += len(line)
+        except OSError:
+            pass  # the client stopped reading
+        self.sent.append(sent)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_body_above_the_limit_stops_the_transfer_and_writes_nothing(make_settings):
+    with serving(EndlessBody) as httpd:
+        settings = make_settings(data_url=f"http://127.0.0.1:{httpd.server_port}/big.csv",
+                                 download_max_bytes=1_000_000, download_retries=2)
+        with pytest.raises(load.DownloadTooLargeError, match=r"larger than DOWNLOAD_MAX_BYTES=1000000 \(stopped "
+                                                              r"after 10\d{5} bytes\)"):
+            load.run(settings)
+        deadline = time.monotonic() + 10
+        while not EndlessBody.sent and time.monotonic() < deadline:  # the server notices the hang-up on its own
+            time.sleep(0.05)
+    assert run_folder_files(settings) == []
+    assert len(EndlessBody.requests) == 1  # not retried
+    assert EndlessBody.sent and EndlessBody.sent[0] < 50 * 1024 * 1024  # the transfer was cut short
+
+
+def test_a_too_large_content_length_is_refused_before_the_body_is_read(make_settings):
+    with scripted_server(Answer(body=GOOD)) as server:
+        settings = make_settings(data_url=server.url, download_max_bytes=len(GOOD) - 1)
+        with pytest.raises(load.DownloadTooLargeError, match=f"DOWNLOAD_MAX_BYTES={len(GOOD) - 1} "
+                                                              f"\\(Content-Length {len(GOOD)}\\)"):
+            load.run(settings)
+        assert run_folder_files(settings) == []
+        assert load.run(make_settings(data_url=server.url, download_max_bytes=len(GOOD)))["rows"] == 699
+
+
+def test_a_local_file_above_the_limit_is_refused(make_settings):
+    with pytest.raises(load.DownloadTooLargeError, match=f"the file has {len(GOOD)} bytes"):
+        load.run(make_settings(download_max_bytes=1000))
+
+
+# --- the total deadline per attempt (DOWNLOAD_TIMEOUT) ------------------------------------------------------------
+
+class Dripping(BaseHTTPRequestHandler):
+    """Sends its answer one byte every 0.5 s: the headers too when `drip_headers`."""
+
+    drip_headers = False
+
+    def do_GET(self) -> None:
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nContent-Length: {len(GOOD)}\r\n\r\n".encode()
+        if not self.drip_headers:
+            self.wfile.write(head)
+            head = b""
+        try:
+            for byte in head + GOOD:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.5)
+        except OSError:
+            pass  # the client hung up
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class DrippingHeaders(Dripping):
+    drip_headers = True
+
+
+@pytest.mark.parametrize("handler", [Dripping, DrippingHeaders], ids=["body", "headers"])
+def test_a_dripping_server_is_cut_off_after_the_total_timeout(make_settings, handler):
+    with serving(handler) as httpd:
+        settings = make_settings(data_url=f"http://127.0.0.1:{httpd.server_port}/drip.csv", download_timeout=1.5,
+                                 data_fallback=False)
+        started = time.monotonic()
+        with pytest.raises(load.SourceUnreachableError, match=r"no complete answer within DOWNLOAD_TIMEOUT=1.5 s"):
+            load.run(settings)
+        elapsed = time.monotonic() - started
+    assert 1.4 < elapsed < 5, f"the attempt took {elapsed:.1f} s"
+    assert run_folder_files(settings) == []
+
+
 def test_command_line_reports_errors_without_traceback(make_settings, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("DATA_URL", (tmp_path / "missing.csv").as_uri())
+    monkeypatch.setenv("DATA_ALLOWED_DIRS", str(tmp_path))
     monkeypatch.setenv("DATA_FALLBACK", "false")
     monkeypatch.setenv("RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("DOWNLOAD_RETRIES", "0")
     assert load.main(["--run-id", "cli"]) == 1
     assert load.main(["--run-id", "cli"]) == 1  # a retry fails the same way
+    assert "missing.csv does not exist" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "cli" / artifacts.RAW).exists()

@@ -17,13 +17,13 @@ import pytest
 from etl import artifacts, evaluate, load, preprocess, train, upload
 from etl.pipeline import STEPS, run_all
 from tests.conftest import BUNDLED_CSV
-from tests.data.make_bad_inputs import corpus
 from tests.http_support import Answer, scripted_server
 from utils.config import PROJECT_ROOT
 from utils.errors import ArtifactError, PipelineError, RunLockedError
 from utils.files import LOCK_FILE, hold_run_folder, run_dir
 from utils.steps import execute_step
 
+BAD_INPUTS = PROJECT_ROOT / "tests" / "data" / "bad_inputs"
 SLOW_ANSWER_SECONDS = 4.0  # long enough for the test to start a second process while the first one loads
 
 
@@ -147,12 +147,10 @@ def test_a_file_changed_on_disk_stops_publication(make_settings, changed):
     assert published_runs(settings) == []
 
 
-def test_bad_data_into_a_run_that_had_a_good_model_publishes_nothing(make_settings, tmp_path):
+def test_bad_data_into_a_run_that_had_a_good_model_publishes_nothing(make_settings):
     settings = make_settings(run_id="reused")
     run_steps(settings, "load", "preprocess", "train", "evaluate")
-    bad_csv = tmp_path / "bad.csv"
-    bad_csv.write_bytes(corpus()["score_zero.csv"])
-    bad = settings.replace(data_url=bad_csv.as_uri(), data_fallback=False)
+    bad = settings.replace(data_url=(BAD_INPUTS / "score_zero.csv").as_uri(), data_fallback=False)
     run_steps(bad, "load")
     with pytest.raises(PipelineError, match="fails in_range"):
         run_steps(bad, "preprocess")

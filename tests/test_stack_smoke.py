@@ -374,6 +374,7 @@ TEST_SETTINGS = {
     "STORAGE_BACKEND": "local",  # a test never publishes to Google Drive
     "GDRIVE_FOLDER_ID": "",
     "DATA_URL": "file:///opt/airflow/project/data/BreastCancer.csv",  # no internet here: the image's own copy
+    "DATA_ALLOWED_DIRS": "data,tests/data/bad_inputs",  # the bad run reads BAD_CSV
     "DOWNLOAD_RETRIES": "0",
 }
 

@@ -18,6 +18,8 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
 class PipelineError(Exception):
     """A failure the user can act on; the CLI prints its message without a traceback."""
 
+    transient: bool = False  # True: a retry may succeed (Airflow retries it); False: it fails at once
+
 
 class ConfigError(PipelineError):
     """A setting is missing or has a value that cannot be used."""
@@ -42,6 +44,10 @@ class QualityGateError(PipelineError):
 class PublishError(PipelineError):
     """Publishing the run's artifacts failed."""
 
+    transient = True  # Google Drive answers 5xx and rate-limits
+
 
 class RunLockedError(PipelineError):
     """Another process is running a step of the same run; the message names the run and the holder."""
+
+    transient = True  # the holder may finish; Airflow's retry then gets the run

@@ -1,0 +1,160 @@
+"""What a run may read (file:// only inside DATA_ALLOWED_DIRS, never a secret) and what it may show (one redaction
+rule): a whole in-process run with secrets in its settings leaves none of them in any file or log line."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from etl import airflow_tasks, artifacts, load
+from etl.pipeline import run_all
+from tests.conftest import BUNDLED_CSV
+from tests.http_support import Answer, scripted_server
+from utils import redact
+from utils.config import PROJECT_ROOT, Settings, data_url_pattern, shown
+from utils.errors import ConfigError
+
+FAKE_KEY = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC-FAKE-PRIVATE-KEY-FOR-TESTS-0123456789"
+FAKE_KEY_FILE = ('{"type": "service_account", "client_email": "pipeline@example.iam.gserviceaccount.com",\n'
+                 f'"private_key": "-----BEGIN PRIVATE KEY-----\\n{FAKE_KEY}\\n-----END PRIVATE KEY-----\\n"}}\n')
+
+
+def fake_key(folder: Path) -> Path:
+    """A Drive key file with a recognisable fake private key in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "drive_sa.json"
+    path.write_text(FAKE_KEY_FILE, encoding="utf-8")
+    return path
+
+
+# --- what a run may read ------------------------------------------------------------------------------------------
+
+def test_a_file_inside_the_allowed_folders_is_read(make_settings, tmp_path):
+    copy = tmp_path / "in" / "copy.csv"
+    copy.parent.mkdir()
+    copy.write_bytes(BUNDLED_CSV.read_bytes())
+    settings = make_settings(data_url=copy.as_uri(), data_allowed_dirs=str(tmp_path / "in"))
+    assert load.run(settings)["location"] == copy.as_uri()
+
+
+@pytest.mark.parametrize("where", ["outside", "dotdot", "symlink", "prefix"])
+def test_a_file_outside_the_allowed_folders_is_refused_after_resolving(make_settings, tmp_path, where):
+    allowed = tmp_path / "data"
+    allowed.mkdir()
+    outside = tmp_path / "other" / "x.csv"
+    outside.parent.mkdir()
+    outside.write_bytes(BUNDLED_CSV.read_bytes())
+    (allowed / "link.csv").symlink_to(outside)
+    (tmp_path / "data-more").mkdir()
+    (tmp_path / "data-more" / "x.csv").write_bytes(BUNDLED_CSV.read_bytes())
+    url = {"outside": outside.as_uri(), "dotdot": f"file://{allowed}/../other/x.csv",
+           "symlink": (allowed / "link.csv").as_uri(), "prefix": (tmp_path / "data-more" / "x.csv").as_uri()}[where]
+    # the settings refuse a path outside as written, load also one that leads outside through a link
+    with pytest.raises(ConfigError, match=f"DATA_URL=.*DATA_ALLOWED_DIRS \\({allowed}\\)"):
+        load.run(make_settings(data_url=url, data_allowed_dirs=str(allowed)))  # DATA_FALLBACK=true
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("which", ["project-secrets", "any-secrets-folder", "credentials-file"])
+def test_a_secret_is_refused_even_when_its_folder_is_allowed(make_settings, tmp_path, which):
+    key = {"project-secrets": PROJECT_ROOT / "secrets" / "drive_sa.json",
+           "any-secrets-folder": tmp_path / "Secrets" / "drive_sa.json",
+           "credentials-file": tmp_path / "keys" / "drive_sa.json"}[which]
+    settings = make_settings(data_url=key.as_uri(), data_allowed_dirs=f"{tmp_path},{PROJECT_ROOT}",
+                             google_credentials=key)
+    with pytest.raises(ConfigError, match=r"is refused: .* is a secret"):
+        load.run(settings)
+    assert not (settings.runs_dir / settings.run_id).exists()
+
+
+def test_no_allowed_folder_means_no_file_url(make_settings):
+    with pytest.raises(ConfigError, match=r"DATA_URL=.* inside DATA_ALLOWED_DIRS \(empty\)"):
+        make_settings(data_allowed_dirs="")
+
+
+def test_the_param_pattern_is_no_wider_than_the_allowed_folders(tmp_path):
+    odd = tmp_path / "dir with space+plus"
+    pattern = re.compile(data_url_pattern((PROJECT_ROOT / "data", odd)))
+    allowed = ["https://example.org/x.csv", "http://127.0.0.1:8/x", (PROJECT_ROOT / "data" / "x.csv").as_uri(),
+               (odd / "x.csv").as_uri(), f"file://{odd}/x.csv"]
+    refused = ["ftp://example.org/x.csv", "file:///etc/passwd", (PROJECT_ROOT / "secrets" / "drive_sa.json").as_uri(),
+               f"file://{PROJECT_ROOT}/data/../secrets/drive_sa.json", f"file://{PROJECT_ROOT}/data/%2e%2e/x",
+               f"file://{PROJECT_ROOT}/database/x.csv", f"file://{PROJECT_ROOT}/data", "HTTPS://x", " https://x"]
+    assert [url for url in allowed if not pattern.search(url)] == []
+    assert [url for url in refused if pattern.search(url)] == []
+    assert data_url_pattern(()) == "^https?://"
+
+
+def test_a_trigger_conf_changes_only_the_settings_declared_as_params(tmp_path):
+    from dags.breast_cancer_pipeline import run_params
+
+    assert set(run_params(Settings())) == airflow_tasks.PER_RUN_SETTINGS
+    key = fake_key(tmp_path / "secrets")
+    started = datetime(2030, 1, 1, tzinfo=UTC)
+    conf = {"model": "svm", "data_allowed_dirs": "/", "bundled_data_path": str(key), "google_credentials": "/x",
+            "alert_webhook_url": "http://127.0.0.1:9/steal", "runs_dir": str(tmp_path)}  # as Airflow merges them
+    settings = airflow_tasks.settings_for({"params": conf, "run_id": "r",
+                                           "dag_run": SimpleNamespace(logical_date=started, run_after=started)})
+    defaults = Settings()
+    assert settings.model == "svm"
+    assert (settings.data_allowed_dirs, settings.bundled_data_path, settings.google_credentials,
+            settings.alert_webhook_url, settings.runs_dir) == (
+        defaults.data_allowed_dirs, defaults.bundled_data_path, defaults.google_credentials,
+        defaults.alert_webhook_url, defaults.runs_dir)
+
+
+# --- what a run may show ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("variable, value, expected", [
+    ("ALERT_WEBHOOK_URL", "https://hooks.slack.com/services/T0/B0/XYZ?x=1", "https://hooks.slack.com"),
+    ("ALERT_WEBHOOK_URL", "http://u:p@127.0.0.1:8080/bot123:ABC/send", "http://127.0.0.1:8080"),
+    ("DATA_URL", "https://user:pw@example.org:8443/d/x.csv?token=t#f", "https://example.org:8443/d/x.csv"),
+    ("DATA_URL", "file:///work/data/x.csv", "file:///work/data/x.csv"),
+    ("PUSHGATEWAY_URL", "http://admin:hunter2@[::1]:9091/", "http://[::1]:9091/"),
+    ("GDRIVE_API_ROOT", "https://www.googleapis.com/?key=abc", "https://www.googleapis.com/"),
+    ("RUN_ID", "a?b", "a?b"),
+    ("ALERT_WEBHOOK_URL", "", ""),
+])
+def test_one_rule_per_setting(variable, value, expected):
+    assert shown(variable, value) == expected
+
+
+def test_settings_never_print_their_secrets():
+    settings = Settings(alert_webhook_url="https://hooks.example.org/T0/secret-path",
+                        data_url="https://u:pw-123@example.org/x.csv?token=tok-456")
+    for text in (repr(settings), str(settings.public_dict())):
+        assert "secret-path" not in text and "pw-123" not in text and "tok-456" not in text
+    assert settings.public_dict()["ALERT_WEBHOOK_URL"] == "https://hooks.example.org"
+
+
+def test_scrub_hides_every_secret_part_of_a_url_in_foreign_text():
+    url = "http://u:pw-123@example.org/hook/secret-path?token=tok-456"
+    text = f"urlopen failed for {url}; password pw-123; token=tok-456; path /hook/secret-path"
+    assert redact.scrub(text, url) == ("urlopen failed for http://example.org/hook/secret-path; password ***; ***; "
+                                       "path /hook/secret-path")
+    scrubbed = redact.scrub(text, url, redact.ORIGIN)
+    assert "secret-path" not in scrubbed and "pw-123" not in scrubbed and "tok-456" not in scrubbed
+
+
+def test_a_whole_run_with_secrets_in_its_settings_leaves_none_in_any_file_or_log(make_settings, tmp_path, caplog):
+    key_file = fake_key(tmp_path / "secrets")
+    secrets = [FAKE_KEY, "s3cret-pw", "tok-7f3e9", "T00000000/B00000000/hook-secret-path"]
+    caplog.set_level(logging.DEBUG, logger="pipeline")
+    with scripted_server(Answer(body=BUNDLED_CSV.read_bytes())) as source:
+        data_url = source.url.replace("http://", "http://reader:s3cret-pw@") + "?token=tok-7f3e9"
+        settings = make_settings(data_url=data_url, google_credentials=key_file, run_id="secretive",
+                                 alert_webhook_url=f"https://hooks.example.org/services/{secrets[3]}",
+                                 pushgateway_url="")
+        run_all(settings)
+    assert source.requests[0]["path"].endswith("?token=tok-7f3e9")  # the secrets were used...
+    written = [path for root in (settings.runs_dir, settings.results_dir) for path in root.rglob("*") if path.is_file()]
+    assert {artifacts.MANIFEST, artifacts.LOAD_INFO, artifacts.RAW} <= {path.name for path in written}
+    leaks = [(str(path), secret) for path in written for secret in secrets if secret.encode() in path.read_bytes()]
+    leaks += [("log", secret) for secret in secrets if secret in caplog.text]
+    assert leaks == []  # ...and never written
+    assert "hooks.example.org" in (settings.runs_dir / "secretive" / artifacts.MANIFEST).read_text()
