@@ -25,6 +25,7 @@ from etl.publishers.gdrive.compat import ChunkBytesUpload, ServiceAccountCredent
 from etl.publishers.gdrive.credentials import identity_from_settings
 from etl.publishers.gdrive.publisher import RUN_ID_PROPERTY, UPLOAD_GRANULARITY, GDrivePublisher, run_property
 from tests.fake_drive import DROP, FakeDrive, FakeFile, Fault
+from tests.http_support import free_port
 from utils.config import Settings
 from utils.errors import ArtifactError, ConfigError, PublishError
 from utils.files import file_digest, safe_run_id, sha256_file
@@ -265,6 +266,15 @@ def test_a_failure_that_persists_stops_after_the_retries_with_a_clear_error(fake
             write_bundle(tmp_path / "run", {"metrics.json": 10}))
     assert [r.status for r in fake.requests_for("files.get")] == [500, 503, 500]
     assert len(sleeps) == 2
+
+
+def test_an_unreachable_api_is_reported_without_the_secrets_of_its_url(fake, drive_settings, tmp_path, sleeps):
+    settings = drive_settings(gdrive_api_root=f"http://127.0.0.1:{free_port()}/?key=api-key-77")
+
+    with pytest.raises(PublishError, match=r"the Drive API at http://127\.0\.0\.1:\d+/ could not be reached") as error:
+        GDrivePublisher(settings, num_retries=1, sleep=sleeps.append).publish(
+            write_bundle(tmp_path / "run", {"metrics.json": 10}))
+    assert "api-key-77" not in str(error.value)
 
 
 def test_storage_quota_error_says_what_to_do_and_is_not_retried(fake, drive_settings, tmp_path, sleeps):

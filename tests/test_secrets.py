@@ -14,7 +14,7 @@ import pytest
 from etl import airflow_tasks, artifacts, load
 from etl.pipeline import run_all
 from tests.conftest import BUNDLED_CSV
-from tests.http_support import Answer, scripted_server
+from tests.http_support import Answer, free_port, scripted_server
 from utils import redact
 from utils.config import PROJECT_ROOT, Settings, data_url_pattern, shown
 from utils.errors import ConfigError
@@ -143,13 +143,13 @@ def test_scrub_hides_every_secret_part_of_a_url_in_foreign_text():
 
 def test_a_whole_run_with_secrets_in_its_settings_leaves_none_in_any_file_or_log(make_settings, tmp_path, caplog):
     key_file = fake_key(tmp_path / "secrets")
-    secrets = [FAKE_KEY, "s3cret-pw", "tok-7f3e9", "T00000000/B00000000/hook-secret-path"]
+    secrets = [FAKE_KEY, "s3cret-pw", "tok-7f3e9", "T00000000/B00000000/hook-secret-path", "pg-pass-99"]
     caplog.set_level(logging.DEBUG, logger="pipeline")
     with scripted_server(Answer(body=BUNDLED_CSV.read_bytes())) as source:
         data_url = source.url.replace("http://", "http://reader:s3cret-pw@") + "?token=tok-7f3e9"
         settings = make_settings(data_url=data_url, google_credentials=key_file, run_id="secretive",
                                  alert_webhook_url=f"https://hooks.example.org/services/{secrets[3]}",
-                                 pushgateway_url="")
+                                 pushgateway_url=f"http://pusher:pg-pass-99@127.0.0.1:{free_port()}/")
         run_all(settings)
     assert source.requests[0]["path"].endswith("?token=tok-7f3e9")  # the secrets were used...
     written = [path for root in (settings.runs_dir, settings.results_dir) for path in root.rglob("*") if path.is_file()]
@@ -158,3 +158,4 @@ def test_a_whole_run_with_secrets_in_its_settings_leaves_none_in_any_file_or_log
     leaks += [("log", secret) for secret in secrets if secret in caplog.text]
     assert leaks == []  # ...and never written
     assert "hooks.example.org" in (settings.runs_dir / "secretive" / artifacts.MANIFEST).read_text()
+    assert "could not push metrics" in caplog.text  # the refused Pushgateway was reported, without its password

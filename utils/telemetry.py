@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
 
-from utils.config import Settings
+from utils.config import Settings, scrubbed, shown
 from utils.logger import get_logger
 
 JOB = "breast_cancer_pipeline"
@@ -61,6 +61,8 @@ def push_metrics(settings: Settings, step: str, samples: list[Sample]) -> bool:
         pushadd_to_gateway(settings.pushgateway_url, job=JOB, grouping_key={"step": step},
                            registry=build_registry(samples), timeout=PUSH_TIMEOUT_SECONDS)
     except Exception as exc:  # best effort by design: monitoring must never fail the pipeline
-        log.warning("could not push metrics of step %s to %s: %s", step, settings.pushgateway_url, exc)
+        url = settings.pushgateway_url
+        log.warning("could not push metrics of step %s to %s: %s", step, shown("PUSHGATEWAY_URL", url),
+                    scrubbed(str(exc), "PUSHGATEWAY_URL", url))
         return False
     return True

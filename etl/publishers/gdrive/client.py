@@ -20,6 +20,7 @@ from googleapiclient.http import HttpRequest
 from etl.publishers.gdrive.compat import ChunkBytesUpload, Sleep
 from etl.publishers.gdrive.credentials import SCOPES, DriveIdentity
 from etl.publishers.gdrive.service import build_service
+from utils.config import scrubbed, shown
 from utils.errors import ConfigError, PublishError
 from utils.logger import get_logger
 
@@ -116,8 +117,10 @@ class DriveClient:
             retried = f" (still failing after {self.num_retries} retries)" if is_transient(exc) else ""
             return DriveApiError(f"{action}: Drive answered HTTP {exc.status_code} {reason}: {exc.reason}{retried}",
                                  exc.status_code)
-        return PublishError(f"{action}: the Drive API at {self.api_root} could not be reached "
-                            f"(after {self.num_retries} retries): {exc!r}")
+        api = shown("GDRIVE_API_ROOT", self.api_root)
+        detail = scrubbed(repr(exc), "GDRIVE_API_ROOT", self.api_root)
+        return PublishError(f"{action}: the Drive API at {api} could not be reached (after {self.num_retries} "
+                            f"retries): {detail}")
 
     def _sign_in_hint(self, detail: str) -> str:
         """What to do about a refused sign-in, for this kind of credentials."""

@@ -12,6 +12,7 @@ from googleapiclient.discovery_cache import get_static_doc
 from googleapiclient.http import build_http
 
 from etl.publishers.gdrive.compat import Sleep, request_builder
+from utils.config import shown
 from utils.errors import ConfigError
 
 
@@ -22,8 +23,8 @@ def discovery_document(api_root: str) -> dict[str, Any]:
     servicePath and only swaps their host for the endpoint's, keeping https.
     """
     if not api_root.startswith(("https://", "http://")):
-        raise ConfigError(f"GDRIVE_API_ROOT={api_root!r} is invalid: expected an http(s):// URL such as "
-                          "https://www.googleapis.com/")
+        raise ConfigError(f"GDRIVE_API_ROOT={shown('GDRIVE_API_ROOT', api_root)!r} is invalid: expected an "
+                          "http(s):// URL such as https://www.googleapis.com/")
     document = json.loads(get_static_doc("drive", "v3"))
     root = api_root if api_root.endswith("/") else api_root + "/"
     document.update(rootUrl=root, mtlsRootUrl=root, baseUrl=root + document["servicePath"])
