@@ -261,11 +261,12 @@ def test_a_failure_that_persists_stops_after_the_retries_with_a_clear_error(fake
     settings = drive_settings()
     fake.fail_next("files.get", 500, 503, 500)
 
-    with pytest.raises(PublishError, match=r"GDRIVE_FOLDER_ID=.*HTTP 500.*still failing after 2 retries"):
+    with pytest.raises(PublishError, match=r"GDRIVE_FOLDER_ID=.*HTTP 500.*still failing after 2 retries") as error:
         GDrivePublisher(settings, num_retries=2, sleep=sleeps.append).publish(
             write_bundle(tmp_path / "run", {"metrics.json": 10}))
     assert [r.status for r in fake.requests_for("files.get")] == [500, 503, 500]
     assert len(sleeps) == 2
+    assert error.value.transient is True  # Drive may be back by the task's next try
 
 
 def test_an_unreachable_api_is_reported_without_the_secrets_of_its_url(fake, drive_settings, tmp_path, sleeps):
@@ -290,6 +291,7 @@ def test_storage_quota_error_says_what_to_do_and_is_not_retried(fake, drive_sett
         assert expected in message
     assert [r.status for r in fake.requests_for("upload.start")] == [403]
     assert sleeps == []
+    assert caught.value.transient is False  # Airflow fails the task at once: a retry would meet the same quota
 
 
 def test_a_refused_upload_leaves_no_empty_run_folder_and_a_retry_makes_one(fake, drive_settings, tmp_path,
@@ -352,6 +354,7 @@ def test_refused_token_names_the_key_file_and_the_account(fake, drive_settings, 
     assert SA_EMAIL in message
     assert "invalid_grant" in message
     assert [r.operation for r in fake.requests] == ["token"]
+    assert caught.value.transient is False
 
 
 def test_a_large_file_goes_up_in_several_chunks_and_arrives_intact(fake, drive_settings, tmp_path, sleeps):

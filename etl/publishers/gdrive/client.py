@@ -58,11 +58,13 @@ def is_transient(exc: Exception) -> bool:
 
 
 class DriveApiError(PublishError):
-    """A Drive call that failed for good; `status` lets callers explain particular cases."""
+    """A Drive call that failed for good; `status` lets callers explain particular cases, `transient` says whether
+    a later attempt (an Airflow retry) may succeed: not after a refused sign-in, a 4xx or a full quota."""
 
-    def __init__(self, message: str, status: int = 0) -> None:
+    def __init__(self, message: str, status: int = 0, transient: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,8 @@ class DriveClient:
         """A PublishError for a failed call, saying what to do about the common causes."""
         if isinstance(exc, auth_exceptions.RefreshError):
             detail = (str(exc.args[0]) if exc.args else repr(exc)).rstrip(".")  # args[1] is the raw response
-            return PublishError(f"{action}: Google refused to sign in {self.identity.who} with "
-                                f"{self.identity.source}: {detail}. {self._sign_in_hint(detail)}")
+            return DriveApiError(f"{action}: Google refused to sign in {self.identity.who} with "
+                                 f"{self.identity.source}: {detail}. {self._sign_in_hint(detail)}")
         if isinstance(exc, auth_exceptions.TransportError):
             return PublishError(f"{action}: Google's sign-in (token) endpoint could not be reached for "
                                 f"{self.identity.who}: {exc}")
@@ -114,9 +116,10 @@ class DriveClient:
             if exc.status_code == 401:
                 return DriveApiError(f"{action}: Drive did not accept the credentials of {self.who()} from "
                                      f"{self.identity.source} (401 {exc.reason})", 401)
-            retried = f" (still failing after {self.num_retries} retries)" if is_transient(exc) else ""
+            transient = is_transient(exc)
+            retried = f" (still failing after {self.num_retries} retries)" if transient else ""
             return DriveApiError(f"{action}: Drive answered HTTP {exc.status_code} {reason}: {exc.reason}{retried}",
-                                 exc.status_code)
+                                 exc.status_code, transient)
         api = shown("GDRIVE_API_ROOT", self.api_root)
         detail = scrubbed(repr(exc), "GDRIVE_API_ROOT", self.api_root)
         return PublishError(f"{action}: the Drive API at {api} could not be reached (after {self.num_retries} "
