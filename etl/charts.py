@@ -22,7 +22,7 @@ from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocC
 
 SIZE_INCHES, DPI = (5.5, 5.0), 100  # 550 x 500 pixels
 MARGIN = 0.12  # inches of white around the drawing
-CAPTION_CHARS = 80  # a longer caption (run ids can be long) is wrapped onto further lines
+CAPTION_CHARS = 70  # a longer caption (run ids can be long) is wrapped onto further lines
 PNG_METADATA = {"Software": None}  # matplotlib's default names its version; PNG has no timestamp unless asked
 
 

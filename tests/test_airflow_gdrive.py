@@ -21,7 +21,8 @@ from utils.files import file_digest, run_stamp, safe_run_id
 pytestmark = pytest.mark.slow
 
 LOGICAL_DATE = datetime(2030, 2, 1, 6, 0, tzinfo=UTC)
-PUBLISHED_NAMES = {"model.joblib", "metrics.json", "roc_curve.png", "confusion_matrix.png", "report.md",
+PUBLISHED_NAMES = {"model.joblib", "metrics.json", "roc_curve.png", "precision_recall_curve.png", "confusion_matrix.png",
+                   "calibration_curve.png", "report.md",
                    "validation_report.json", "manifest.json"}
 
 
