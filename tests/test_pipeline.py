@@ -21,9 +21,8 @@ from utils.config import PROJECT_ROOT
 from utils.errors import ArtifactError, ConfigError, QualityGateError
 from utils.files import sha256_file
 
-PUBLISHED = {"model.joblib", "metrics.json", "roc_curve.png", "precision_recall_curve.png", "confusion_matrix.png",
-             "calibration_curve.png", "report.md",
-             "validation_report.json", "manifest.json"}
+PUBLISHED = {"model.joblib", "metrics.json", "roc_curve.png", "precision_recall_curve.png",
+             "confusion_matrix.png", "calibration_curve.png", "report.md", "validation_report.json", "manifest.json"}
 DETERMINISTIC_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc",
                          "brier_score", "confusion_matrix", "cv")
 
