@@ -8,6 +8,7 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib import pyplot
 from matplotlib.figure import Figure
 
 from etl import charts, evaluate, preprocess, train
@@ -190,6 +191,11 @@ CURVES = {"roc": charts.roc_curve, "precision_recall": charts.precision_recall_c
           "calibration": charts.calibration_curve}
 
 
+def confusion(counts: list[list[int]], caption: str = "logreg · run test") -> Figure:
+    """The confusion chart of `counts` (rows actual, columns predicted) under this project's class names."""
+    return charts.confusion_matrix(counts, ["benign (0)", "malignant (1)"], caption)
+
+
 def pixels(data: bytes) -> np.ndarray:
     """The PNG's pixels as rows x columns x channels."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -210,6 +216,7 @@ def test_curve_charts_are_reproducible_pngs_that_change_with_the_scores(curve):
     assert pixels(drawn).shape[:2] == (500, 550)
     assert charts.png(curve(CHART_LABELS, CHART_PROBABILITIES, "logreg", "logreg · run test")) == drawn
     assert charts.png(curve(CHART_LABELS, CHART_PROBABILITIES[::-1], "logreg", "logreg · run test")) != drawn
+    assert pyplot.get_fignums() == []  # the figures never entered pyplot's registry of open figures
 
 
 def test_roc_chart_names_the_model_and_its_auc_to_three_decimals():
@@ -220,22 +227,21 @@ def test_roc_chart_names_the_model_and_its_auc_to_three_decimals():
     assert axes.get_title() == "ROC curve"
 
 
-def test_confusion_chart_writes_each_count_in_its_cell_under_the_class_names():
-    figure = charts.confusion_matrix([[50, 0], [25, 10]], ["benign (0)", "malignant (1)"], "logreg · run test")
+def test_confusion_chart_writes_each_count_in_its_cell_under_the_class_names_reproducibly():
+    figure = confusion([[50, 0], [25, 10]])
     [axes] = figure.axes
     cells = {(round(text.get_position()[1]), round(text.get_position()[0])): text.get_text() for text in axes.texts}
     assert cells == {(0, 0): "50", (0, 1): "0", (1, 0): "25", (1, 1): "10"}  # (row = actual, column = predicted)
     assert [label.get_text() for label in axes.get_yticklabels()] == ["benign (0)", "malignant (1)"]
     drawn = charts.png(figure)
-    assert drawn != charts.png(charts.confusion_matrix([[50, 1], [24, 10]], ["benign (0)", "malignant (1)"],
-                                                       "logreg · run test"))
+    assert charts.png(confusion([[50, 0], [25, 10]])) == drawn != charts.png(confusion([[50, 1], [24, 10]]))
 
 
 @pytest.mark.parametrize("chart", ["roc", "precision_recall", "calibration", "confusion"])
 def test_every_text_of_a_chart_fits_even_with_a_very_long_run_id(chart):
     caption = "logreg · run " + "manual__2026-12-01T09:30:00.123456+00:00" * 6
-    figure = (charts.confusion_matrix([[50, 0], [25, 10]], ["benign (0)", "malignant (1)"], caption)
-              if chart == "confusion" else CURVES[chart](CHART_LABELS, CHART_PROBABILITIES, "logreg", caption))
+    figure = (confusion([[50, 0], [25, 10]], caption) if chart == "confusion"
+              else CURVES[chart](CHART_LABELS, CHART_PROBABILITIES, "logreg", caption))
     assert fits(figure)
 
 
