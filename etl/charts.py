@@ -10,13 +10,13 @@ from __future__ import annotations
 import io
 import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine
-from matplotlib.lines import Line2D
 from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
@@ -39,28 +39,42 @@ def titled_axes(title: str, caption: str, grid: bool = True) -> Axes:
     return axes
 
 
-def label_with_score(axes: Axes, line: Line2D, label: str, legend_at: str) -> None:
-    """Name the curve `label` in the legend: scikit-learn's label rounds to 2 decimals, which shows 0.995 as 1.00."""
-    line.set_label(label)
-    axes.legend(loc=legend_at)
+@dataclass(frozen=True)
+class ScoredCurve:
+    """A scikit-learn curve display with the name of its summary score, shown to 3 decimals in the legend
+    (scikit-learn's own label rounds to 2, which shows an AUC of 0.995 as 1.00)."""
+
+    display: type[RocCurveDisplay | PrecisionRecallDisplay]
+    title: str
+    score_name: str
+    score_attribute: str  # the display's attribute that holds the score
+    legend_at: str
+
+
+ROC = ScoredCurve(RocCurveDisplay, "ROC curve", "AUC", "roc_auc", "lower right")
+PRECISION_RECALL = ScoredCurve(PrecisionRecallDisplay, "Precision-recall curve", "AP", "average_precision",
+                               "lower left")
+
+
+def scored_curve(curve: ScoredCurve, labels: np.ndarray, probabilities: np.ndarray, model: str,
+                 caption: str) -> Figure:
+    """`curve` for the positive class (1) with the chance level, the model and its score in the legend."""
+    axes = titled_axes(curve.title, caption)
+    display = curve.display.from_predictions(labels, probabilities, pos_label=1, name=model, ax=axes,
+                                             plot_chance_level=True)
+    display.line_.set_label(f"{model} ({curve.score_name} = {getattr(display, curve.score_attribute):.3f})")
+    axes.legend(loc=curve.legend_at)
+    return axes.figure
 
 
 def roc_curve(labels: np.ndarray, probabilities: np.ndarray, model: str, caption: str) -> Figure:
-    """The ROC curve of the positive class (1), with the chance diagonal and the AUC in the legend."""
-    axes = titled_axes("ROC curve", caption)
-    display = RocCurveDisplay.from_predictions(labels, probabilities, pos_label=1, name=model, ax=axes,
-                                               plot_chance_level=True)
-    label_with_score(axes, display.line_, f"{model} (AUC = {display.roc_auc:.3f})", "lower right")
-    return axes.figure
+    """The ROC curve, with the chance diagonal and the AUC in the legend."""
+    return scored_curve(ROC, labels, probabilities, model, caption)
 
 
 def precision_recall_curve(labels: np.ndarray, probabilities: np.ndarray, model: str, caption: str) -> Figure:
-    """The precision-recall curve of the positive class (1), with its average precision and the prevalence line."""
-    axes = titled_axes("Precision-recall curve", caption)
-    display = PrecisionRecallDisplay.from_predictions(labels, probabilities, pos_label=1, name=model, ax=axes,
-                                                      plot_chance_level=True)
-    label_with_score(axes, display.line_, f"{model} (AP = {display.average_precision:.3f})", "lower left")
-    return axes.figure
+    """The precision-recall curve, with the prevalence line and the average precision in the legend."""
+    return scored_curve(PRECISION_RECALL, labels, probabilities, model, caption)
 
 
 def calibration_curve(labels: np.ndarray, probabilities: np.ndarray, model: str, caption: str) -> Figure:
