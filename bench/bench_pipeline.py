@@ -1,9 +1,9 @@
 """Benchmark: the pipeline as five processes and in one process, against `import pandas, sklearn`.
 
 Every figure is a median wall time over BENCH_REPEAT runs (default 3), reported as a ratio to the baseline
-measured in the same run, so the goals hold on any machine:
-  each separate step <= 1.5 x baseline; the in-process total <= 2 x baseline.
-Peak memory (max RSS) of each process is reported too. Exit status 1 when a goal is missed.
+measured in the same run, so that figures compare across machines. They are reported without goals: the
+per-step 1.5x and in-process 2x goals were retired with the move to matplotlib (evaluate's time includes
+importing it and drawing the four charts). Peak memory (max RSS) of each process is reported too.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("load", "preprocess", "train", "evaluate", "upload")
-STEP_GOAL, TOTAL_GOAL = 1.5, 2.0
 
 
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -34,30 +33,21 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     return elapsed, usage.ru_maxrss / 1024
 
 
-def report(rows: dict[str, list[tuple[float, float]]], repeat: int) -> int:
-    """Print the table of medians and ratios; return 1 when a goal is missed."""
+def report(rows: dict[str, list[tuple[float, float]]], repeat: int) -> None:
+    """Print the table of medians and ratios."""
     def median(name: str, index: int) -> float:
         return statistics.median(sample[index] for sample in rows[name])
 
     baseline = median("baseline", 0)
     separate_total = sum(median(step, 0) for step in STEPS)
     print(f"pipeline benchmark: median of {repeat} run(s); baseline = python -c 'import pandas, sklearn'")
-    print(f"{'what':<22}{'seconds':>9}{'x baseline':>12}{'goal':>8}{'max RSS MiB':>13}")
-    missed = []
-    lines = [("baseline", baseline, None, median("baseline", 1))]
-    lines += [(f"step {step}", median(step, 0), STEP_GOAL, median(step, 1)) for step in STEPS]
-    lines += [("five processes total", separate_total, None, max(median(s, 1) for s in STEPS)),
-              ("in-process total", median("in-process", 0), TOTAL_GOAL, median("in-process", 1))]
-    for name, seconds, goal, rss in lines:
-        ratio = seconds / baseline
-        verdict = "" if goal is None else ("ok" if ratio <= goal else "MISSED")
-        if verdict == "MISSED":
-            missed.append(name)
-        goal_text = "" if goal is None else f"<={goal}"
-        print(f"{name:<22}{seconds:>9.2f}{ratio:>12.2f}{goal_text:>8}{rss:>13.0f}  {verdict}")
-    if missed:
-        print("goals missed: " + ", ".join(missed))
-    return 1 if missed else 0
+    print(f"{'what':<22}{'seconds':>9}{'x baseline':>12}{'max RSS MiB':>13}")
+    lines = [("baseline", baseline, median("baseline", 1))]
+    lines += [(f"step {step}", median(step, 0), median(step, 1)) for step in STEPS]
+    lines += [("five processes total", separate_total, max(median(s, 1) for s in STEPS)),
+              ("in-process total", median("in-process", 0), median("in-process", 1))]
+    for name, seconds, rss in lines:
+        print(f"{name:<22}{seconds:>9.2f}{seconds / baseline:>12.2f}{rss:>13.0f}")
 
 
 def main() -> int:
@@ -73,7 +63,8 @@ def main() -> int:
         for step in STEPS:
             rows[step].append(timed([python, "-m", f"etl.{step}", "--run-id", f"separate{attempt}"], env))
         rows["in-process"].append(timed([python, "-m", "etl.pipeline", "--run-id", f"single{attempt}"], env))
-    return report(rows, repeat)
+    report(rows, repeat)
+    return 0
 
 
 if __name__ == "__main__":

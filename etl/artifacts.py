@@ -29,7 +29,10 @@ MODEL = "model.joblib"  # train: the fitted sklearn Pipeline
 TRAIN_INFO = "train.json"  # train: model sha256, cross-validation scores
 METRICS = "metrics.json"  # evaluate
 ROC_CURVE = "roc_curve.png"  # evaluate
+PRECISION_RECALL_CURVE = "precision_recall_curve.png"  # evaluate
 CONFUSION_MATRIX = "confusion_matrix.png"  # evaluate
+CALIBRATION_CURVE = "calibration_curve.png"  # evaluate
+CHARTS = (ROC_CURVE, PRECISION_RECALL_CURVE, CONFUSION_MATRIX, CALIBRATION_CURVE)  # evaluate: for people
 REPORT = "report.md"  # evaluate
 EVALUATE_INFO = "evaluate.json"  # evaluate: what it scored and wrote
 MANIFEST = "manifest.json"  # upload: checksums, settings, versions
@@ -37,7 +40,7 @@ UPLOAD_INFO = "upload.json"  # upload: where the run was published
 
 PRODUCED_BY = {RUN_INFO: "load", RAW: "load", LOAD_INFO: "load", VALIDATION_REPORT: "preprocess", TRAIN: "preprocess",
                TEST: "preprocess", PREPROCESS_INFO: "preprocess", MODEL: "train", TRAIN_INFO: "train",
-               METRICS: "evaluate", ROC_CURVE: "evaluate", CONFUSION_MATRIX: "evaluate", REPORT: "evaluate",
+               METRICS: "evaluate", **dict.fromkeys(CHARTS, "evaluate"), REPORT: "evaluate",
                EVALUATE_INFO: "evaluate", MANIFEST: "upload", UPLOAD_INFO: "upload"}
 RECORD_OF = {"load": LOAD_INFO, "preprocess": PREPROCESS_INFO, "train": TRAIN_INFO, "evaluate": EVALUATE_INFO,
              "upload": UPLOAD_INFO}  # each step's record, written last, once its outputs are complete

@@ -1,147 +1,100 @@
-"""The run's two charts, a ROC curve and a confusion matrix, drawn with Pillow as PNG bytes.
+"""The run's four charts, drawn as a notebook draws them: scikit-learn's displays on matplotlib axes, as PNG bytes.
 
-Pillow rather than matplotlib: the charts are fixed and simple, and importing matplotlib alone takes longer than
-everything else the evaluate step adds to pandas and sklearn (see `make bench`). Each chart is drawn at
-`SUPERSAMPLE` times its size and scaled down, which smooths lines the way an anti-aliasing renderer would.
-The output is byte-for-byte the same for the same input (no timestamps), so a retried step writes the same file.
+Each figure is a `matplotlib.figure.Figure` on an Agg canvas, so nothing depends on a display or on pyplot's
+registry of open figures. The PNGs carry no software tag and no timestamp: the same input gives the same bytes,
+so a retried step writes the same file and the checksum chain can record it.
 """
 
 from __future__ import annotations
 
-import functools
 import io
-import math
+import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from PIL import Image, ImageDraw, ImageFont
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
+from sklearn.calibration import CalibrationDisplay
+from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
-SUPERSAMPLE = 3
-INK, GRID, CURVE, CHANCE = (33, 33, 33), (225, 225, 225), (31, 119, 180), (150, 150, 150)
-LIGHTEST_CELL, DARKEST_CELL = (247, 251, 255), (8, 48, 107)  # the ends of a white-to-blue scale
-TICKS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-
-Box = tuple[float, float, float, float]  # left, top, right, bottom in output pixels
-
-
-class Canvas:
-    """A white image addressed in output pixels, drawn at SUPERSAMPLE times that size."""
-
-    def __init__(self, width: int, height: int) -> None:
-        self.size = (width, height)
-        self.image = Image.new("RGB", (width * SUPERSAMPLE, height * SUPERSAMPLE), "white")
-        self.draw = ImageDraw.Draw(self.image)
-
-    @staticmethod
-    @functools.cache
-    def font(size: float) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-        """Pillow's bundled font at `size` output pixels (loaded once per size)."""
-        return ImageFont.load_default(size=size * SUPERSAMPLE)
-
-    @staticmethod
-    def scaled(*points: tuple[float, float]) -> list[tuple[float, float]]:
-        return [(x * SUPERSAMPLE, y * SUPERSAMPLE) for x, y in points]
-
-    def line(self, points: Sequence[tuple[float, float]], color: tuple[int, int, int], width: float = 1) -> None:
-        self.draw.line(self.scaled(*points), fill=color, width=round(width * SUPERSAMPLE), joint="curve")
-
-    def dashed(self, start: tuple[float, float], end: tuple[float, float], color: tuple[int, int, int],
-               dash: float = 6) -> None:
-        def at(share: float) -> tuple[float, float]:
-            return start[0] + share * (end[0] - start[0]), start[1] + share * (end[1] - start[1])
-
-        steps = max(1, int(math.dist(start, end) // dash))
-        for index in range(0, steps, 2):
-            self.line([at(index / steps), at(min(1.0, (index + 1) / steps))], color)
-
-    def rectangle(self, box: Box, fill: tuple[int, int, int] | None = None,
-                  outline: tuple[int, int, int] | None = None) -> None:
-        left, top, right, bottom = box
-        self.draw.rectangle([*self.scaled((left, top)), *self.scaled((right, bottom))], fill=fill, outline=outline,
-                            width=SUPERSAMPLE)
-
-    def text(self, xy: tuple[float, float], text: str, size: float = 11, anchor: str = "mm",
-             color: tuple[int, int, int] = INK) -> None:
-        """`anchor` as in Pillow: two letters, horizontal (l/m/r) then vertical (t/m/b)."""
-        self.draw.text(self.scaled(xy)[0], text, fill=color, font=self.font(size), anchor=anchor)
-
-    def title(self, x: float, y: float, text: str, size: float = 13) -> None:
-        """A centred heading, made smaller until it fits the image's width (run ids can be long)."""
-        while size > 7 and self.font(size).getlength(text) > (self.size[0] - 20) * SUPERSAMPLE:
-            size -= 0.5
-        self.text((x, y), text, size=size)
-
-    def vertical_text(self, xy: tuple[float, float], text: str, size: float = 11) -> None:
-        """Text reading bottom to top, centred on `xy` (a y-axis label)."""
-        font = self.font(size)
-        left, top, right, bottom = font.getbbox(text)
-        label = Image.new("RGB", (right - left, bottom - top), "white")
-        ImageDraw.Draw(label).text((-left, -top), text, fill=INK, font=font)
-        label = label.transpose(Image.Transpose.ROTATE_90)
-        x, y = self.scaled(xy)[0]
-        self.image.paste(label, (round(x - label.width / 2), round(y - label.height / 2)))
-
-    def png(self) -> bytes:
-        buffer = io.BytesIO()
-        self.image.resize(self.size, Image.Resampling.LANCZOS).save(buffer, format="PNG", optimize=True)
-        return buffer.getvalue()
+SIZE_INCHES, DPI = (5.5, 5.0), 100  # 550 x 500 pixels
+MARGIN = 0.12  # inches of white around the drawing
+CAPTION_CHARS = 70  # a longer caption (run ids can be long) is wrapped onto further lines
+PNG_METADATA = {"Software": None}  # matplotlib's default names its version; PNG has no timestamp unless asked
 
 
-def roc_curve_png(false_positive_rate: Sequence[float], true_positive_rate: Sequence[float], roc_auc: float,
-                  title: str) -> bytes:
-    """The ROC curve on a unit square, with the chance diagonal and the AUC in the legend."""
-    canvas = Canvas(550, 550)
-    left, top, right, bottom = plot = (75, 50, 525, 485)
-
-    def at(x: float, y: float) -> tuple[float, float]:
-        return left + x * (right - left), bottom - y * (bottom - top)
-
-    for tick in TICKS:
-        canvas.line([at(tick, 0), at(tick, 1)], GRID)
-        canvas.line([at(0, tick), at(1, tick)], GRID)
-        canvas.text((at(tick, 0)[0], bottom + 6), f"{tick:.1f}", anchor="mt")
-        canvas.text((left - 6, at(0, tick)[1]), f"{tick:.1f}", anchor="rm")
-    canvas.dashed(at(0, 0), at(1, 1), CHANCE)
-    canvas.line([at(x, y) for x, y in zip(false_positive_rate, true_positive_rate, strict=True)], CURVE, width=2)
-    canvas.rectangle(plot, outline=INK)
-
-    legend = (right - 215, bottom - 62, right - 12, bottom - 12)
-    canvas.rectangle(legend, fill=(255, 255, 255), outline=GRID)
-    canvas.line([(legend[0] + 10, legend[1] + 15), (legend[0] + 38, legend[1] + 15)], CURVE, width=2)
-    canvas.text((legend[0] + 46, legend[1] + 15), f"model (ROC-AUC = {roc_auc:.3f})", anchor="lm")
-    canvas.dashed((legend[0] + 10, legend[1] + 35), (legend[0] + 38, legend[1] + 35), CHANCE)
-    canvas.text((legend[0] + 46, legend[1] + 35), "chance", anchor="lm")
-
-    canvas.title((left + right) / 2, 25, title)
-    canvas.text(((left + right) / 2, bottom + 40), "False positive rate (benign flagged)")
-    canvas.vertical_text((22, (top + bottom) / 2), "True positive rate (malignant found)")
-    return canvas.png()
+def titled_axes(title: str, caption: str, grid: bool = True) -> Axes:
+    """The single axes of a new figure, headed by `title`, with `caption` in small print below (wrapped to fit)."""
+    figure = Figure(figsize=SIZE_INCHES, dpi=DPI, layout=ConstrainedLayoutEngine(w_pad=MARGIN, h_pad=MARGIN))
+    FigureCanvasAgg(figure)
+    figure.supxlabel(textwrap.fill(caption, CAPTION_CHARS, break_on_hyphens=False), fontsize="small",
+                     color="dimgray")
+    axes = figure.add_subplot()
+    axes.set_title(title, fontsize="large", fontweight="bold")
+    if grid:
+        axes.grid(alpha=0.3)
+    return axes
 
 
-def cell_color(count: int, largest: int) -> tuple[int, int, int]:
-    """White for 0, dark blue for the largest count, linear in between."""
-    share = count / largest if largest else 0.0
-    return tuple(round(light + share * (dark - light))  # type: ignore[return-value]
-                 for light, dark in zip(LIGHTEST_CELL, DARKEST_CELL, strict=True))
+@dataclass(frozen=True)
+class ScoredCurve:
+    """A scikit-learn curve display with the name of its summary score, shown to 3 decimals in the legend
+    (scikit-learn's own label rounds to 2, which shows an AUC of 0.995 as 1.00)."""
+
+    display: type[RocCurveDisplay | PrecisionRecallDisplay]
+    title: str
+    score_name: str
+    score_attribute: str  # the display's attribute that holds the score
+    legend_at: str
 
 
-def confusion_matrix_png(counts: Sequence[Sequence[int]], class_names: Sequence[str], title: str) -> bytes:
-    """A square matrix, actual classes as rows and predicted classes as columns, each cell with its count."""
-    classes = len(class_names)
-    canvas = Canvas(550, 495)
-    left, top, cell = 165, 55, 170
-    largest = max(max(row) for row in counts)
-    for row, actual in enumerate(class_names):
-        for column in range(classes):
-            box = (left + column * cell, top + row * cell, left + (column + 1) * cell, top + (row + 1) * cell)
-            color = cell_color(counts[row][column], largest)
-            canvas.rectangle(box, fill=color, outline=(255, 255, 255))
-            text_color = (255, 255, 255) if sum(color) < 3 * 140 else INK
-            canvas.text(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), str(counts[row][column]), size=22,
-                        color=text_color)
-        canvas.text((left - 10, top + (row + 0.5) * cell), actual, anchor="rm")
-    for column, predicted in enumerate(class_names):
-        canvas.text((left + (column + 0.5) * cell, top + classes * cell + 8), predicted, anchor="mt")
-    canvas.title(left + classes * cell / 2, 27, title)
-    canvas.text((left + classes * cell / 2, top + classes * cell + 45), "Predicted label")
-    canvas.vertical_text((left - 125, top + classes * cell / 2), "True label")
-    return canvas.png()
+ROC = ScoredCurve(RocCurveDisplay, "ROC curve", "AUC", "roc_auc", "lower right")
+PRECISION_RECALL = ScoredCurve(PrecisionRecallDisplay, "Precision-recall curve", "AP", "average_precision",
+                               "lower left")
+
+
+def scored_curve(curve: ScoredCurve, labels: np.ndarray, probabilities: np.ndarray, model: str,
+                 caption: str) -> Figure:
+    """`curve` for the positive class (1) with the chance level, the model and its score in the legend."""
+    axes = titled_axes(curve.title, caption)
+    display = curve.display.from_predictions(labels, probabilities, pos_label=1, name=model, ax=axes,
+                                             plot_chance_level=True)
+    display.line_.set_label(f"{model} ({curve.score_name} = {getattr(display, curve.score_attribute):.3f})")
+    axes.legend(loc=curve.legend_at)
+    return axes.figure
+
+
+def roc_curve(labels: np.ndarray, probabilities: np.ndarray, model: str, caption: str) -> Figure:
+    """The ROC curve, with the chance diagonal and the AUC in the legend."""
+    return scored_curve(ROC, labels, probabilities, model, caption)
+
+
+def precision_recall_curve(labels: np.ndarray, probabilities: np.ndarray, model: str, caption: str) -> Figure:
+    """The precision-recall curve, with the prevalence line and the average precision in the legend."""
+    return scored_curve(PRECISION_RECALL, labels, probabilities, model, caption)
+
+
+def calibration_curve(labels: np.ndarray, probabilities: np.ndarray, model: str, caption: str) -> Figure:
+    """The share of positives against the mean predicted probability, in scikit-learn's five equal-width bins."""
+    axes = titled_axes("Calibration curve", caption)
+    CalibrationDisplay.from_predictions(labels, probabilities, pos_label=1, name=model, ax=axes)
+    axes.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), aspect="equal")
+    return axes.figure
+
+
+def confusion_matrix(counts: Sequence[Sequence[int]], class_names: Sequence[str], caption: str) -> Figure:
+    """Actual classes as rows, predicted classes as columns, each cell shaded by and labelled with its count."""
+    axes = titled_axes("Confusion matrix", caption, grid=False)
+    ConfusionMatrixDisplay(np.asarray(counts), display_labels=list(class_names)).plot(
+        ax=axes, cmap="Blues", colorbar=False, text_kw={"fontsize": "x-large"})
+    return axes.figure
+
+
+def png(figure: Figure) -> bytes:
+    """The figure as PNG bytes, identical for identical figures."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata=PNG_METADATA)
+    return buffer.getvalue()

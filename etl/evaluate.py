@@ -1,5 +1,6 @@
 """Step 4, evaluate: verify and load the model, score the held-out rows (malignant = positive), write
-metrics.json, a ROC curve, a confusion matrix and a short report, then apply the quality gate."""
+metrics.json, four charts (ROC, precision-recall, confusion matrix, calibration) and a short report, then apply
+the quality gate."""
 
 from __future__ import annotations
 
@@ -20,10 +21,9 @@ from sklearn.metrics import (
     precision_score,
     recall_score,
     roc_auc_score,
-    roc_curve,
 )
 
-from etl import artifacts, charts
+from etl import artifacts
 from etl.dataset import CLASS_NAMES, features_and_labels
 from utils.config import Settings
 from utils.errors import QualityGateError
@@ -72,16 +72,18 @@ def quality_gate(metrics: dict[str, Any], settings: Settings) -> dict[str, Any]:
     return {"passed": not failures, "thresholds": thresholds, "failures": failures}
 
 
-def save_roc_curve(labels: np.ndarray, probabilities: np.ndarray, roc_auc: float, path: Path, title: str) -> None:
-    false_positive_rate, true_positive_rate, _ = roc_curve(labels, probabilities, pos_label=1)
-    write_bytes_atomic(path, charts.roc_curve_png(false_positive_rate.tolist(), true_positive_rate.tolist(),
-                                                  roc_auc, title))
+def save_charts(folder: Path, labels: np.ndarray, probabilities: np.ndarray, counts: dict[str, int], model: str,
+                caption: str) -> None:
+    """Write the four charts into the run folder; `counts` as `score` returns them (tn, fp, fn, tp)."""
+    from etl import charts  # matplotlib: imported only by the step that draws
 
-
-def save_confusion_matrix(counts: dict[str, int], path: Path, title: str) -> None:
-    """`counts` as `score` returns them: tn, fp, fn, tp."""
     matrix = [[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]]
-    write_bytes_atomic(path, charts.confusion_matrix_png(matrix, list(CLASS_NAMES.values()), title))
+    figures = {artifacts.ROC_CURVE: charts.roc_curve(labels, probabilities, model, caption),
+               artifacts.PRECISION_RECALL_CURVE: charts.precision_recall_curve(labels, probabilities, model, caption),
+               artifacts.CONFUSION_MATRIX: charts.confusion_matrix(matrix, list(CLASS_NAMES.values()), caption),
+               artifacts.CALIBRATION_CURVE: charts.calibration_curve(labels, probabilities, model, caption)}
+    for name, figure in figures.items():
+        write_bytes_atomic(folder / name, charts.png(figure))
 
 
 def render_report(metrics: dict[str, Any]) -> str:
@@ -93,6 +95,7 @@ def render_report(metrics: dict[str, Any]) -> str:
                       "pr_auc", "brier_score"))
     cv = "\n".join(f"| {name} | {s['mean']:.4f} ± {s['std']:.4f} |" for name, s in metrics["cv"].items())
     verdict = "PASSED" if gate["passed"] else "FAILED: " + "; ".join(gate["failures"])
+    charts = "\n".join(f"![{name.removesuffix('.png').replace('_', ' ')}]({name})" for name in artifacts.CHARTS)
     return f"""# Breast cancer model: run {metrics['run_id']}
 
 - Model: `{metrics['model']}` (seed {metrics['seed']}), trained on {metrics['rows_train']} rows,
@@ -115,8 +118,9 @@ Confusion matrix: {cm['tp']} malignant found, {cm['fn']} malignant missed, {cm['
 |---|---|
 {cv}
 
-![ROC curve]({artifacts.ROC_CURVE})
-![Confusion matrix]({artifacts.CONFUSION_MATRIX})
+## Charts
+
+{charts}
 """
 
 
@@ -150,15 +154,13 @@ def run(settings: Settings) -> dict[str, Any]:
                     "data_source": load_info["source"], "data_location": load_info["location"]})
     metrics["quality_gate"] = quality_gate(metrics, settings)
 
-    title = f"{metrics['model']} · run {settings.run_id}"
-    save_roc_curve(labels, probabilities, metrics["roc_auc"], folder / artifacts.ROC_CURVE, f"ROC curve: {title}")
-    save_confusion_matrix(metrics["confusion_matrix"], folder / artifacts.CONFUSION_MATRIX,
-                          f"Confusion matrix: {title}")
+    save_charts(folder, labels, probabilities, metrics["confusion_matrix"], metrics["model"],
+                f"{metrics['model']} · run {settings.run_id} · {len(test)} held-out rows")
     write_text_atomic(folder / artifacts.REPORT, render_report(metrics))
     write_json_atomic(folder / artifacts.METRICS, metrics)
     write_json_atomic(folder / artifacts.EVALUATE_INFO, artifacts.lineage(
         folder, inputs=(artifacts.MODEL, artifacts.TEST),
-        outputs=(artifacts.METRICS, artifacts.ROC_CURVE, artifacts.CONFUSION_MATRIX, artifacts.REPORT)))
+        outputs=(artifacts.METRICS, *artifacts.CHARTS, artifacts.REPORT)))
     push_metrics(settings, STEP, gate_samples(metrics))
     log.info("test accuracy %.4f, precision %.4f, recall %.4f, F1 %.4f, ROC-AUC %.4f on %d rows",
              metrics["accuracy"], metrics["precision"], metrics["recall"], metrics["f1"], metrics["roc_auc"],

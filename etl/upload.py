@@ -26,9 +26,9 @@ from utils.steps import cli_main
 from utils.telemetry import Sample, push_metrics
 
 STEP = "upload"
-PUBLISHED_FILES = (artifacts.MODEL, artifacts.METRICS, artifacts.ROC_CURVE, artifacts.CONFUSION_MATRIX,
-                   artifacts.REPORT, artifacts.VALIDATION_REPORT)
-RECORDED_PACKAGES = ("apache-airflow", "pandas", "numpy", "scikit-learn", "pandera", "joblib", "pillow")
+PUBLISHED_FILES = (artifacts.MODEL, artifacts.METRICS, *artifacts.CHARTS, artifacts.REPORT,
+                   artifacts.VALIDATION_REPORT)
+RECORDED_PACKAGES = ("apache-airflow", "pandas", "numpy", "scikit-learn", "pandera", "joblib", "matplotlib")
 log = get_logger(STEP)
 
 

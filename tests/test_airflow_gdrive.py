@@ -21,8 +21,9 @@ from utils.files import file_digest, run_stamp, safe_run_id
 pytestmark = pytest.mark.slow
 
 LOGICAL_DATE = datetime(2030, 2, 1, 6, 0, tzinfo=UTC)
-PUBLISHED_NAMES = {"model.joblib", "metrics.json", "roc_curve.png", "confusion_matrix.png", "report.md",
-                   "validation_report.json", "manifest.json"}
+PUBLISHED_NAMES = {"model.joblib", "metrics.json", "roc_curve.png", "precision_recall_curve.png",
+                   "confusion_matrix.png", "calibration_curve.png", "report.md", "validation_report.json",
+                   "manifest.json"}
 
 
 def test_dag_run_publishes_every_artifact_to_a_shared_drive_folder_and_locally(tmp_path: Path,

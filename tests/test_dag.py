@@ -20,7 +20,7 @@ from tests.conftest import SETTING_VARIABLES
 from tests.http_support import Answer, scripted_server
 from utils.config import PROJECT_ROOT, Settings
 
-HEAVY_MODULES = ("pandas", "numpy", "sklearn", "pandera", "PIL", "joblib", "googleapiclient",
+HEAVY_MODULES = ("pandas", "numpy", "sklearn", "pandera", "matplotlib", "PIL", "joblib", "googleapiclient",
                  "prometheus_client")
 EXPECTED_DOWNSTREAM = {
     "start": {"load"},

@@ -21,8 +21,8 @@ from utils.config import PROJECT_ROOT
 from utils.errors import ArtifactError, ConfigError, QualityGateError
 from utils.files import sha256_file
 
-PUBLISHED = {"model.joblib", "metrics.json", "roc_curve.png", "confusion_matrix.png", "report.md",
-             "validation_report.json", "manifest.json"}
+PUBLISHED = {"model.joblib", "metrics.json", "roc_curve.png", "precision_recall_curve.png",
+             "confusion_matrix.png", "calibration_curve.png", "report.md", "validation_report.json", "manifest.json"}
 DETERMINISTIC_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc",
                          "brier_score", "confusion_matrix", "cv")
 
@@ -92,13 +92,14 @@ def test_test_ids_never_appear_in_training(finished_run):
     assert train_ids and test_ids and not train_ids & test_ids
 
 
-def test_plots_are_png_and_report_names_the_verdict(finished_run):
+def test_charts_are_png_and_report_names_the_verdict_and_embeds_every_chart(finished_run):
     settings, _ = finished_run
     folder = published_folder(settings)
-    for name in ("roc_curve.png", "confusion_matrix.png"):
-        assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (folder / "report.md").read_text()
-    assert "**PASSED**" in report and "roc_curve.png" in report
+    assert "**PASSED**" in report
+    for name in artifacts.CHARTS:
+        assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({name})" in report
 
 
 def test_same_data_and_seed_give_identical_metrics(finished_run, make_settings):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 
+import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
+from matplotlib import pyplot
+from matplotlib.figure import Figure
 
 from etl import charts, evaluate, preprocess, train
 from etl.dataset import EXPECTED_COLUMNS, FEATURES, ID, TARGET, features_and_labels
@@ -183,38 +185,64 @@ def test_quality_gate_lists_each_metric_below_its_threshold():
                                                                              min_roc_auc=0.98))["passed"]
 
 
-def png_image(data: bytes) -> Image.Image:
+CHART_LABELS = np.array([0, 0, 0, 1, 1, 1])
+CHART_PROBABILITIES = np.array([0.1, 0.2, 0.7, 0.4, 0.8, 0.9])  # ROC-AUC 8/9, as in the scoring test above
+CURVES = {"roc": charts.roc_curve, "precision_recall": charts.precision_recall_curve,
+          "calibration": charts.calibration_curve}
+
+
+def confusion(counts: list[list[int]], caption: str = "logreg · run test") -> Figure:
+    """The confusion chart of `counts` (rows actual, columns predicted) under this project's class names."""
+    return charts.confusion_matrix(counts, ["benign (0)", "malignant (1)"], caption)
+
+
+def pixels(data: bytes) -> np.ndarray:
+    """The PNG's pixels as rows x columns x channels."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    return Image.open(io.BytesIO(data)).convert("RGB")
+    return matplotlib.image.imread(io.BytesIO(data), format="png")
 
 
-def is_curve_blue(pixel: tuple[int, int, int]) -> bool:
-    return pixel[2] > pixel[0] + 80
+def fits(figure: Figure) -> bool:
+    """Whether everything the figure draws (titles, labels, legend, caption) lies inside its edges."""
+    figure.canvas.draw()  # lays the figure out
+    drawn = figure.get_tightbbox(figure.canvas.get_renderer())
+    width, height = figure.get_size_inches()
+    return drawn.x0 >= 0 and drawn.y0 >= 0 and drawn.x1 <= width and drawn.y1 <= height
 
 
-def test_roc_chart_draws_the_curve_where_the_rates_put_it_and_is_reproducible():
-    # the curve passes through (0.1, 0.4) and (0.6, 0.9); the point (0.5, 0.3) lies below it, off every grid line
-    drawn = charts.roc_curve_png([0.0, 0.2, 1.0], [0.0, 0.8, 1.0], 0.8, "ROC curve: test")
-    image = png_image(drawn)
-    left, top, right, bottom = 75, 50, 525, 485
-
-    def at(x: float, y: float) -> tuple[int, int]:
-        return round(left + x * (right - left)), round(bottom - y * (bottom - top))
-
-    assert image.size == (550, 550)
-    assert is_curve_blue(image.getpixel(at(0.1, 0.4))) and is_curve_blue(image.getpixel(at(0.6, 0.9)))
-    assert image.getpixel(at(0.5, 0.3)) == (255, 255, 255)
-    assert charts.roc_curve_png([0.0, 0.2, 1.0], [0.0, 0.8, 1.0], 0.8, "ROC curve: test") == drawn
+@pytest.mark.parametrize("curve", CURVES.values(), ids=CURVES.keys())
+def test_curve_charts_are_reproducible_pngs_that_change_with_the_scores(curve):
+    drawn = charts.png(curve(CHART_LABELS, CHART_PROBABILITIES, "logreg", "logreg · run test"))
+    assert pixels(drawn).shape[:2] == (500, 550)
+    assert charts.png(curve(CHART_LABELS, CHART_PROBABILITIES, "logreg", "logreg · run test")) == drawn
+    assert charts.png(curve(CHART_LABELS, CHART_PROBABILITIES[::-1], "logreg", "logreg · run test")) != drawn
+    assert pyplot.get_fignums() == []  # the figures never entered pyplot's registry of open figures
 
 
-def test_confusion_chart_shades_each_cell_by_its_count():
-    image = png_image(charts.confusion_matrix_png([[50, 0], [25, 10]], ["benign (0)", "malignant (1)"],
-                                                  "Confusion matrix: " + "a very long run id " * 6))
-    left, top, cell = 165, 55, 170
-    corner = {(row, column): image.getpixel((left + column * cell + 15, top + row * cell + 15))
-              for row in range(2) for column in range(2)}
-    assert corner[0, 0] == charts.DARKEST_CELL and corner[0, 1] == charts.LIGHTEST_CELL
-    assert corner[1, 0] == charts.cell_color(25, 50) and sum(corner[1, 1]) > sum(corner[1, 0]) > sum(corner[0, 0])
+def test_roc_chart_names_the_model_and_its_auc_to_three_decimals():
+    figure = charts.roc_curve(CHART_LABELS, CHART_PROBABILITIES, "logreg", "logreg · run test")
+    [axes] = figure.axes
+    assert [text.get_text() for text in axes.get_legend().get_texts()] == ["logreg (AUC = 0.889)",
+                                                                            "Chance level (AUC = 0.5)"]
+    assert axes.get_title() == "ROC curve"
+
+
+def test_confusion_chart_writes_each_count_in_its_cell_under_the_class_names_reproducibly():
+    figure = confusion([[50, 0], [25, 10]])
+    [axes] = figure.axes
+    cells = {(round(text.get_position()[1]), round(text.get_position()[0])): text.get_text() for text in axes.texts}
+    assert cells == {(0, 0): "50", (0, 1): "0", (1, 0): "25", (1, 1): "10"}  # (row = actual, column = predicted)
+    assert [label.get_text() for label in axes.get_yticklabels()] == ["benign (0)", "malignant (1)"]
+    drawn = charts.png(figure)
+    assert charts.png(confusion([[50, 0], [25, 10]])) == drawn != charts.png(confusion([[50, 1], [24, 10]]))
+
+
+@pytest.mark.parametrize("chart", ["roc", "precision_recall", "calibration", "confusion"])
+def test_every_text_of_a_chart_fits_even_with_a_very_long_run_id(chart):
+    caption = "logreg · run " + "manual__2026-12-01T09:30:00.123456+00:00" * 6
+    figure = (confusion([[50, 0], [25, 10]], caption) if chart == "confusion"
+              else CURVES[chart](CHART_LABELS, CHART_PROBABILITIES, "logreg", caption))
+    assert fits(figure)
 
 
 def test_telemetry_registry_names_and_labels():
