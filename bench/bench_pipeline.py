@@ -50,7 +50,7 @@ def report(rows: dict[str, list[tuple[float, float]]], repeat: int) -> None:
         print(f"{name:<22}{seconds:>9.2f}{seconds / baseline:>12.2f}{rss:>13.0f}")
 
 
-def main() -> int:
+def main() -> None:
     repeat = int(os.environ.get("BENCH_REPEAT", "3"))
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ENV_FILE": str(work / "none.env"),
@@ -64,8 +64,7 @@ def main() -> int:
             rows[step].append(timed([python, "-m", f"etl.{step}", "--run-id", f"separate{attempt}"], env))
         rows["in-process"].append(timed([python, "-m", "etl.pipeline", "--run-id", f"single{attempt}"], env))
     report(rows, repeat)
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
