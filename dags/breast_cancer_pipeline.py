@@ -5,15 +5,15 @@
 
 Both ends are leaves, so a failed step fails the DAG run (success_end becomes upstream_failed) while
 failure_end records and sends the alert. Steps exchange files in `<RUNS_DIR>/<run_id>/` and only their small
-summaries (paths, checksums, counts) through XCom. "Trigger DAG w/ config" in the UI sets the Params below;
-their defaults come from the environment / `.env` (utils/config.py).
+summaries (counts, checksums, where the run was published) through XCom. "Trigger DAG w/ config" in the UI sets
+the Params below; their defaults come from the environment / `.env` (utils/config.py).
 
-This file is configuration: what runs is in etl/airflow_tasks.py and etl/<step>.py, imported when a task runs.
+This file is configuration: the steps, their order, retries and timeouts are the table in etl/steps.py; what a
+task runs is etl/airflow_tasks.py and then etl/<step>.py, imported when the task runs.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import timedelta
 
 from airflow.providers.standard.operators.empty import EmptyOperator
@@ -21,23 +21,18 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param, TriggerRule
 
 from etl import airflow_tasks
-from utils.config import MODELS, STORAGE_BACKENDS, Settings, data_url_pattern, load_settings
+from etl.steps import DAG_ID, STEPS
+from utils.config import Settings, data_url_pattern, load_settings
 
-DAG_ID = "breast_cancer_pipeline"
-
-# Each step: (task id = etl module, retries, execution_timeout). A step retries when its failure can be transient;
-# deterministic steps fail at once, since a retry would fail the same way. The first retry waits Airflow's
-# [core] default_task_retry_delay (AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY; mk/airflow.env sets it), and each
-# later one twice as long, up to MAX_RETRY_DELAY.
-STEPS = (
-    ("load", 3, timedelta(minutes=10)),        # the download source can be briefly down
-    ("preprocess", 0, timedelta(minutes=5)),   # bad data stays bad
-    ("train", 1, timedelta(minutes=30)),       # a worker killed for memory may fit on another try
-    ("evaluate", 0, timedelta(minutes=5)),     # a failed quality gate stays failed
-    ("upload", 3, timedelta(minutes=15)),      # Google Drive can answer 5xx / rate-limit
-)
+# The settings a user may change per run ("Trigger DAG w/ config"); their types, bounds and choices come from
+# utils/config.py. Any other key of a trigger's conf is ignored (etl/airflow_tasks.py).
+PER_RUN_SETTINGS = ("model", "test_size", "min_recall", "min_roc_auc", "storage_backend", "data_url")
+# Retries and timeouts of each step are in etl/steps.py. The first retry waits Airflow's [core]
+# default_task_retry_delay (AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY; mk/airflow.env sets it), each later one
+# twice as long, up to MAX_RETRY_DELAY.
 MAX_RETRY_DELAY = timedelta(minutes=20)
 FAILURE_END = {"retries": 2, "execution_timeout": timedelta(minutes=2)}  # retries re-send an undelivered alert
+PARAM_KEYWORDS = ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 
 DEFAULT_ARGS = {
     "owner": "ml-pipeline",
@@ -47,25 +42,16 @@ DEFAULT_ARGS = {
 }
 
 
-def described(name: str, defaults: Settings, **schema: object) -> Param:
-    """A Param for the setting `name`: its current value as default, its help text as description."""
-    field = next(f for f in dataclasses.fields(Settings) if f.name == name)
-    return Param(getattr(defaults, name), description=f"{field.metadata['env']}: {field.metadata['help']}",
-                 **schema)
-
-
 def run_params(defaults: Settings) -> dict[str, Param]:
-    """The settings a user may change per run, validated by Airflow before the run is created."""
-    score = {"type": "number", "minimum": 0, "maximum": 1}
-    return {
-        "model": described("model", defaults, type="string", enum=list(MODELS)),
-        "test_size": described("test_size", defaults, type="number", exclusiveMinimum=0, exclusiveMaximum=1),
-        "min_recall": described("min_recall", defaults, **score),
-        "min_roc_auc": described("min_roc_auc", defaults, **score),
-        "storage_backend": described("storage_backend", defaults, type="string", enum=list(STORAGE_BACKENDS)),
-        "data_url": described("data_url", defaults, type="string",
-                              pattern=data_url_pattern(defaults.data_allowed_dirs)),
-    }
+    """A Param for each per-run setting: its current value as default, its description, its JSON schema from
+    the settings (and for `data_url` a pattern no wider than DATA_ALLOWED_DIRS), checked before a run is made."""
+    schema = Settings.model_json_schema(by_alias=False)["properties"]
+    extra = {"data_url": {"pattern": data_url_pattern(defaults.data_allowed_dirs)}}
+    fields = Settings.model_fields
+    return {name: Param(getattr(defaults, name), description=f"{fields[name].alias}: {fields[name].description}",
+                        **{key: value for key, value in schema[name].items() if key in PARAM_KEYWORDS},
+                        **extra.get(name, {}))
+            for name in PER_RUN_SETTINGS}
 
 
 with DAG(
@@ -87,9 +73,9 @@ with DAG(
                                  trigger_rule=TriggerRule.ONE_FAILED, **FAILURE_END)
 
     upstream = start
-    for step, retries, timeout in STEPS:
-        task = PythonOperator(task_id=step, python_callable=airflow_tasks.run_step, op_kwargs={"step": step},
-                              retries=retries, execution_timeout=timeout,
+    for step in STEPS:
+        task = PythonOperator(task_id=step.name, python_callable=airflow_tasks.run_step, op_kwargs={"step": step.name},
+                              retries=step.retries, execution_timeout=step.timeout,
                               on_failure_callback=airflow_tasks.record_step_failure)
         upstream >> task >> failure_end
         upstream = task

@@ -5,7 +5,6 @@ the quality gate."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import joblib
@@ -23,20 +22,16 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from etl import artifacts
+from etl import catalog
 from etl.dataset import CLASS_NAMES, features_and_labels
+from etl.pipeline import cli_main
+from etl.run_folder import RunFolder
+from etl.steps import StepResult
 from utils.config import Settings
 from utils.errors import QualityGateError
-from utils.files import (
-    run_dir,
-    run_started_at,
-    write_bytes_atomic,
-    write_json_atomic,
-    write_text_atomic,
-)
+from utils.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 from utils.logger import get_logger
-from utils.steps import cli_main
-from utils.telemetry import Sample, push_metrics
+from utils.telemetry import Sample
 
 STEP = "evaluate"
 DECISION_THRESHOLD = 0.5
@@ -72,18 +67,18 @@ def quality_gate(metrics: dict[str, Any], settings: Settings) -> dict[str, Any]:
     return {"passed": not failures, "thresholds": thresholds, "failures": failures}
 
 
-def save_charts(folder: Path, labels: np.ndarray, probabilities: np.ndarray, counts: dict[str, int], model: str,
+def save_charts(run: RunFolder, labels: np.ndarray, probabilities: np.ndarray, counts: dict[str, int], model: str,
                 caption: str) -> None:
     """Write the four charts into the run folder; `counts` as `score` returns them (tn, fp, fn, tp)."""
     from etl import charts  # matplotlib: imported only by the step that draws
 
     matrix = [[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]]
-    figures = {artifacts.ROC_CURVE: charts.roc_curve(labels, probabilities, model, caption),
-               artifacts.PRECISION_RECALL_CURVE: charts.precision_recall_curve(labels, probabilities, model, caption),
-               artifacts.CONFUSION_MATRIX: charts.confusion_matrix(matrix, list(CLASS_NAMES.values()), caption),
-               artifacts.CALIBRATION_CURVE: charts.calibration_curve(labels, probabilities, model, caption)}
+    figures = {catalog.ROC_CURVE: charts.roc_curve(labels, probabilities, model, caption),
+               catalog.PRECISION_RECALL_CURVE: charts.precision_recall_curve(labels, probabilities, model, caption),
+               catalog.CONFUSION_MATRIX: charts.confusion_matrix(matrix, list(CLASS_NAMES.values()), caption),
+               catalog.CALIBRATION_CURVE: charts.calibration_curve(labels, probabilities, model, caption)}
     for name, figure in figures.items():
-        write_bytes_atomic(folder / name, charts.png(figure))
+        write_bytes_atomic(run.file(name), charts.png(figure))
 
 
 def render_report(metrics: dict[str, Any]) -> str:
@@ -95,7 +90,7 @@ def render_report(metrics: dict[str, Any]) -> str:
                       "pr_auc", "brier_score"))
     cv = "\n".join(f"| {name} | {s['mean']:.4f} ± {s['std']:.4f} |" for name, s in metrics["cv"].items())
     verdict = "PASSED" if gate["passed"] else "FAILED: " + "; ".join(gate["failures"])
-    charts = "\n".join(f"![{name.removesuffix('.png').replace('_', ' ')}]({name})" for name in artifacts.CHARTS)
+    charts = "\n".join(f"![{name.removesuffix('.png').replace('_', ' ')}]({name})" for name in catalog.CHARTS)
     return f"""# Breast cancer model: run {metrics['run_id']}
 
 - Model: `{metrics['model']}` (seed {metrics['seed']}), trained on {metrics['rows_train']} rows,
@@ -134,47 +129,48 @@ def gate_samples(metrics: dict[str, Any]) -> list[Sample]:
             + [Sample("quality_gate_passed", float(gate["passed"]), help="1 when the last model passed the gate.")])
 
 
-def run(settings: Settings) -> dict[str, Any]:
-    """Score the verified model on test.csv; write metrics, plots and report; fail below the quality gate."""
-    folder = run_dir(settings.runs_dir, settings.run_id)
-    records = artifacts.verify_chain(folder, through="train")  # the model is loaded only once its checksum matched
-    train_info, load_info = records["train"], records["load"]
-    pipeline = joblib.load(folder / artifacts.MODEL)
-    test = pd.read_csv(folder / artifacts.TEST)
-    features, labels, _ = features_and_labels(test)
-    probabilities = pipeline.predict_proba(features)[:, 1]
-
+def test_metrics(labels: np.ndarray, probabilities: np.ndarray, facts: dict[str, Any],
+                 settings: Settings) -> dict[str, Any]:
+    """The metrics file's content: test-set scores, the run's facts (model, data, CV) and the gate's verdict."""
     metrics = {key: float(value) if isinstance(value, (float, np.floating)) else value
                for key, value in score(labels, probabilities).items()}
-    metrics.update({"run_id": settings.run_id, "started_at": run_started_at(folder).isoformat(),
-                    "model": train_info["model"], "seed": train_info["seed"], "cv": train_info["cv"],
-                    "cv_folds": train_info["cv_folds"],
-                    "rows_train": train_info["rows_train"], "rows_test": len(test),
-                    "model_sha256": train_info["model_sha256"], "data_sha256": load_info["sha256"],
-                    "data_source": load_info["source"], "data_location": load_info["location"]})
+    metrics.update(facts)
     metrics["quality_gate"] = quality_gate(metrics, settings)
+    return metrics
 
-    save_charts(folder, labels, probabilities, metrics["confusion_matrix"], metrics["model"],
-                f"{metrics['model']} · run {settings.run_id} · {len(test)} held-out rows")
-    write_text_atomic(folder / artifacts.REPORT, render_report(metrics))
-    write_json_atomic(folder / artifacts.METRICS, metrics)
-    write_json_atomic(folder / artifacts.EVALUATE_INFO, artifacts.lineage(
-        folder, inputs=(artifacts.MODEL, artifacts.TEST),
-        outputs=(artifacts.METRICS, *artifacts.CHARTS, artifacts.REPORT)))
-    push_metrics(settings, STEP, gate_samples(metrics))
+
+def run(run: RunFolder, settings: Settings) -> StepResult:
+    """Score the model on test.csv; write metrics, charts and report. Below the quality gate the step still
+    records what it wrote, then fails."""
+    pipeline = joblib.load(run.file(catalog.MODEL))  # its checksum was verified before the step started
+    test = pd.read_csv(run.file(catalog.TEST))
+    features, labels, _ = features_and_labels(test)
+    probabilities = pipeline.predict_proba(features)[:, 1]
+    trained, loaded = run.record("train"), run.record("load")
+    facts = {"run_id": run.run_id, "started_at": run.started_at().isoformat(), "rows_test": len(test),
+             **{key: trained[key] for key in ("model", "seed", "cv", "cv_folds", "rows_train", "model_sha256")},
+             "data_sha256": loaded["sha256"], "data_source": loaded["source"], "data_location": loaded["location"]}
+    metrics = test_metrics(labels, probabilities, facts, settings)
+
+    save_charts(run, labels, probabilities, metrics["confusion_matrix"], metrics["model"],
+                f"{metrics['model']} · run {run.run_id} · {len(test)} held-out rows")
+    write_text_atomic(run.file(catalog.REPORT), render_report(metrics))
+    write_json_atomic(run.file(catalog.METRICS), metrics)
     log.info("test accuracy %.4f, precision %.4f, recall %.4f, F1 %.4f, ROC-AUC %.4f on %d rows",
              metrics["accuracy"], metrics["precision"], metrics["recall"], metrics["f1"], metrics["roc_auc"],
              len(test))
-    if not metrics["quality_gate"]["passed"]:
-        raise QualityGateError("quality gate failed, the model will not be published: "
-                               + "; ".join(metrics["quality_gate"]["failures"])
-                               + f" (details in {folder / artifacts.METRICS})")
-    return {name: metrics[name] for name in ("accuracy", "precision", "recall", "f1", "roc_auc")} | {
-        "metrics_path": str(folder / artifacts.METRICS), "quality_gate_passed": True}
+    gate = metrics["quality_gate"]
+    failure = None if gate["passed"] else QualityGateError(
+        "quality gate failed, the model will not be published: " + "; ".join(gate["failures"])
+        + f" (details in {run.file(catalog.METRICS)})")
+    return StepResult(record={"quality_gate_passed": gate["passed"]},
+                      summary={name: metrics[name] for name in ("accuracy", "precision", "recall", "f1", "roc_auc")}
+                      | {"quality_gate_passed": gate["passed"]},
+                      samples=gate_samples(metrics), failure=failure)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli_main(STEP, run, argv)
+    return cli_main(STEP, argv)
 
 
 if __name__ == "__main__":

@@ -28,18 +28,19 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from etl import artifacts
+from etl import catalog
+from etl.pipeline import cli_main
+from etl.run_folder import RunFolder
+from etl.steps import StepResult
 from utils.config import PROJECT_ROOT, Settings, file_path, scrubbed, shown
 from utils.errors import ConfigError, DataSourceError
-from utils.files import record_run_start, run_dir, sha256_bytes, write_bytes_atomic, write_json_atomic
+from utils.files import sha256_bytes, write_bytes_atomic
 from utils.logger import get_logger
-from utils.steps import cli_main
-from utils.telemetry import Sample, push_metrics
+from utils.telemetry import Sample
 
 STEP = "load"
 USER_AGENT = "breast-cancer-pipeline/1.0"
@@ -381,30 +382,27 @@ def obtain(settings: Settings) -> LoadedData:
                         "a source that cannot be reached)") from None
 
 
-def run(settings: Settings) -> dict[str, Any]:
-    """Load the raw CSV into the run's folder and record its provenance."""
+def run(run: RunFolder, settings: Settings) -> StepResult:
+    """Load the raw CSV into the run's folder; its provenance goes into the step's record."""
     loaded = obtain(settings)
     digest = sha256_bytes(loaded.content)
     if settings.data_sha256 and digest != settings.data_sha256.lower():
         raise DataSourceError(f"{loaded.location} has sha256 {digest}, but DATA_SHA256 expects "
                               f"{settings.data_sha256}")
-    folder = run_dir(settings.runs_dir, settings.run_id)
-    record_run_start(folder, settings.run_start() or datetime.now(UTC).replace(microsecond=0))
-    raw_path = write_bytes_atomic(folder / artifacts.RAW, loaded.content)
-    info = {"source": loaded.source, "location": loaded.location, "rows": loaded.rows, "sha256": digest,
-            "bytes": len(loaded.content), "fallback_reason": loaded.fallback_reason, "raw_path": str(raw_path),
-            **artifacts.lineage(folder, inputs=(), outputs=(artifacts.RAW, artifacts.RUN_INFO))}
-    write_json_atomic(folder / artifacts.LOAD_INFO, info)
+    write_bytes_atomic(run.file(catalog.RAW), loaded.content)
     log.info("loaded %d rows (%d bytes, sha256 %s) from %s %s", loaded.rows, len(loaded.content), digest,
              loaded.source, loaded.location)
-    push_metrics(settings, STEP, [Sample("rows_loaded", loaded.rows, help="Data rows in the loaded CSV."),
-                                  Sample("data_fallback_used", float(loaded.source == "bundled"),
-                                         help="1 when the bundled copy replaced DATA_URL.")])
-    return info
+    provenance = {"source": loaded.source, "location": loaded.location, "rows": loaded.rows, "sha256": digest}
+    return StepResult(
+        record={**provenance, "bytes": len(loaded.content), "fallback_reason": loaded.fallback_reason},
+        summary=provenance,
+        samples=[Sample("rows_loaded", loaded.rows, help="Data rows in the loaded CSV."),
+                 Sample("data_fallback_used", float(loaded.source == "bundled"),
+                        help="1 when the bundled copy replaced DATA_URL.")])
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli_main(STEP, run, argv)
+    return cli_main(STEP, argv)
 
 
 if __name__ == "__main__":

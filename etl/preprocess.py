@@ -30,7 +30,7 @@ import pandera.pandas as pa
 from pandera.errors import SchemaError, SchemaErrors
 from sklearn.model_selection import train_test_split
 
-from etl import artifacts
+from etl import catalog
 from etl.dataset import (
     CLASS_NAMES,
     EXPECTED_COLUMNS,
@@ -42,13 +42,15 @@ from etl.dataset import (
     TARGET,
     UCI_LABELS,
 )
+from etl.pipeline import cli_main
+from etl.run_folder import RunFolder
 from etl.schema import CLEAN_SCHEMA, SPLIT_SCHEMA
+from etl.steps import StepResult
 from utils.config import Settings
 from utils.errors import DataValidationError, excerpt
-from utils.files import run_dir, write_json_atomic, write_text_atomic
+from utils.files import write_json_atomic, write_text_atomic
 from utils.logger import get_logger
-from utils.steps import cli_main
-from utils.telemetry import Sample, push_metrics
+from utils.telemetry import Sample
 
 STEP = "preprocess"
 FIRST_DATA_LINE = 2  # line 1 of the file is the header
@@ -284,45 +286,49 @@ def failure_message(path: Path, report_path: Path, violations: list[Violation], 
     return "\n  ".join(parts + problems)
 
 
-def run(settings: Settings) -> dict[str, Any]:
-    """Validate, clean and split the run's raw CSV into train.csv and test.csv."""
-    folder = run_dir(settings.runs_dir, settings.run_id)
-    artifacts.verify_chain(folder, through="load")
-    raw_path = folder / artifacts.RAW
+def validate(raw: pd.DataFrame, min_groups_per_class: int) -> tuple[pd.DataFrame, list[Violation], list[str]]:
+    """The typed frame, every cell violation and, when the cells are valid, the whole-data problems."""
+    clean, violations = normalise(raw)
+    return clean, violations, [] if violations else dataset_problems(clean, min_groups_per_class)
+
+
+def split(clean: pd.DataFrame, test_size: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Train and test splits of the valid frame (exact duplicates dropped, Ids disjoint) and how many rows went."""
+    deduplicated, dropped = drop_exact_duplicates(clean)
+    train, test = split_by_id(deduplicated, test_size, seed)
+    check_splits(train, test)
+    return train, test, dropped
+
+
+def run(run: RunFolder, settings: Settings) -> StepResult:
+    """Validate, clean and split the run's raw CSV into train.csv and test.csv; the report is written either way."""
+    raw_path, report_path = run.file(catalog.RAW), run.file(catalog.VALIDATION_REPORT)
     try:
         raw = read_raw(raw_path)
     except DataValidationError as exc:
-        write_json_atomic(folder / artifacts.VALIDATION_REPORT, build_report(raw_path, None, [], [str(exc)], None))
+        write_json_atomic(report_path, build_report(raw_path, None, [], [str(exc)], None))
         raise
-    clean, violations = normalise(raw)
-    problems = [] if violations else dataset_problems(clean, min_groups_per_class=settings.cv_folds)
-    report_path = write_json_atomic(folder / artifacts.VALIDATION_REPORT,
-                                    build_report(raw_path, raw, violations, problems, clean))
+    clean, violations, problems = validate(raw, min_groups_per_class=settings.cv_folds)
+    write_json_atomic(report_path, build_report(raw_path, raw, violations, problems, clean))
     if violations or problems:
         raise DataValidationError(failure_message(raw_path, report_path, violations, problems))
 
-    deduplicated, dropped = drop_exact_duplicates(clean)
-    train, test = split_by_id(deduplicated, settings.test_size, settings.seed)
-    check_splits(train, test)
-    write_text_atomic(folder / artifacts.TRAIN, train.to_csv(index=False))
-    write_text_atomic(folder / artifacts.TEST, test.to_csv(index=False))
-    info = {"rows_in": len(raw), "duplicates_dropped": dropped, "rows_train": len(train), "rows_test": len(test),
-            "ids_train": int(train[ID].nunique()), "ids_test": int(test[ID].nunique()),
-            "train_path": str(folder / artifacts.TRAIN), "test_path": str(folder / artifacts.TEST),
-            "report_path": str(report_path),
-            **artifacts.lineage(folder, inputs=(artifacts.RAW,),
-                                outputs=(artifacts.TRAIN, artifacts.TEST, artifacts.VALIDATION_REPORT))}
-    write_json_atomic(folder / artifacts.PREPROCESS_INFO, info)
+    train, test, dropped = split(clean, settings.test_size, settings.seed)
+    write_text_atomic(run.file(catalog.TRAIN), train.to_csv(index=False))
+    write_text_atomic(run.file(catalog.TEST), test.to_csv(index=False))
     log.info("%d rows valid; %d exact duplicates dropped; train %d rows / test %d rows (Ids disjoint)",
              len(raw), dropped, len(train), len(test))
-    push_metrics(settings, STEP, [Sample("rows_rejected", dropped, help="Rows dropped as exact duplicates."),
-                                  Sample("rows_train", len(train), help="Rows in the training split."),
-                                  Sample("rows_test", len(test), help="Rows in the test split.")])
-    return info
+    counts = {"rows_in": len(raw), "duplicates_dropped": dropped, "rows_train": len(train), "rows_test": len(test)}
+    return StepResult(
+        record={**counts, "ids_train": int(train[ID].nunique()), "ids_test": int(test[ID].nunique())},
+        summary=counts,
+        samples=[Sample("rows_rejected", dropped, help="Rows dropped as exact duplicates."),
+                 Sample("rows_train", len(train), help="Rows in the training split."),
+                 Sample("rows_test", len(test), help="Rows in the test split.")])
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli_main(STEP, run, argv)
+    return cli_main(STEP, argv)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import joblib
 import numpy as np
@@ -16,12 +15,14 @@ from sklearn.model_selection import StratifiedGroupKFold, cross_validate
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from etl import artifacts
+from etl import catalog
 from etl.dataset import features_and_labels
+from etl.pipeline import cli_main
+from etl.run_folder import RunFolder
+from etl.steps import StepResult
 from utils.config import Settings
-from utils.files import atomic_path, run_dir, sha256_file, write_json_atomic
+from utils.files import atomic_path, sha256_file
 from utils.logger import get_logger
-from utils.steps import cli_main
 
 STEP = "train"
 CV_SCORING = ("accuracy", "precision", "recall", "f1", "roc_auc")
@@ -77,28 +78,29 @@ def save_model(pipeline: Pipeline, path: Path) -> str:
     return sha256_file(path)
 
 
-def run(settings: Settings) -> dict[str, Any]:
-    """Fit the model on train.csv and save model.joblib with its checksum and CV scores in train.json."""
-    folder = run_dir(settings.runs_dir, settings.run_id)
-    artifacts.verify_chain(folder, through="preprocess")
-    train = pd.read_csv(folder / artifacts.TRAIN)
+def fit(train: pd.DataFrame, model: str, folds: int, seed: int) -> tuple[Pipeline, dict[str, dict[str, float]]]:
+    """The pipeline fitted on every training row, and its cross-validation scores on those rows."""
     features, labels, groups = features_and_labels(train)
-    pipeline = build_pipeline(settings.model, settings.seed)
-    cv = cross_validation_scores(pipeline, features, labels, groups, settings.cv_folds, settings.seed)
-    pipeline.fit(features, labels)
-    digest = save_model(pipeline, folder / artifacts.MODEL)
-    info = {"model": settings.model, "seed": settings.seed, "rows_train": len(train), "cv_folds": settings.cv_folds,
-            "cv": cv, "model_path": str(folder / artifacts.MODEL), "model_sha256": digest,
-            **artifacts.lineage(folder, inputs=(artifacts.TRAIN,), outputs=(artifacts.MODEL,))}
-    write_json_atomic(folder / artifacts.TRAIN_INFO, info)
+    pipeline = build_pipeline(model, seed)
+    cv = cross_validation_scores(pipeline, features, labels, groups, folds, seed)
+    return pipeline.fit(features, labels), cv
+
+
+def run(run: RunFolder, settings: Settings) -> StepResult:
+    """Fit the model on train.csv and save model.joblib; its checksum and CV scores go into the record."""
+    train = pd.read_csv(run.file(catalog.TRAIN))
+    pipeline, cv = fit(train, settings.model, settings.cv_folds, settings.seed)
+    digest = save_model(pipeline, run.file(catalog.MODEL))
     log.info("trained %s on %d rows; CV recall %.3f±%.3f, ROC-AUC %.3f±%.3f; model sha256 %s", settings.model,
              len(train), cv["recall"]["mean"], cv["recall"]["std"], cv["roc_auc"]["mean"], cv["roc_auc"]["std"],
              digest)
-    return {key: info[key] for key in ("model", "rows_train", "model_path", "model_sha256")}
+    summary = {"model": settings.model, "rows_train": len(train), "model_sha256": digest}
+    return StepResult(record={**summary, "seed": settings.seed, "cv_folds": settings.cv_folds, "cv": cv},
+                      summary=summary)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli_main(STEP, run, argv)
+    return cli_main(STEP, argv)
 
 
 if __name__ == "__main__":

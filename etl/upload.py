@@ -9,25 +9,19 @@ import time
 from importlib import metadata
 from typing import Any
 
-from etl import artifacts
+from etl import catalog
+from etl.pipeline import cli_main
 from etl.publishers import LocalPublisher, RunBundle, remote_publishers
+from etl.run_folder import RunFolder
+from etl.steps import STEP as STEPS_BY_NAME
+from etl.steps import StepResult
 from utils.config import PROJECT_ROOT, Settings
 from utils.errors import QualityGateError
-from utils.files import (
-    read_json,
-    run_dir,
-    run_stamp,
-    run_started_at,
-    sha256_file,
-    write_json_atomic,
-)
+from utils.files import read_json, sha256_file, write_json_atomic
 from utils.logger import get_logger
-from utils.steps import cli_main
-from utils.telemetry import Sample, push_metrics
+from utils.telemetry import Sample
 
 STEP = "upload"
-PUBLISHED_FILES = (artifacts.MODEL, artifacts.METRICS, *artifacts.CHARTS, artifacts.REPORT,
-                   artifacts.VALIDATION_REPORT)
 RECORDED_PACKAGES = ("apache-airflow", "pandas", "numpy", "scikit-learn", "pandera", "joblib", "matplotlib")
 log = get_logger(STEP)
 
@@ -53,50 +47,45 @@ def git_commit() -> str:
     return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
-def build_manifest(settings: Settings, stamp: str, checksums: dict[str, str], metrics: dict[str, Any],
+def build_manifest(run: RunFolder, settings: Settings, checksums: dict[str, str], metrics: dict[str, Any],
                    load_info: dict[str, Any]) -> dict[str, Any]:
     """Everything needed to trace a published model back to its data, code, settings and environment."""
-    return {"run_id": settings.run_id, "run_stamp": stamp, "data": {key: load_info[key] for key in
-                                                                    ("source", "location", "sha256", "rows")},
+    return {"run_id": run.run_id, "run_stamp": run.stamp(), "data": {key: load_info[key] for key in
+                                                                     ("source", "location", "sha256", "rows")},
             "settings": settings.public_dict(), "packages": package_versions(), "git_commit": git_commit(),
             "metrics": {key: metrics[key] for key in ("accuracy", "precision", "recall", "specificity", "f1",
                                                        "roc_auc", "pr_auc", "confusion_matrix", "quality_gate")},
             "files": checksums}
 
 
-def run(settings: Settings) -> dict[str, Any]:
-    """Publish model, metrics, plots, reports and manifest of a run that passed the quality gate."""
-    folder = run_dir(settings.runs_dir, settings.run_id)
-    records = artifacts.verify_chain(folder, through="evaluate")  # raw data -> splits -> model -> metrics
-    files = [folder / name for name in PUBLISHED_FILES]
-    metrics = read_json(folder / artifacts.METRICS)
-    if not metrics.get("quality_gate", {}).get("passed"):
-        raise QualityGateError(f"{folder / artifacts.METRICS} records a failed quality gate: the run is not published")
-    stamp = run_stamp(run_started_at(folder))
-    recorded = {name: digest for record in records.values() for name, digest in record["outputs"].items()}
-    checksums = {name: recorded[name] for name in PUBLISHED_FILES}
-    manifest = write_json_atomic(folder / artifacts.MANIFEST, build_manifest(
-        settings, stamp, checksums, metrics, records["load"]))
-    bundle = RunBundle(settings.run_id, stamp, (*files, manifest),
-                       {**checksums, artifacts.MANIFEST: sha256_file(manifest)})
+def run(run: RunFolder, settings: Settings) -> StepResult:
+    """Publish model, metrics, charts, reports and manifest of a run that passed the quality gate: locally, then
+    to every remote backend; `results/latest` moves only when all of them hold the run."""
+    metrics = read_json(run.file(catalog.METRICS))
+    if not metrics["quality_gate"]["passed"]:
+        raise QualityGateError(f"{run.file(catalog.METRICS)} records a failed quality gate: the run is not published")
+    published = STEPS_BY_NAME[STEP].consumes
+    checksums = {name: sha256_file(run.file(name)) for name in published}
+    manifest = write_json_atomic(run.file(catalog.MANIFEST),
+                                 build_manifest(run, settings, checksums, metrics, run.record("load")))
+    bundle = RunBundle(run.run_id, run.published_name(), (*map(run.file, published), manifest),
+                       {**checksums, catalog.MANIFEST: sha256_file(manifest)})
     local = LocalPublisher(settings.results_dir)
     results = [local.publish(bundle)]
-    log.info("published run %s locally to %s", settings.run_id, results[0].location)
+    log.info("published run %s locally to %s", run.run_id, results[0].location)
     for publisher in remote_publishers(settings):  # a bad Drive setting fails here, after the local copy
         results.append(publisher.publish(bundle))
-        log.info("published run %s to %s: %s", settings.run_id, publisher.name, results[-1].location)
+        log.info("published run %s to %s: %s", run.run_id, publisher.name, results[-1].location)
     local.point_latest_at(bundle)  # only now: `latest` names a run that every configured backend holds
-    summary = {"stamp": stamp, "destinations": {r.backend: r.location for r in results},
-               "files": sorted(bundle.checksums), "manifest_sha256": bundle.checksums[artifacts.MANIFEST]}
-    write_json_atomic(folder / artifacts.UPLOAD_INFO, {
-        **summary, "inputs": checksums, "outputs": {artifacts.MANIFEST: bundle.checksums[artifacts.MANIFEST]}})
-    push_metrics(settings, STEP, [Sample("last_success_timestamp_seconds", time.time(),
-                                         help="Unix time of the last published run.")])
-    return summary
+    destinations = {result.backend: result.location for result in results}
+    return StepResult(record={"name": bundle.name, "destinations": destinations},
+                      summary={"name": bundle.name, "destinations": destinations},
+                      samples=[Sample("last_success_timestamp_seconds", time.time(),
+                                      help="Unix time of the last published run.")])
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli_main(STEP, run, argv)
+    return cli_main(STEP, argv)
 
 
 if __name__ == "__main__":

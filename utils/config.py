@@ -1,137 +1,137 @@
-"""Every setting of the pipeline in one typed object, read from the environment and an optional `.env` file.
+"""Every setting of the pipeline in one typed object (pydantic-settings), read from the environment and an optional
+`.env` file; where to add a setting.
 
-Precedence: explicit overrides (Airflow Params, CLI flags) > environment variables > `.env` > defaults.
-A value that cannot be parsed or is out of range raises `ConfigError` naming the variable.
+Precedence: explicit overrides (Airflow Params, tests) > environment variables > `.env` (ENV_FILE, default
+`<project>/.env`) > defaults. Each field's alias is its environment variable; its description feeds the README's
+table, `make settings` and the DAG's Params; `redact` in its extra says what of a secret-bearing value may be shown.
+A value that cannot be used raises ConfigError naming the variable.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+import sys
 from pathlib import Path
-from typing import Any
-from urllib.parse import unquote, urlsplit
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from utils import redact
-from utils.errors import ConfigError
+from utils.errors import ConfigError, excerpt
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BUNDLED_DATA = PROJECT_ROOT / "data" / "BreastCancer.csv"
 DEFAULT_DATA_URL = "https://raw.githubusercontent.com/selva86/datasets/master/BreastCancer.csv"
-MODELS = ("logreg", "random_forest", "gradient_boosting", "svm")
-STORAGE_BACKENDS = ("local", "gdrive", "auto")
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+Model = Literal["logreg", "random_forest", "gradient_boosting", "svm"]
+StorageBackend = Literal["local", "gdrive", "auto"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+MODELS: tuple[str, ...] = get_args(Model)
+STORAGE_BACKENDS: tuple[str, ...] = get_args(StorageBackend)
 DATA_URL_SCHEMES = ("http", "https", "file")
 MAX_SEED = 2**32 - 1  # what numpy's RandomState accepts
-PathList = tuple[Path, ...]
+Folders = Annotated[tuple[Path, ...], NoDecode]  # comma-separated in the environment, not JSON
 
 
-def _env(name: str, help_text: str, redact_rule: str = "", **kwargs: Any) -> Any:
-    """A dataclass field bound to an environment variable, with a one-line description; `redact_rule`
-    (utils/redact.py) marks a value that may carry a secret and says what of it may be shown."""
-    return field(metadata={"env": name, "help": help_text, "redact": redact_rule}, **kwargs)
+def setting(variable: str, default: Any, description: str, redact_rule: str = "", **constraints: Any) -> Any:
+    """A field read from `variable`, with its one-line description and, for a secret-bearing URL, its redaction."""
+    extra = {"redact": redact_rule} if redact_rule else None
+    return Field(default, alias=variable, description=description, json_schema_extra=extra, **constraints)
 
 
-@dataclass(frozen=True, repr=False)
-class Settings:
+class Settings(BaseSettings):
     """The pipeline's settings; build it with `load_settings()`."""
 
-    data_url: str = _env("DATA_URL", "Where `load` reads the CSV: an http(s):// URL, or a file:// URL of a file "
-                         "inside DATA_ALLOWED_DIRS.", redact_rule=redact.URL, default=DEFAULT_DATA_URL)
-    data_allowed_dirs: PathList = _env(
-        "DATA_ALLOWED_DIRS", "Comma-separated folders a file:// DATA_URL may read from (symlinks and .. are "
-        "resolved first); a secrets/ folder and the GOOGLE_APPLICATION_CREDENTIALS file are always refused; "
-        "empty: no file:// URL.", default=(PROJECT_ROOT / "data",))
-    data_fallback: bool = _env("DATA_FALLBACK", "Use the bundled CSV when DATA_URL cannot be reached (DNS, refused, "
-                               "timeout or 5xx after the retries); false = strict mode.", default=True)
-    data_sha256: str = _env("DATA_SHA256", "If set, the loaded file must have this sha256.", default="")
-    bundled_data_path: Path = _env("BUNDLED_DATA_PATH", "The offline copy of the data set.",
-                                   default=PROJECT_ROOT / "data" / "BreastCancer.csv")
-    download_timeout: float = _env("DOWNLOAD_TIMEOUT", "Seconds one download attempt may take in all (connect, "
-                                   "headers and body) before it is abandoned.", default=30.0)
-    download_max_bytes: int = _env("DOWNLOAD_MAX_BYTES", "Largest body `load` accepts, in bytes; a bigger one "
-                                   "stops the transfer.", default=512 * 1024 * 1024)
-    download_retries: int = _env("DOWNLOAD_RETRIES", "Download attempts after the first one.", default=3)
-    download_backoff: float = _env("DOWNLOAD_BACKOFF", "Seconds before the first retry; doubles each time.",
-                                   default=1.0)
-    runs_dir: Path = _env("RUNS_DIR", "Per-run working folders: <RUNS_DIR>/<run_id>/.",
-                          default=PROJECT_ROOT / "data" / "runs")
-    results_dir: Path = _env("RESULTS_DIR", "Where `upload` publishes each run locally.",
-                             default=PROJECT_ROOT / "results")
-    run_id: str = _env("RUN_ID", "Names the run's folder; steps run one by one share it.", default="local")
-    run_started_at: str = _env("RUN_STARTED_AT",
-                               "ISO-8601 start of the run, naming its published folders (Airflow sets it from "
-                               "the run's logical date); empty: the time `load` runs.", default="")
-    seed: int = _env("SEED", f"Random seed for the split, cross-validation and the model (0 to {MAX_SEED}).",
-                     default=42)
-    test_size: float = _env("TEST_SIZE", "Share of Ids held out for the test split (0 < x < 1).", default=0.2)
-    cv_folds: int = _env("CV_FOLDS", "Folds of the grouped cross-validation on the training rows.", default=5)
-    model: str = _env("MODEL", "Classifier: " + ", ".join(MODELS) + ".", default="logreg")
-    min_recall: float = _env("MIN_RECALL", "Quality gate: lowest acceptable recall (malignant).", default=0.90)
-    min_roc_auc: float = _env("MIN_ROC_AUC", "Quality gate: lowest acceptable ROC-AUC.", default=0.95)
-    storage_backend: str = _env("STORAGE_BACKEND",
-                                "local, gdrive, or auto (Drive when folder and credentials are set).",
-                                default="auto")
-    gdrive_folder_id: str = _env("GDRIVE_FOLDER_ID", "Drive folder that receives one subfolder per run.",
-                                 default="")
-    google_credentials: Path = _env("GOOGLE_APPLICATION_CREDENTIALS",
-                                    "Service-account key or authorized_user token file for Drive.",
-                                    default=PROJECT_ROOT / "secrets" / "drive_sa.json")
-    gdrive_impersonate: str = _env("GDRIVE_IMPERSONATE",
-                                   "User to impersonate through domain-wide delegation (optional).", default="")
-    gdrive_api_root: str = _env("GDRIVE_API_ROOT", "Drive API root URL (tests point it at a local fake).",
-                                redact_rule=redact.URL, default="https://www.googleapis.com/")
-    alert_webhook_url: str = _env("ALERT_WEBHOOK_URL", "POSTed a JSON alert when a run fails (optional); shown "
-                                  "as scheme://host only.", redact_rule=redact.ORIGIN, default="")
-    pushgateway_url: str = _env("PUSHGATEWAY_URL", "Prometheus Pushgateway for the pipeline's metrics (optional).",
-                                redact_rule=redact.URL, default="")
-    log_level: str = _env("LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR.", default="INFO")
+    model_config = SettingsConfigDict(frozen=True, populate_by_name=True, extra="ignore", case_sensitive=True,
+                                      env_file_encoding="utf-8", validate_default=True)
 
-    def __post_init__(self) -> None:
-        _check(0.0 < self.test_size < 1.0, "TEST_SIZE", self.test_size, "a number between 0 and 1")
-        _check(self.cv_folds >= 2, "CV_FOLDS", self.cv_folds, "an integer of at least 2")
-        _check(self.download_timeout > 0, "DOWNLOAD_TIMEOUT", self.download_timeout, "a positive number")
-        _check(self.download_retries >= 0, "DOWNLOAD_RETRIES", self.download_retries, "0 or more")
-        _check(self.download_backoff >= 0, "DOWNLOAD_BACKOFF", self.download_backoff, "0 or more")
-        _check(self.download_max_bytes >= 1, "DOWNLOAD_MAX_BYTES", self.download_max_bytes, "a positive integer")
-        _check(0 <= self.seed <= MAX_SEED, "SEED", self.seed, f"an integer from 0 to {MAX_SEED}")
-        _check_data_url(self.data_url, self.data_allowed_dirs)
-        _check(self.model in MODELS, "MODEL", self.model, "one of " + ", ".join(MODELS))
-        _check(self.storage_backend in STORAGE_BACKENDS, "STORAGE_BACKEND", self.storage_backend,
-               "one of " + ", ".join(STORAGE_BACKENDS))
-        _check(self.log_level in LOG_LEVELS, "LOG_LEVEL", self.log_level, "one of " + ", ".join(LOG_LEVELS))
-        for name, value in (("MIN_RECALL", self.min_recall), ("MIN_ROC_AUC", self.min_roc_auc)):
-            _check(0.0 <= value <= 1.0, name, value, "a number between 0 and 1")
-        _check(bool(self.run_id.strip()), "RUN_ID", self.run_id, "a non-empty name")
-        _check(not self.run_started_at or _is_timestamp(self.run_started_at), "RUN_STARTED_AT",
-               self.run_started_at, "an ISO-8601 timestamp with a time zone, e.g. 2026-01-31T08:00:00+00:00")
+    data_url: str = setting("DATA_URL", DEFAULT_DATA_URL, "Where `load` reads the CSV: an http(s):// URL, or a "
+                            "file:// URL of a file inside DATA_ALLOWED_DIRS.", redact.URL)
+    data_allowed_dirs: Folders = setting(
+        "DATA_ALLOWED_DIRS", (PROJECT_ROOT / "data",), "Comma-separated folders a file:// DATA_URL may read from "
+        "(symlinks and .. are resolved first); a secrets/ folder and the GOOGLE_APPLICATION_CREDENTIALS file are "
+        "always refused; empty: no file:// URL.")
+    data_fallback: bool = setting("DATA_FALLBACK", True, "Use the bundled CSV when DATA_URL cannot be reached (DNS, "
+                                  "refused, timeout or 5xx after the retries); false = strict mode.")
+    data_sha256: str = setting("DATA_SHA256", "", "If set, the loaded file must have this sha256.")
+    bundled_data_path: Path = setting("BUNDLED_DATA_PATH", BUNDLED_DATA, "The offline copy of the data set.")
+    download_timeout: float = setting("DOWNLOAD_TIMEOUT", 30.0, "Seconds one download attempt may take in all "
+                                      "(connect, headers and body) before it is abandoned.", gt=0)
+    download_max_bytes: int = setting("DOWNLOAD_MAX_BYTES", 512 * 1024 * 1024, "Largest body `load` accepts, in "
+                                      "bytes; a bigger one stops the transfer.", ge=1)
+    download_retries: int = setting("DOWNLOAD_RETRIES", 3, "Download attempts after the first one.", ge=0)
+    download_backoff: float = setting("DOWNLOAD_BACKOFF", 1.0, "Seconds before the first retry; doubles each time.",
+                                      ge=0)
+    runs_dir: Path = setting("RUNS_DIR", PROJECT_ROOT / "data" / "runs", "Per-run working folders: "
+                             "<RUNS_DIR>/<run id>/.")
+    results_dir: Path = setting("RESULTS_DIR", PROJECT_ROOT / "results", "Where `upload` publishes each run locally.")
+    seed: int = setting("SEED", 42, f"Random seed for the split, cross-validation and the model (0 to {MAX_SEED}).",
+                        ge=0, le=MAX_SEED)
+    test_size: float = setting("TEST_SIZE", 0.2, "Share of Ids held out for the test split (0 < x < 1).", gt=0, lt=1)
+    cv_folds: int = setting("CV_FOLDS", 5, "Folds of the grouped cross-validation on the training rows.", ge=2)
+    model: Model = setting("MODEL", "logreg", "Classifier: " + ", ".join(MODELS) + ".")
+    min_recall: float = setting("MIN_RECALL", 0.90, "Quality gate: lowest acceptable recall (malignant).",
+                                ge=0, le=1)
+    min_roc_auc: float = setting("MIN_ROC_AUC", 0.95, "Quality gate: lowest acceptable ROC-AUC.", ge=0, le=1)
+    storage_backend: StorageBackend = setting("STORAGE_BACKEND", "auto", "local, gdrive, or auto (Drive when "
+                                              "folder and credentials are set).")
+    gdrive_folder_id: str = setting("GDRIVE_FOLDER_ID", "", "Drive folder that receives one subfolder per run.")
+    google_credentials: Path = setting("GOOGLE_APPLICATION_CREDENTIALS", PROJECT_ROOT / "secrets" / "drive_sa.json",
+                                       "Service-account key or authorized_user token file for Drive.")
+    gdrive_impersonate: str = setting("GDRIVE_IMPERSONATE", "", "User to impersonate through domain-wide "
+                                      "delegation (optional).")
+    gdrive_api_root: str = setting("GDRIVE_API_ROOT", "https://www.googleapis.com/", "Drive API root URL (tests "
+                                   "point it at a local fake).", redact.URL)
+    alert_webhook_url: str = setting("ALERT_WEBHOOK_URL", "", "POSTed a JSON alert when a run fails (optional); "
+                                     "shown as scheme://host only.", redact.ORIGIN)
+    pushgateway_url: str = setting("PUSHGATEWAY_URL", "", "Prometheus Pushgateway for the pipeline's metrics "
+                                   "(optional).", redact.URL)
+    log_level: LogLevel = setting("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR.")
 
-    def run_start(self) -> datetime | None:
-        """RUN_STARTED_AT as a datetime, or None when unset."""
-        return datetime.fromisoformat(self.run_started_at) if self.run_started_at else None
+    @field_validator("data_allowed_dirs", mode="before")
+    @classmethod
+    def _split_folders(cls, value: Any) -> Any:
+        """`a, b,` from the environment as two folders; empty items are dropped."""
+        items = value.split(",") if isinstance(value, str) else value
+        return tuple(item.strip() if isinstance(item, str) else item for item in items
+                     if not (isinstance(item, str) and not item.strip()))
 
-    def replace(self, **overrides: Any) -> Settings:
-        """A copy with some fields changed (values may be strings, as from a CLI or Airflow Params)."""
-        return _build({**dataclasses.asdict(self), **overrides}, source="override")
+    @field_validator("bundled_data_path", "runs_dir", "results_dir", "google_credentials", "data_allowed_dirs")
+    @classmethod
+    def _inside_the_project(cls, value: Path | tuple[Path, ...]) -> Path | tuple[Path, ...]:
+        """Relative paths are relative to the project, wherever the command runs."""
+        if isinstance(value, tuple):
+            return tuple(project_path(path) for path in value)
+        return project_path(value)
+
+    @model_validator(mode="after")
+    def _data_url_is_readable(self) -> Settings:
+        check_data_url(self.data_url, self.data_allowed_dirs)
+        return self
 
     def public_dict(self) -> dict[str, Any]:
-        """The settings as JSON-ready values for manifests, logs and `make settings`, secrets redacted."""
-        return {f.metadata["env"]: shown(f.metadata["env"], _to_json(getattr(self, f.name)))
-                for f in dataclasses.fields(self)}
+        """The settings by variable as JSON-ready values for manifests, logs and `make settings`, secrets redacted."""
+        return {variable: shown(variable, _to_json(getattr(self, name))) for name, variable in VARIABLES.items()}
 
-    def __repr__(self) -> str:  # the dataclass repr would print the secrets
+    def __repr__(self) -> str:  # pydantic's repr would print the secrets
         return f"Settings({self.public_dict()})"
 
 
-_REDACT_RULES = {f.metadata["env"]: f.metadata["redact"] for f in dataclasses.fields(Settings)}
+VARIABLES = {name: field.alias for name, field in Settings.model_fields.items()}  # field name -> variable
+_REDACT_RULES = {field.alias: (field.json_schema_extra or {}).get("redact", "")
+                 for field in Settings.model_fields.values()}
+
+
+def project_path(path: Path) -> Path:
+    """`path` with `~` expanded, relative to the project when it is relative."""
+    path = path.expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path
 
 
 def shown(variable: str, value: Any) -> Any:
     """`value` of the setting `variable` as it may be shown: redacted by the rule in the field's metadata."""
-    rule = _REDACT_RULES[variable]
+    rule = _REDACT_RULES.get(variable, "")
     return redact.redact_url(value, rule) if rule and isinstance(value, str) else value
 
 
@@ -141,38 +141,42 @@ def scrubbed(text: str, variable: str, value: str) -> str:
     return redact.scrub(text, value, rule) if rule else text
 
 
-def _check_data_url(url: str, allowed_dirs: PathList) -> None:
+def check_data_url(url: str, allowed_dirs: tuple[Path, ...]) -> None:
     """DATA_URL's form: an http(s) URL with a host, or a file:// URL naming a path inside DATA_ALLOWED_DIRS (as
     written: etl/load.py checks it again with links resolved, and refuses secrets)."""
+    from urllib.parse import urlsplit
+
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
     except ValueError:
         parts = None
-    shown_url = shown("DATA_URL", url)
     if parts is None or parts.scheme.lower() not in DATA_URL_SCHEMES:
-        raise ConfigError(f"setting DATA_URL={shown_url!r} is invalid: expected an http://, https:// or file:// URL")
-    if parts.scheme.lower() == "file" and (parts.netloc not in ("", "localhost") or not parts.path.startswith("/")):
-        raise ConfigError(f"setting DATA_URL={shown_url!r} is invalid: expected file:///<absolute path> (no host)")
-    if parts.scheme.lower() != "file" and not parts.hostname:
-        raise ConfigError(f"setting DATA_URL={shown_url!r} is invalid: expected a host after {parts.scheme}://")
-    if parts.scheme.lower() == "file" and not any(Path(os.path.normpath(file_path(url))).is_relative_to(folder)
-                                                  for folder in folder_forms(allowed_dirs)):
-        raise ConfigError(f"setting DATA_URL={shown_url!r} is invalid: expected a file inside DATA_ALLOWED_DIRS "
-                          f"({', '.join(map(str, allowed_dirs)) or 'empty'}); add its folder there to read it")
+        raise ValueError("expected an http://, https:// or file:// URL")
+    scheme = parts.scheme.lower()
+    if scheme == "file" and (parts.netloc not in ("", "localhost") or not parts.path.startswith("/")):
+        raise ValueError("expected file:///<absolute path> (no host)")
+    if scheme != "file" and not parts.hostname:
+        raise ValueError(f"expected a host after {parts.scheme}://")
+    if scheme == "file" and not any(Path(os.path.normpath(file_path(url))).is_relative_to(folder)
+                                    for folder in folder_forms(allowed_dirs)):
+        raise ValueError(f"expected a file inside DATA_ALLOWED_DIRS ({', '.join(map(str, allowed_dirs)) or 'empty'});"
+                         " add its folder there to read it")
 
 
 def file_path(url: str) -> Path:
     """The path a file:// URL names, percent-decoded, as written."""
+    from urllib.parse import unquote, urlsplit
+
     return Path(unquote(urlsplit(url).path))
 
 
-def folder_forms(folders: PathList) -> set[Path]:
+def folder_forms(folders: tuple[Path, ...]) -> set[Path]:
     """Each folder as written (normalised) and with its links resolved."""
     return {form for folder in folders for form in (Path(os.path.normpath(folder)), folder.resolve())}
 
 
-def data_url_pattern(allowed_dirs: PathList) -> str:
+def data_url_pattern(allowed_dirs: tuple[Path, ...]) -> str:
     """A JSON-schema `pattern` no wider than what `load` reads: http(s)://, or file:// followed by one of the
     allowed folders (as written and resolved, each also percent-encoded) and no `..` or percent-encoded dot."""
     folders = sorted({text.rstrip("/") for folder in folder_forms(allowed_dirs)
@@ -181,18 +185,6 @@ def data_url_pattern(allowed_dirs: PathList) -> str:
         return "^https?://"
     alternatives = "|".join(_regex_escaped(folder) + "/" for folder in folders)
     return rf"^(https?://|file://(?:{alternatives})(?!.*(?:\.\.|%2[eE])))"
-
-
-def _is_timestamp(text: str) -> bool:
-    try:
-        return datetime.fromisoformat(text).tzinfo is not None
-    except ValueError:
-        return False
-
-
-def _check(ok: bool, name: str, value: Any, expected: str) -> None:
-    if not ok:
-        raise ConfigError(f"setting {name}={value!r} is invalid: expected {expected}")
 
 
 def _regex_escaped(text: str) -> str:
@@ -206,101 +198,55 @@ def _to_json(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
-def _parse(raw: Any, kind: Any, name: str) -> Any:
-    """Turn a raw value (usually a string) into the field's type, or raise ConfigError naming `name`."""
-    if kind is PathList:
-        items = raw.split(",") if isinstance(raw, str) else raw
-        if not isinstance(items, list | tuple):
-            raise ConfigError(f"setting {name}={raw!r} is invalid: expected comma-separated folders")
-        return tuple(_parse(item, Path, name) for item in items if not (isinstance(item, str) and not item.strip()))
-    if not isinstance(raw, str):
-        if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
-            return float(raw)
-        if kind is Path and isinstance(raw, Path):
-            return raw
-        if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
-            return raw
-        raise ConfigError(f"setting {name}={raw!r} is invalid: expected {kind.__name__}")
-    text = raw.strip()
-    try:
-        if kind is bool:
-            lowered = text.lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(text)
-        if kind is Path:
-            path = Path(text).expanduser()
-            return path if path.is_absolute() else PROJECT_ROOT / path
-        return kind(text)
-    except ValueError:
-        raise ConfigError(f"setting {name}={raw!r} is invalid: expected {kind.__name__}") from None
+def config_error(error: ValidationError) -> ConfigError:
+    """The first problem pydantic found, as a ConfigError naming the variable and quoting a short excerpt."""
+    problem = error.errors()[0]
+    field = str(problem["loc"][0]) if problem["loc"] else ""
+    variable = VARIABLES.get(field, field)
+    if not field:  # a model validator: DATA_URL's check is the only one
+        variable, value = "DATA_URL", problem["input"].get("DATA_URL", problem["input"].get("data_url", ""))
+    else:
+        value = problem["input"]
+    reason = problem["msg"].removeprefix("Value error, ")
+    shown_value = excerpt(str(shown(variable, value))) if value is not None else ""
+    return ConfigError(f"setting {variable}={shown_value!r} is invalid: {reason[:1].lower()}{reason[1:]}")
 
 
-_FIELD_TYPES = {"str": str, "bool": bool, "float": float, "int": int, "Path": Path, "PathList": PathList}
-
-
-def _build(values: Mapping[str, Any], source: str) -> Settings:
-    parsed = {}
-    for f in dataclasses.fields(Settings):
-        if f.name in values:
-            parsed[f.name] = _parse(values[f.name], _FIELD_TYPES[str(f.type)], f.metadata["env"])
-    unknown = set(values) - {f.name for f in dataclasses.fields(Settings)}
+def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment over `env_file` (default: ENV_FILE, else the project's `.env`), with
+    `overrides` (by field name; None values are ignored) on top."""
+    env_file = env_file or Path(os.environ.get("ENV_FILE", PROJECT_ROOT / ".env"))
+    unknown = set(overrides) - set(VARIABLES)
     if unknown:
-        raise ConfigError(f"unknown setting(s) in {source}: {', '.join(sorted(unknown))}")
-    return Settings(**parsed)
+        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    try:
+        return Settings(_env_file=env_file, **{name: value for name, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        raise config_error(exc) from None
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """Parse a `.env` file: KEY=VALUE lines, `#` comments, optional quotes, `export ` prefix."""
-    values: dict[str, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.removeprefix("export ").partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {line!r}")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key.strip()] = value
-    return values
+def default_text(name: str) -> str:
+    """A field's default as the docs show it (paths relative to the project)."""
+    default = _to_json(Settings.model_fields[name].default)
+    return str(default).replace(f"{PROJECT_ROOT}/", "")
 
 
-def load_settings(env: Mapping[str, str] | None = None, env_file: Path | None = None,
-                  **overrides: Any) -> Settings:
-    """Read settings from `env` (default: os.environ) over `env_file` (default: ENV_FILE or ./.env)."""
-    env = os.environ if env is None else env
-    env_file = env_file or Path(env.get("ENV_FILE", PROJECT_ROOT / ".env"))
-    file_values = read_env_file(env_file) if env_file.is_file() else {}
-    by_env_name = {**file_values, **{k: v for k, v in env.items()}}
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(Settings):
-        if f.metadata["env"] in by_env_name:
-            values[f.name] = by_env_name[f.metadata["env"]]
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return _build(values, source="overrides")
+def markdown_table() -> str:
+    """The README's table of settings: variable, default, meaning."""
+    rows = [f"| `{variable}` | `{default_text(name)}` | {Settings.model_fields[name].description} |"
+            for name, variable in VARIABLES.items()]
+    return "\n".join(["| variable | default | meaning |", "|---|---|---|", *rows])
 
 
-def settings_help() -> list[tuple[str, str, str]]:
-    """(variable, default, description) for every setting: feeds the README table and `make settings`."""
-    rows = []
-    for f in dataclasses.fields(Settings):
-        default = _to_json(f.default)
-        if isinstance(default, str) and default.startswith(str(PROJECT_ROOT)):
-            default = default[len(str(PROJECT_ROOT)) + 1:]
-        rows.append((f.metadata["env"], str(default), f.metadata["help"]))
-    return rows
-
-
-def main() -> None:
-    """`python -m utils.config`: print every setting's variable, current value and meaning."""
+def main(argv: list[str]) -> None:
+    """`python -m utils.config`: every setting's current value and meaning; `--markdown`: the README's table."""
+    if argv == ["--markdown"]:
+        print(markdown_table())
+        return
     current = load_settings().public_dict()
-    for variable, _default, description in settings_help():
-        print(f"{variable}={current[variable]}\n    {description}")
+    for name, variable in VARIABLES.items():
+        print(f"{variable}={current[variable]}\n    {Settings.model_fields[name].description}")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -1,88 +1,17 @@
-"""File helpers: per-run folders, atomic writes (temp file + rename) and sha256 checksums."""
+"""File helpers: atomic writes (temp file + rename), JSON artifacts and checksums."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import re
-import socket
 import tempfile
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from utils.errors import ArtifactError, RunLockedError
-
-_SAFE_RUN_ID = re.compile(r"[^A-Za-z0-9._-]")
-RUN_INFO_FILE = "run.json"
-LOCK_FILE = ".lock"
-_held_locks: dict[Path, int] = {}  # run folder -> nesting depth of hold_run_folder in this process
-
-
-def safe_run_id(run_id: str) -> str:
-    """A folder name for `run_id`; ids with other characters (Airflow's `manual__…+00:00`) get a hash suffix
-    so that two different ids never share a folder."""
-    cleaned = _SAFE_RUN_ID.sub("_", run_id.strip())
-    if cleaned == run_id and cleaned not in (".", ".."):
-        return cleaned
-    return f"{cleaned}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
-
-
-def run_dir(runs_dir: Path, run_id: str) -> Path:
-    """The working folder of one run, created if missing."""
-    path = runs_dir / safe_run_id(run_id)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@contextlib.contextmanager
-def hold_run_folder(folder: Path, run_id: str, activity: str) -> Iterator[None]:
-    """Hold the run's folder for this process while `activity` (a step, or a whole pipeline) runs.
-
-    An exclusive `flock` on `<folder>/.lock`, taken without waiting: a second process that wants the same run
-    gets RunLockedError naming the run and the holder, instead of mixing its files with the first one's. The
-    kernel drops the lock when the holder exits, even when it is killed. Nested holds in one process (the
-    in-process pipeline around each of its steps) share the outer lock.
-    """
-    key = folder.resolve()
-    if key in _held_locks:
-        _held_locks[key] += 1
-        try:
-            yield
-        finally:
-            _held_locks[key] -= 1
-        return
-    with open(folder / LOCK_FILE, "a+", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read(500).strip() or "a process that has not written its name yet"
-            raise RunLockedError(f"run {run_id!r} is in use: its folder {folder} is held by {holder}; wait for "
-                                 "that to finish, or use another RUN_ID") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, running {activity} since "
-                     f"{datetime.now(UTC).replace(microsecond=0).isoformat()}\n")
-        handle.flush()
-        _held_locks[key] = 1
-        try:
-            yield
-        finally:
-            del _held_locks[key]
-            handle.truncate(0)
-
-
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete the temporary files that a killed writer left in `folder` (call it while holding the folder)."""
-    stale = sorted(folder.glob(".*.tmp"))
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
+from utils.errors import ArtifactError
 
 
 @contextlib.contextmanager
@@ -164,20 +93,3 @@ def verify_checksum(path: Path, expected_sha256: str) -> None:
     if actual != expected_sha256:
         raise ArtifactError(f"{path} has sha256 {actual}, but {expected_sha256} was recorded: "
                             "the file changed after it was written; rerun the step that writes it")
-
-
-def record_run_start(folder: Path, started_at: datetime) -> datetime:
-    """Record when the run started (the `load` step does this); later steps and retries read it back."""
-    started_at = started_at.astimezone(UTC)
-    write_json_atomic(folder / RUN_INFO_FILE, {"started_at": started_at.isoformat()})
-    return started_at
-
-
-def run_started_at(folder: Path) -> datetime:
-    """The start time recorded by `load` for the run in `folder`."""
-    return datetime.fromisoformat(read_json(require_file(folder / RUN_INFO_FILE, "load"))["started_at"])
-
-
-def run_stamp(started_at: datetime) -> str:
-    """`YYYYMMDD_HHMMSS` in UTC: the name stem of a run's published folders."""
-    return started_at.astimezone(UTC).strftime("%Y%m%d_%H%M%S")

@@ -6,22 +6,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from utils.files import safe_run_id
-
 
 @dataclass(frozen=True)
 class RunBundle:
-    """The files of one run to publish, in a folder named `<stamp>_<run id>` on every backend."""
+    """The files of one run to publish, in a folder called `name` (RunFolder.published_name) on every backend."""
 
     run_id: str
-    stamp: str
+    name: str
     files: tuple[Path, ...]
     checksums: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def folder_name(self) -> str:
-        """`<stamp>_<run id made safe for a file name>`: readable, and unique per run even for equal stamps."""
-        return f"{self.stamp}_{safe_run_id(self.run_id)}"
 
 
 @dataclass(frozen=True)

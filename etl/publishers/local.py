@@ -73,7 +73,7 @@ class LocalPublisher:
         self.results_dir = results_dir
 
     def destination(self, bundle: RunBundle) -> Path:
-        return self.results_dir / bundle.folder_name
+        return self.results_dir / bundle.name
 
     def publish(self, bundle: RunBundle) -> PublishResult:
         target = self.destination(bundle)

@@ -99,14 +99,14 @@ class GDrivePublisher:
         try:
             existing = {item["name"]: item for item in client.list_items(
                 run_items_query(run_folder, bundle.run_id), parent,
-                f"listing the files of run folder {bundle.folder_name}")}
+                f"listing the files of run folder {bundle.name}")}
             outcome = {path.name: self._put(client, path, local_md5[path.name], existing.get(path.name),
                                             run_folder, bundle.run_id) for path in bundle.files}
         except Exception:
-            self._trash_if_empty(client, parent, run_folder, bundle.folder_name)
+            self._trash_if_empty(client, parent, run_folder, bundle.name)
             raise
         log.info("run %s published to Drive folder %s/%s (%s) as %s: %s", bundle.run_id, parent.name,
-                 bundle.folder_name, folder_url(run_folder), client.who(), outcome)
+                 bundle.name, folder_url(run_folder), client.who(), outcome)
         return PublishResult(self.name, folder_url(run_folder), outcome)
 
     @staticmethod
@@ -143,7 +143,7 @@ class GDrivePublisher:
 
         A folder create that fails transiently may still have happened, so each retry looks again first.
         """
-        name = bundle.folder_name
+        name = bundle.name
         query = run_items_query(parent.id, bundle.run_id, name=name, mime_type=FOLDER_MIME)
         delays = backoff_delays(self.num_retries)
         while True:

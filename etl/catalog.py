@@ -1,0 +1,23 @@
+"""Every file of a run's folder, named once (what Kedro calls the data catalog); `etl/steps.py` says which step
+consumes and produces each."""
+
+RUN_INFO = "run.json"  # when the run started: names its published folders
+RAW = "raw.csv"  # the CSV exactly as obtained
+LOAD_INFO = "load.json"  # load's record: source, location, rows, sha256
+VALIDATION_REPORT = "validation_report.json"  # every violation, or the data's profile
+TRAIN = "train.csv"
+TEST = "test.csv"
+PREPROCESS_INFO = "preprocess.json"  # preprocess's record: counts
+MODEL = "model.joblib"  # the fitted sklearn Pipeline
+TRAIN_INFO = "train.json"  # train's record: model sha256, cross-validation scores
+METRICS = "metrics.json"
+ROC_CURVE = "roc_curve.png"
+PRECISION_RECALL_CURVE = "precision_recall_curve.png"
+CONFUSION_MATRIX = "confusion_matrix.png"
+CALIBRATION_CURVE = "calibration_curve.png"
+CHARTS = (ROC_CURVE, PRECISION_RECALL_CURVE, CONFUSION_MATRIX, CALIBRATION_CURVE)
+REPORT = "report.md"
+EVALUATE_INFO = "evaluate.json"  # evaluate's record
+MANIFEST = "manifest.json"  # checksums, settings, versions: published with the run
+UPLOAD_INFO = "upload.json"  # upload's record: where the run was published
+LOCK = ".lock"  # held by the process running a step of the run

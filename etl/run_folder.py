@@ -1,0 +1,163 @@
+"""One run's working folder `<RUNS_DIR>/<run id>/`: its files, its start time and published name, the lock that
+keeps it to one process, and the checksum chain that ties its files together.
+
+Every step's record (`<step>.json`) holds the sha256 of each file it consumed and produced. `verify_chain` walks
+the records in step order and refuses a folder whose files no longer belong together: an input that is not what
+its producer recorded, or an output that changed on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from etl import catalog
+from etl.steps import PRODUCED_BY, STEP, STEPS, Step
+from utils.errors import ArtifactError, ConfigError, RunLockedError
+from utils.files import read_json, require_file, sha256_file, write_json_atomic
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_held: dict[Path, int] = {}  # run folder -> nesting depth of RunFolder.hold in this process
+
+
+def safe_run_id(run_id: str) -> str:
+    """A folder name for `run_id`; ids with other characters (Airflow's `manual__…+00:00`) get a hash suffix
+    so that two different ids never share a folder."""
+    cleaned = _UNSAFE.sub("_", run_id.strip())
+    if cleaned == run_id and cleaned not in (".", ".."):
+        return cleaned
+    return f"{cleaned}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A run: its id, its folder, and (from Airflow) the moment it was due, which names what it publishes."""
+
+    run_id: str
+    path: Path
+    declared_start: datetime | None = None
+
+    @classmethod
+    def open(cls, runs_dir: Path, run_id: str, declared_start: datetime | None = None) -> RunFolder:
+        """The run `run_id` under `runs_dir`, its folder created if missing."""
+        if not run_id.strip():
+            raise ConfigError("the run id is empty: expected a name such as 'local' (--run-id or RUN_ID)")
+        path = runs_dir / safe_run_id(run_id)
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(run_id, path, declared_start)
+
+    def file(self, name: str) -> Path:
+        """The path of the run's file `name` (a name from etl/catalog.py)."""
+        return self.path / name
+
+    def require(self, name: str) -> Path:
+        """The run's file `name`; if it is missing, an error naming the step that writes it."""
+        return require_file(self.file(name), PRODUCED_BY[name])
+
+    @contextlib.contextmanager
+    def hold(self, activity: str) -> Iterator[None]:
+        """Hold the folder for this process while `activity` (a step, or a whole pipeline) runs.
+
+        An exclusive `flock` on the lock file, taken without waiting: a second process that wants the same run
+        gets RunLockedError naming the run and the holder instead of mixing its files with the first one's. The
+        kernel drops the lock when the holder exits, even when it is killed. Nested holds in one process (the
+        in-process pipeline around each of its steps) share the outer lock.
+        """
+        key = self.path.resolve()
+        if key in _held:
+            _held[key] += 1
+            try:
+                yield
+            finally:
+                _held[key] -= 1
+            return
+        with open(self.file(catalog.LOCK), "a+", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read(500).strip() or "a process that has not written its name yet"
+                raise RunLockedError(f"run {self.run_id!r} is in use: its folder {self.path} is held by {holder}; "
+                                     "wait for that to finish, or use another run id") from None
+            handle.seek(0)
+            handle.truncate()
+            holder = f"pid {os.getpid()} on {socket.gethostname()}, running {activity} since {_now().isoformat()}"
+            handle.write(holder + "\n")
+            handle.flush()
+            _held[key] = 1
+            try:
+                yield
+            finally:
+                del _held[key]
+                handle.truncate(0)
+
+    def begin(self, step: Step) -> None:
+        """Prepare the folder for `step` (while holding it): remove temporaries a killed writer left and the
+        outputs of this step and every later one, so that neither a rerun nor a failure of `step` leaves
+        downstream files from an earlier attempt; the first step records when the run started."""
+        for stale in self.path.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+        for later in STEPS[STEPS.index(step):]:
+            for name in later.produces:
+                self.file(name).unlink(missing_ok=True)
+        if step is STEPS[0]:
+            started = (self.declared_start or _now()).astimezone(UTC)
+            write_json_atomic(self.file(catalog.RUN_INFO), {"run_id": self.run_id, "started_at": started.isoformat()})
+
+    def started_at(self) -> datetime:
+        """When the run started, as its first step recorded it."""
+        return datetime.fromisoformat(read_json(self.require(catalog.RUN_INFO))["started_at"])
+
+    def stamp(self) -> str:
+        """`YYYYMMDD_HHMMSS` of the start in UTC."""
+        return self.started_at().astimezone(UTC).strftime("%Y%m%d_%H%M%S")
+
+    def published_name(self) -> str:
+        """`<stamp>_<safe run id>`: the name of the run's folder in results/ and on Drive, readable and unique per
+        run even when two runs start in the same second."""
+        return f"{self.stamp()}_{safe_run_id(self.run_id)}"
+
+    def write_record(self, step: Step, fields: dict[str, Any]) -> None:
+        """Write `step`'s record: its `fields` and the sha256 of every file it consumed and produced."""
+        outputs = [name for name in step.produces if name != step.record]
+        write_json_atomic(self.file(step.record), {
+            **fields, "inputs": {name: sha256_file(self.file(name)) for name in step.consumes},
+            "outputs": {name: sha256_file(self.file(name)) for name in outputs}})
+
+    def record(self, step_name: str) -> dict[str, Any]:
+        """The record of the step `step_name`, as written (the runner has verified the chain up to it)."""
+        return read_json(self.require(STEP[step_name].record))
+
+    def verify_chain(self, before: Step) -> None:
+        """Check the records of every step before `before`: each recorded input is what its producer recorded
+        as output, each recorded output still has its recorded sha256. ArtifactError names the file and the
+        step to rerun."""
+        produced: dict[str, str] = {}
+        for step in STEPS[:STEPS.index(before)]:
+            record = read_json(self.require(step.record))
+            for name, digest in record["inputs"].items():
+                if produced.get(name) != digest:
+                    raise ArtifactError(f"{self.file(name)}: step {step.name} consumed a version (sha256 "
+                                        f"{digest[:12]}…) that is not the one {PRODUCED_BY[name]} recorded: the run's "
+                                        "files do not belong together (a step was rerun, or another process wrote "
+                                        f"this run); rerun from {PRODUCED_BY[name]}")
+            for name, digest in record["outputs"].items():
+                actual = sha256_file(self.require(name))
+                if actual != digest:
+                    raise ArtifactError(f"{self.file(name)} has sha256 {actual[:12]}…, but {step.name} recorded "
+                                        f"{digest[:12]}… when it wrote it: the file changed afterwards; rerun from "
+                                        f"{step.name}")
+                produced[name] = digest
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)

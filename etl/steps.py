@@ -1,0 +1,100 @@
+"""The pipeline's steps in one table: their order, what each consumes and produces, and how Airflow retries it.
+
+The DAG, the in-process pipeline, the command line, the bench and the tests all read this table. It imports no
+heavy library (the DAG file imports it at parse time): each step's code is imported when the step runs, by the
+two-line function named in its row (go to its definition, then to the step's `run`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from etl import catalog
+
+if TYPE_CHECKING:
+    from etl.run_folder import RunFolder
+    from utils.config import Settings
+    from utils.errors import PipelineError
+    from utils.telemetry import Sample
+
+DAG_ID = "breast_cancer_pipeline"
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a step's `run` hands back: fields for its record (`<step>.json`, beside the checksums the runner
+    adds), the small summary a person reads in XCom and the CLI, the gauges to push, and `failure`: an error to
+    raise once the outputs are recorded (a failed quality gate: its metrics are kept, and pushed, for people)."""
+
+    record: dict[str, Any]
+    summary: dict[str, Any]
+    samples: list[Sample] = field(default_factory=list)
+    failure: PipelineError | None = None
+
+
+StepFunction = Callable[["RunFolder", "Settings"], StepResult]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: its code, its files, and its retries (a step retries only when its failure can be transient)."""
+
+    name: str
+    run: StepFunction
+    consumes: tuple[str, ...]  # files of earlier steps it reads; their checksums go into its record
+    produces: tuple[str, ...]  # its outputs, its record last
+    retries: int
+    timeout: timedelta
+    retry_reason: str
+
+    @property
+    def record(self) -> str:
+        """The step's record: the sha256 of what it consumed and produced, and its own facts."""
+        return self.produces[-1]
+
+
+def _load(run: RunFolder, settings: Settings) -> StepResult:
+    from etl import load
+    return load.run(run, settings)
+
+
+def _preprocess(run: RunFolder, settings: Settings) -> StepResult:
+    from etl import preprocess
+    return preprocess.run(run, settings)
+
+
+def _train(run: RunFolder, settings: Settings) -> StepResult:
+    from etl import train
+    return train.run(run, settings)
+
+
+def _evaluate(run: RunFolder, settings: Settings) -> StepResult:
+    from etl import evaluate
+    return evaluate.run(run, settings)
+
+
+def _upload(run: RunFolder, settings: Settings) -> StepResult:
+    from etl import upload
+    return upload.run(run, settings)
+
+
+PUBLISHED = (catalog.MODEL, catalog.METRICS, *catalog.CHARTS, catalog.REPORT, catalog.VALIDATION_REPORT)
+STEPS = (
+    Step("load", _load, consumes=(), produces=(catalog.RUN_INFO, catalog.RAW, catalog.LOAD_INFO),
+         retries=3, timeout=timedelta(minutes=10), retry_reason="the download source can be briefly down"),
+    Step("preprocess", _preprocess, consumes=(catalog.RAW,),
+         produces=(catalog.VALIDATION_REPORT, catalog.TRAIN, catalog.TEST, catalog.PREPROCESS_INFO),
+         retries=0, timeout=timedelta(minutes=5), retry_reason="bad data stays bad"),
+    Step("train", _train, consumes=(catalog.TRAIN,), produces=(catalog.MODEL, catalog.TRAIN_INFO),
+         retries=1, timeout=timedelta(minutes=30), retry_reason="a worker killed for memory may fit on another try"),
+    Step("evaluate", _evaluate, consumes=(catalog.MODEL, catalog.TEST),
+         produces=(catalog.METRICS, *catalog.CHARTS, catalog.REPORT, catalog.EVALUATE_INFO),
+         retries=0, timeout=timedelta(minutes=5), retry_reason="a failed quality gate stays failed"),
+    Step("upload", _upload, consumes=PUBLISHED, produces=(catalog.MANIFEST, catalog.UPLOAD_INFO),
+         retries=3, timeout=timedelta(minutes=15), retry_reason="Google Drive can answer 5xx / rate-limit"),
+)
+STEP = {step.name: step for step in STEPS}
+PRODUCED_BY = {name: step.name for step in STEPS for name in step.produces}
