@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from utils.config import PROJECT_ROOT, Settings, load_settings
+from etl.run_folder import RunFolder
+from utils.config import BUNDLED_DATA, PROJECT_ROOT, VARIABLES, Settings, load_settings
 
-BUNDLED_CSV = PROJECT_ROOT / "data" / "BreastCancer.csv"
+BUNDLED_CSV = BUNDLED_DATA
 TEST_DATA = PROJECT_ROOT / "tests" / "data"  # the bad-input corpus: make_settings allows file:// URLs there too
 BUNDLED_SHA256 = "7efcfc593f86f3d898df92a8fec32e64ce84195647bd3a8a2d48c68c005767f4"
-SETTING_VARIABLES = [f.metadata["env"] for f in dataclasses.fields(Settings)]
+SETTING_VARIABLES = [*VARIABLES.values(), "RUN_ID"]  # RUN_ID: the command line's run id
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +45,11 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
                   "results_dir": tmp_path / "results", "storage_backend": "local", "download_retries": 0,
                   "download_backoff": 0.0, "download_timeout": 5.0}
         values.update(overrides)
-        return load_settings(env={}, env_file=Path(os.devnull), **values)
+        return load_settings(env_file=Path(os.devnull), **values)
 
     return factory
+
+
+def open_run(settings: Settings, run_id: str = "test") -> RunFolder:
+    """The run `run_id` in the settings' runs folder, as the command line opens it."""
+    return RunFolder.open(settings.runs_dir, run_id)
