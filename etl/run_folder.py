@@ -137,12 +137,12 @@ class RunFolder:
         """The record of the step `step_name`, as written (the runner has verified the chain up to it)."""
         return read_json(self.require(STEP[step_name].record))
 
-    def verify_chain(self, before: Step) -> None:
-        """Check the records of every step before `before`: each recorded input is what its producer recorded
-        as output, each recorded output still has its recorded sha256. ArtifactError names the file and the
-        step to rerun."""
+    def verify_chain(self, before: Step | None = None) -> None:
+        """Check the records of every step before `before` (None: of all steps): each recorded input is what its
+        producer recorded as output, each recorded output still has its recorded sha256. ArtifactError names
+        the file and the step to rerun."""
         produced: dict[str, str] = {}
-        for step in STEPS[:STEPS.index(before)]:
+        for step in STEPS[:STEPS.index(before) if before else None]:
             record = read_json(self.require(step.record))
             for name, digest in record["inputs"].items():
                 if produced.get(name) != digest:

@@ -14,24 +14,22 @@ from pathlib import Path
 
 import pytest
 
-from etl import artifacts, evaluate, load, preprocess, train, upload
-from etl.pipeline import STEPS, run_all
-from tests.conftest import BUNDLED_CSV
+from etl import catalog, train
+from etl.pipeline import execute_step, run_all
+from etl.steps import PUBLISHED, STEP, STEPS
+from tests.conftest import BUNDLED_CSV, open_run
 from tests.http_support import Answer, scripted_server
 from utils.config import PROJECT_ROOT
 from utils.errors import ArtifactError, PipelineError, RunLockedError
-from utils.files import LOCK_FILE, hold_run_folder, run_dir
-from utils.steps import execute_step
 
 BAD_INPUTS = PROJECT_ROOT / "tests" / "data" / "bad_inputs"
 SLOW_ANSWER_SECONDS = 4.0  # long enough for the test to start a second process while the first one loads
 
 
-def run_steps(settings, *names: str) -> None:
-    """Run the named steps the way the CLI and the DAG do (lock, clean-up, then the step)."""
-    functions = dict(STEPS)
+def run_steps(run, settings, *names: str) -> None:
+    """Run the named steps the way the CLI and the DAG do (lock, clean-up, chain check, the step, its record)."""
     for name in names:
-        execute_step(name, functions[name], settings)
+        execute_step(STEP[name], run, settings)
 
 
 def published_runs(settings) -> list[Path]:
@@ -62,7 +60,7 @@ def test_a_second_process_with_the_same_run_id_is_refused_and_the_first_is_untou
     with scripted_server(Answer(body=BUNDLED_CSV.read_bytes(), delay=SLOW_ANSWER_SECONDS),
                          Answer(body=BUNDLED_CSV.read_bytes())) as server:
         first = pipeline_process(tmp_path, "x", seed=1, data_url=server.url)
-        holder = wait_for_holder(tmp_path / "runs" / "x" / LOCK_FILE)
+        holder = wait_for_holder(tmp_path / "runs" / "x" / catalog.LOCK)
         second = pipeline_process(tmp_path, "x", seed=2, data_url=server.url)
         second_out, second_err = second.communicate(timeout=120)
         first_out, first_err = first.communicate(timeout=300)
@@ -74,8 +72,9 @@ def test_a_second_process_with_the_same_run_id_is_refused_and_the_first_is_untou
 
     published = json.loads(first_out)
     results = sorted(p.name for p in (tmp_path / "results").iterdir() if not p.name.startswith("."))
-    assert results == sorted([Path(published["upload"]["destinations"]["local"]).name, "latest"])
-    reference = run_all(make_settings(run_id="seed-1-alone", seed=1, results_dir=tmp_path / "reference"))
+    assert results == sorted([published["upload"]["name"], "latest"])
+    alone = make_settings(seed=1, results_dir=tmp_path / "reference")
+    reference = run_all(open_run(alone, "seed-1-alone"), alone)
     assert published["evaluate"]["accuracy"] == reference["evaluate"]["accuracy"]
     assert published["train"]["model_sha256"] == reference["train"]["model_sha256"]
 
@@ -84,7 +83,7 @@ def test_a_killed_holder_releases_the_run(tmp_path):
     with scripted_server(Answer(body=BUNDLED_CSV.read_bytes(), delay=60.0),
                          Answer(body=BUNDLED_CSV.read_bytes())) as server:
         killed = pipeline_process(tmp_path, "x", seed=1, data_url=server.url)
-        wait_for_holder(tmp_path / "runs" / "x" / LOCK_FILE)
+        wait_for_holder(tmp_path / "runs" / "x" / catalog.LOCK)
         killed.send_signal(signal.SIGKILL)
         killed.communicate(timeout=30)
         rerun = pipeline_process(tmp_path, "x", seed=1, data_url=server.url)
@@ -94,121 +93,113 @@ def test_a_killed_holder_releases_the_run(tmp_path):
 
 
 def test_a_step_is_refused_while_another_process_holds_the_run(make_settings):
-    settings = make_settings(run_id="held")
-    folder = run_dir(settings.runs_dir, settings.run_id)
+    settings = make_settings()
+    run = open_run(settings, "held")
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from utils.files import hold_run_folder\n"
-        "with hold_run_folder(Path(sys.argv[1]), 'held', 'a test holder'):\n"
-        "    print('held', flush=True); time.sleep(60)\n"), str(folder)],
+        "import sys, time; from pathlib import Path; from etl.run_folder import RunFolder\n"
+        "with RunFolder.open(Path(sys.argv[1]), 'held').hold('a test holder'):\n"
+        "    print('held', flush=True); time.sleep(60)\n"), str(settings.runs_dir)],
         cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "held\n"
         with pytest.raises(RunLockedError, match=rf"run 'held' is in use: .* held by pid {holder.pid} on .*"
                                                  r"running a test holder since"):
-            run_steps(settings, "load")
-        assert not (folder / artifacts.RAW).exists()
+            run_steps(run, settings, "load")
+        assert not run.file(catalog.RAW).exists()
     finally:
         holder.kill()
         holder.wait()
-    run_steps(settings, "load")
-    with hold_run_folder(folder, "held", "outer"), hold_run_folder(folder, "held", "inner"):
+    run_steps(run, settings, "load")
+    with run.hold("outer"), run.hold("inner"):
         pass  # one process may nest holds (the in-process pipeline holds the run around each step)
 
 
 def test_retraining_after_evaluate_cannot_publish_the_old_metrics(make_settings):
-    settings = make_settings(run_id="retrained")
-    run_steps(settings, "load", "preprocess", "train", "evaluate")
-    run_steps(settings.replace(model="gradient_boosting"), "train")
+    settings = make_settings()
+    run = open_run(settings, "retrained")
+    run_steps(run, settings, "load", "preprocess", "train", "evaluate")
+    run_steps(run, make_settings(model="gradient_boosting"), "train")
     with pytest.raises(ArtifactError, match="evaluate.json is missing"):
-        run_steps(settings, "upload")
+        run_steps(run, settings, "upload")
     assert published_runs(settings) == []
 
 
 def test_the_chain_refuses_a_model_that_is_not_the_one_evaluated(make_settings):
-    """Even when a step's outputs are replaced behind the pipeline's back (here train.run called directly, with
+    """Even when a step's outputs are replaced behind the runner's back (here train's code called directly, with
     no clean-up of downstream files), upload refuses the mix and names the file and the step to rerun."""
-    settings = make_settings(run_id="swapped")
-    run_steps(settings, "load", "preprocess", "train", "evaluate")
-    train.run(settings.replace(model="gradient_boosting"))
+    settings = make_settings()
+    run = open_run(settings, "swapped")
+    run_steps(run, settings, "load", "preprocess", "train", "evaluate")
+    retrained = make_settings(model="gradient_boosting")
+    run.write_record(STEP["train"], train.run(run, retrained).record)
     with pytest.raises(ArtifactError, match=r"model\.joblib: step evaluate consumed a version .* not the one "
                                             r"train recorded.*rerun from train"):
-        upload.run(settings)
+        run_steps(run, settings, "upload")
     assert published_runs(settings) == []
 
 
-@pytest.mark.parametrize("changed", [artifacts.RAW, artifacts.TEST, artifacts.METRICS, artifacts.REPORT])
+@pytest.mark.parametrize("changed", [catalog.RAW, catalog.TEST, catalog.METRICS, catalog.REPORT])
 def test_a_file_changed_on_disk_stops_publication(make_settings, changed):
-    settings = make_settings(run_id="edited")
-    run_steps(settings, "load", "preprocess", "train", "evaluate")
-    path = settings.runs_dir / "edited" / changed
+    settings = make_settings()
+    run = open_run(settings, "edited")
+    run_steps(run, settings, "load", "preprocess", "train", "evaluate")
+    path = run.file(changed)
     path.write_bytes(path.read_bytes() + b"\n")
     with pytest.raises(ArtifactError, match=rf"{changed} has sha256 .* recorded .* when it wrote it"):
-        run_steps(settings, "upload")
+        run_steps(run, settings, "upload")
     assert published_runs(settings) == []
 
 
 def test_bad_data_into_a_run_that_had_a_good_model_publishes_nothing(make_settings):
-    settings = make_settings(run_id="reused")
-    run_steps(settings, "load", "preprocess", "train", "evaluate")
-    bad = settings.replace(data_url=(BAD_INPUTS / "score_zero.csv").as_uri(), data_fallback=False)
-    run_steps(bad, "load")
+    settings = make_settings()
+    run = open_run(settings, "reused")
+    run_steps(run, settings, "load", "preprocess", "train", "evaluate")
+    bad = make_settings(data_url=(BAD_INPUTS / "score_zero.csv").as_uri(), data_fallback=False)
+    run_steps(run, bad, "load")
     with pytest.raises(PipelineError, match="fails in_range"):
-        run_steps(bad, "preprocess")
-    folder = settings.runs_dir / "reused"
-    assert not (folder / artifacts.MODEL).exists() and not (folder / artifacts.METRICS).exists()
+        run_steps(run, bad, "preprocess")
+    assert not run.file(catalog.MODEL).exists() and not run.file(catalog.METRICS).exists()
     with pytest.raises(ArtifactError, match="preprocess.json is missing"):
-        run_steps(bad, "upload")
+        run_steps(run, bad, "upload")
     assert published_runs(settings) == []
 
 
 def test_a_failed_train_leaves_no_model_behind(make_settings):
-    settings = make_settings(run_id="train-fails")
-    run_steps(settings, "load", "preprocess", "train", "evaluate")
+    settings = make_settings()
+    run = open_run(settings, "train-fails")
+    run_steps(run, settings, "load", "preprocess", "train", "evaluate")
     with pytest.raises(ValueError, match="n_splits"):
-        run_steps(settings.replace(cv_folds=10_000), "train")
-    folder = settings.runs_dir / "train-fails"
-    assert not (folder / artifacts.MODEL).exists() and not (folder / artifacts.TRAIN_INFO).exists()
-    with pytest.raises(ArtifactError, match="train.json is missing"):
-        run_steps(settings, "evaluate")
-    with pytest.raises(ArtifactError, match="train.json is missing"):
-        run_steps(settings, "upload")
+        run_steps(run, make_settings(cv_folds=10_000), "train")
+    assert not run.file(catalog.MODEL).exists() and not run.file(catalog.TRAIN_INFO).exists()
+    for later in ("evaluate", "upload"):
+        with pytest.raises(ArtifactError, match="train.json is missing"):
+            run_steps(run, settings, later)
     assert published_runs(settings) == []
 
 
 def test_each_step_records_the_checksums_it_consumed_and_wrote(make_settings):
-    settings = make_settings(run_id="recorded")
-    run_all(settings)
-    records = artifacts.verify_chain(settings.runs_dir / "recorded", through="upload")
-    consumed = {step: set(record["inputs"]) for step, record in records.items()}
-    assert consumed == {"load": set(), "preprocess": {artifacts.RAW}, "train": {artifacts.TRAIN},
-                        "evaluate": {artifacts.MODEL, artifacts.TEST}, "upload": set(upload.PUBLISHED_FILES)}
-    assert records["load"]["outputs"][artifacts.RAW] == records["preprocess"]["inputs"][artifacts.RAW]
+    settings = make_settings()
+    run = open_run(settings, "recorded")
+    run_all(run, settings)
+    run.verify_chain(before=None)
+    consumed = {step.name: set(run.record(step.name)["inputs"]) for step in STEPS}
+    assert consumed == {"load": set(), "preprocess": {catalog.RAW}, "train": {catalog.TRAIN},
+                        "evaluate": {catalog.MODEL, catalog.TEST}, "upload": set(PUBLISHED)}
+    assert run.record("load")["outputs"][catalog.RAW] == run.record("preprocess")["inputs"][catalog.RAW]
 
 
 def test_temporaries_of_a_killed_writer_are_removed_when_the_next_step_starts(make_settings):
-    settings = make_settings(run_id="killed-writer")
-    run_steps(settings, "load", "preprocess")
-    folder = settings.runs_dir / "killed-writer"
+    settings = make_settings()
+    run = open_run(settings, "killed-writer")
+    run_steps(run, settings, "load", "preprocess")
     writer = subprocess.run([sys.executable, "-c", (
         "import os, signal, sys; from pathlib import Path; from utils.files import atomic_path\n"
         "with atomic_path(Path(sys.argv[1])) as tmp:\n"
         "    tmp.write_bytes(b'half a model')\n"
-        "    os.kill(os.getpid(), signal.SIGKILL)\n"), str(folder / artifacts.MODEL)],
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"), str(run.file(catalog.MODEL))],
         cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, timeout=60, check=False)
     assert writer.returncode == -signal.SIGKILL
-    (leftover,) = folder.glob(".model.joblib.*.tmp")
-    run_steps(settings, "train")
-    assert not leftover.exists() and not list(folder.glob(".*.tmp"))
-    assert (folder / artifacts.MODEL).is_file()
-
-
-def test_steps_called_directly_still_check_the_chain(make_settings):
-    """The steps' `run` functions are also the Python API: without the runner they still refuse a broken chain."""
-    settings = make_settings(run_id="direct")
-    load.run(settings)
-    preprocess.run(settings)
-    (settings.runs_dir / "direct" / artifacts.RAW).write_bytes(BUNDLED_CSV.read_bytes() + b"\n")
-    with pytest.raises(ArtifactError, match="raw.csv has sha256"):
-        train.run(settings)
-    with pytest.raises(ArtifactError, match="raw.csv has sha256"):
-        evaluate.run(settings)
+    (leftover,) = run.path.glob(".model.joblib.*.tmp")
+    run_steps(run, settings, "train")
+    assert not leftover.exists() and not list(run.path.glob(".*.tmp"))
+    assert run.file(catalog.MODEL).is_file()
