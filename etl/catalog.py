@@ -21,3 +21,10 @@ EVALUATE_INFO = "evaluate.json"  # evaluate's record
 MANIFEST = "manifest.json"  # checksums, settings, versions: published with the run
 UPLOAD_INFO = "upload.json"  # upload's record: where the run was published
 LOCK = ".lock"  # held by the process running a step of the run
+
+# What metrics.json holds (malignant = positive): the report and the manifest list every test metric; the headline
+# ones are also cross-validated on the training rows and shown in summaries; the pushed ones feed the dashboard.
+TEST_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "balanced_accuracy", "roc_auc", "pr_auc",
+                "brier_score")
+HEADLINE_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+PUSHED_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc")

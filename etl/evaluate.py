@@ -23,6 +23,7 @@ from sklearn.metrics import (
 )
 
 from etl import catalog
+from etl.catalog import HEADLINE_METRICS, PUSHED_METRICS, TEST_METRICS
 from etl.dataset import CLASS_NAMES, features_and_labels
 from etl.pipeline import cli_main
 from etl.run_folder import RunFolder
@@ -35,8 +36,6 @@ from utils.telemetry import Sample
 
 STEP = "evaluate"
 DECISION_THRESHOLD = 0.5
-GATED_METRICS = ("recall", "roc_auc")
-PUSHED_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc")
 log = get_logger(STEP)
 
 
@@ -85,9 +84,7 @@ def render_report(metrics: dict[str, Any]) -> str:
     """A short Markdown report of the run for people: what was trained, how well, and whether it may ship."""
     gate = metrics["quality_gate"]
     cm = metrics["confusion_matrix"]
-    rows = "\n".join(f"| {name} | {metrics[name]:.4f} |" for name in
-                     ("accuracy", "precision", "recall", "specificity", "f1", "balanced_accuracy", "roc_auc",
-                      "pr_auc", "brier_score"))
+    rows = "\n".join(f"| {name} | {metrics[name]:.4f} |" for name in TEST_METRICS)
     cv = "\n".join(f"| {name} | {s['mean']:.4f} ± {s['std']:.4f} |" for name, s in metrics["cv"].items())
     verdict = "PASSED" if gate["passed"] else "FAILED: " + "; ".join(gate["failures"])
     charts = "\n".join(f"![{name.removesuffix('.png').replace('_', ' ')}]({name})" for name in catalog.CHARTS)
@@ -164,7 +161,7 @@ def run(run: RunFolder, settings: Settings) -> StepResult:
         "quality gate failed, the model will not be published: " + "; ".join(gate["failures"])
         + f" (details in {run.file(catalog.METRICS)})")
     return StepResult(record={"quality_gate_passed": gate["passed"]},
-                      summary={name: metrics[name] for name in ("accuracy", "precision", "recall", "f1", "roc_auc")}
+                      summary={name: metrics[name] for name in HEADLINE_METRICS}
                       | {"quality_gate_passed": gate["passed"]},
                       samples=gate_samples(metrics), failure=failure)
 

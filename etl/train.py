@@ -16,6 +16,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from etl import catalog
+from etl.catalog import HEADLINE_METRICS
 from etl.dataset import features_and_labels
 from etl.pipeline import cli_main
 from etl.run_folder import RunFolder
@@ -25,7 +26,7 @@ from utils.files import atomic_path, sha256_file
 from utils.logger import get_logger
 
 STEP = "train"
-CV_SCORING = ("accuracy", "precision", "recall", "f1", "roc_auc")
+CV_SCORING = HEADLINE_METRICS
 log = get_logger(STEP)
 
 

@@ -53,8 +53,7 @@ def build_manifest(run: RunFolder, settings: Settings, checksums: dict[str, str]
     return {"run_id": run.run_id, "run_stamp": run.stamp(), "data": {key: load_info[key] for key in
                                                                      ("source", "location", "sha256", "rows")},
             "settings": settings.public_dict(), "packages": package_versions(), "git_commit": git_commit(),
-            "metrics": {key: metrics[key] for key in ("accuracy", "precision", "recall", "specificity", "f1",
-                                                       "roc_auc", "pr_auc", "confusion_matrix", "quality_gate")},
+            "metrics": {key: metrics[key] for key in (*catalog.TEST_METRICS, "confusion_matrix", "quality_gate")},
             "files": checksums}
 
 
