@@ -11,10 +11,13 @@ from typing import Any
 
 import pytest
 
-from etl import artifacts, load, preprocess
+from etl import catalog, preprocess
+from etl.pipeline import execute_step
+from etl.run_folder import safe_run_id
+from etl.steps import STEP
+from tests.conftest import open_run
 from tests.data.make_bad_inputs import FAKE_KEY_BODY, corpus
 from utils.errors import EXCERPT_CHARS, PipelineError
-from utils.steps import execute_step
 
 CORPUS = Path(__file__).parent / "data" / "bad_inputs"
 
@@ -71,9 +74,15 @@ def test_corpus_on_disk_is_what_the_generator_makes():
         assert (CORPUS / name).read_bytes() == content, f"{name} is stale: rerun make_bad_inputs.py"
 
 
-def load_and_preprocess(settings) -> dict:
-    execute_step(load.STEP, load.run, settings)
-    return execute_step(preprocess.STEP, preprocess.run, settings)
+def load_and_preprocess(settings, run_id: str) -> dict:
+    """Load and preprocess for the run `run_id`, as the runner executes them; preprocess's summary."""
+    run = open_run(settings, run_id)
+    execute_step(STEP["load"], run, settings)
+    return execute_step(STEP["preprocess"], run, settings)
+
+
+def folder(settings, run_id: str) -> Path:
+    return settings.runs_dir / safe_run_id(run_id)
 
 
 def strings_in(value: Any) -> list[str]:
@@ -97,15 +106,15 @@ def longest_quote(source: str, outputs: list[str]) -> int:
 
 @pytest.mark.parametrize("name", sorted(REJECTED))
 def test_bad_file_is_rejected_with_a_clear_message_and_no_split(make_settings, name):
-    settings = make_settings(data_url=(CORPUS / name).as_uri(), data_fallback=False, run_id=name)
+    settings = make_settings(data_url=(CORPUS / name).as_uri(), data_fallback=False)
     with pytest.raises(PipelineError, match=REJECTED[name]) as error:
-        load_and_preprocess(settings)
-    folder = settings.runs_dir / name
-    assert not (folder / artifacts.TRAIN).exists() and not (folder / artifacts.TEST).exists()
-    assert not (folder / artifacts.PREPROCESS_INFO).exists()
-    assert not list(folder.glob(".*.tmp")), "a temporary file was left behind"
+        load_and_preprocess(settings, name)
+    run_folder = folder(settings, name)
+    assert not (run_folder / catalog.TRAIN).exists() and not (run_folder / catalog.TEST).exists()
+    assert not (run_folder / catalog.PREPROCESS_INFO).exists()
+    assert not list(run_folder.glob(".*.tmp")), "a temporary file was left behind"
     if "raw.csv" in str(error.value):  # load accepted the file: preprocess must have saved its report
-        report = json.loads((folder / artifacts.VALIDATION_REPORT).read_text())
+        report = json.loads((run_folder / catalog.VALIDATION_REPORT).read_text())
         assert report["valid"] is False
         assert report["violation_count"] == len(report["violations"])
         assert report["violations"] or report["dataset_problems"]
@@ -113,12 +122,12 @@ def test_bad_file_is_rejected_with_a_clear_message_and_no_split(make_settings, n
 
 @pytest.mark.parametrize("name", sorted(ACCEPTED))
 def test_alternative_encodings_are_normalised(make_settings, name):
-    settings = make_settings(data_url=(CORPUS / name).as_uri(), data_fallback=False, run_id=name)
-    summary = load_and_preprocess(settings)
+    settings = make_settings(data_url=(CORPUS / name).as_uri(), data_fallback=False)
+    summary = load_and_preprocess(settings, name)
     rows_in, dropped = ACCEPTED[name]
     assert (summary["rows_in"], summary["duplicates_dropped"]) == (rows_in, dropped)
     assert summary["rows_train"] + summary["rows_test"] == rows_in - dropped
-    train = (settings.runs_dir / name / artifacts.TRAIN).read_text()
+    train = (folder(settings, name) / catalog.TRAIN).read_text()
     assert train.splitlines()[0] == ",".join(preprocess.EXPECTED_COLUMNS)
     labels = {line.rsplit(",", 1)[1] for line in train.splitlines()[1:]}
     assert labels == {"0", "1"}
@@ -126,15 +135,15 @@ def test_alternative_encodings_are_normalised(make_settings, name):
 
 @pytest.mark.parametrize("name", sorted(corpus()))
 def test_no_error_log_or_report_quotes_more_than_an_excerpt_of_the_file(make_settings, caplog, name):
-    settings = make_settings(data_url=(CORPUS / name).as_uri(), data_fallback=False, run_id=name)
+    settings = make_settings(data_url=(CORPUS / name).as_uri(), data_fallback=False)
     caplog.set_level(logging.DEBUG)
     outputs = []
     try:
-        load_and_preprocess(settings)
+        load_and_preprocess(settings, name)
     except PipelineError as exc:
         outputs.append(str(exc))
     outputs += [record.getMessage() for record in caplog.records]
-    report = settings.runs_dir / name / artifacts.VALIDATION_REPORT
+    report = folder(settings, name) / catalog.VALIDATION_REPORT
     if report.exists():
         outputs += strings_in(json.loads(report.read_text()))
     assert outputs, "nothing to check: no error, no log record and no report"
@@ -146,12 +155,12 @@ def test_no_error_log_or_report_quotes_more_than_an_excerpt_of_the_file(make_set
 
 @pytest.mark.parametrize("name", SAME_AS_BUNDLED)
 def test_a_re_encoded_bundled_file_gives_byte_identical_splits(make_settings, name):
-    bundled = make_settings(run_id="bundled")
-    load_and_preprocess(bundled)
-    settings = make_settings(data_url=(CORPUS / name).as_uri(), data_fallback=False, run_id=name)
-    load_and_preprocess(settings)
-    for split in (artifacts.TRAIN, artifacts.TEST):
-        assert (settings.runs_dir / name / split).read_bytes() == (bundled.runs_dir / "bundled" / split).read_bytes()
+    bundled = make_settings()
+    load_and_preprocess(bundled, "bundled")
+    settings = make_settings(data_url=(CORPUS / name).as_uri(), data_fallback=False)
+    load_and_preprocess(settings, name)
+    for split in (catalog.TRAIN, catalog.TEST):
+        assert (folder(settings, name) / split).read_bytes() == (folder(bundled, "bundled") / split).read_bytes()
 
 
 @pytest.mark.parametrize(("readme", "phrase"), [("README.md", "holds {} example files"),
@@ -162,10 +171,12 @@ def test_the_readmes_count_the_corpus(readme, phrase):
 
 
 def test_a_failed_retry_removes_the_outputs_of_an_earlier_good_attempt(make_settings):
-    settings = make_settings(run_id="same")
-    load_and_preprocess(settings)
-    assert (settings.runs_dir / "same" / artifacts.TRAIN).exists()
-    bad = settings.replace(data_url=(CORPUS / "score_zero.csv").as_uri())
-    with pytest.raises(PipelineError):
-        load_and_preprocess(bad)
-    assert not (settings.runs_dir / "same" / artifacts.TRAIN).exists()
+    settings = make_settings()
+    load_and_preprocess(settings, "same")
+    assert (folder(settings, "same") / catalog.TRAIN).exists()
+    bad = make_settings(data_url=(CORPUS / "score_zero.csv").as_uri())
+    with pytest.raises(PipelineError, match=REJECTED["score_zero.csv"]):
+        load_and_preprocess(bad, "same")
+    assert bad.runs_dir == settings.runs_dir
+    assert not (folder(settings, "same") / catalog.TRAIN).exists()
+    assert not (folder(settings, "same") / catalog.PREPROCESS_INFO).exists()

@@ -1,14 +1,14 @@
-"""File helpers: run folders, atomic writes and checksums."""
+"""File helpers (atomic writes, JSON, checksums) and the run folder's name (`etl.run_folder.safe_run_id`)."""
 
 from __future__ import annotations
 
 import pytest
 
+from etl.run_folder import safe_run_id
 from utils.errors import ArtifactError
 from utils.files import (
     atomic_path,
     read_json,
-    safe_run_id,
     sha256_file,
     verify_checksum,
     write_json_atomic,

@@ -4,51 +4,65 @@ copy may replace the source (only when it cannot be reached), the size limit and
 from __future__ import annotations
 
 import base64
-import json
 import time
 from http.server import BaseHTTPRequestHandler
 from typing import ClassVar
 
 import pytest
 
-from etl import artifacts, load
-from tests.conftest import BUNDLED_CSV, BUNDLED_SHA256
+from etl import catalog, load
+from etl.pipeline import execute_step
+from etl.run_folder import safe_run_id
+from etl.steps import STEP
+from tests.conftest import BUNDLED_CSV, BUNDLED_SHA256, open_run
 from tests.http_support import Answer, free_port, scripted_server, serving
 from utils.errors import DataSourceError
 
 GOOD = BUNDLED_CSV.read_bytes()
 NOT_USED = "the source answered, so the bundled copy is not used"
+RUN_ID = "test"
+BOOKKEEPING = {catalog.LOCK, catalog.RUN_INFO}  # the lock and the run's start, there before load's own work
 
 
-def loaded_info(settings) -> dict:
-    return json.loads((settings.runs_dir / settings.run_id / artifacts.LOAD_INFO).read_text())
+def run_load(settings, run_id: str = RUN_ID) -> dict:
+    """The load step for the run `run_id`, as the runner executes it; its summary."""
+    return execute_step(STEP["load"], open_run(settings, run_id), settings)
 
 
-def run_folder_files(settings) -> list[str]:
-    folder = settings.runs_dir / settings.run_id
-    return sorted(path.name for path in folder.iterdir()) if folder.exists() else []
+def loaded_info(settings, run_id: str = RUN_ID) -> dict:
+    return open_run(settings, run_id).record("load")
+
+
+def run_folder_files(settings, run_id: str = RUN_ID) -> list[str]:
+    """What the run's folder holds besides the lock and run.json (temporary files included)."""
+    folder = settings.runs_dir / safe_run_id(run_id)
+    names = {path.name for path in folder.iterdir()} if folder.exists() else set()
+    return sorted(names - BOOKKEEPING)
 
 
 def test_good_csv_is_loaded_with_its_checksum_and_row_count(make_settings):
     with scripted_server(Answer(body=GOOD)) as server:
         settings = make_settings(data_url=server.url)
-        summary = load.run(settings)
-    assert summary["source"] == "url" and summary["rows"] == 699 and summary["sha256"] == BUNDLED_SHA256
-    assert (settings.runs_dir / "local" / artifacts.RAW).read_bytes() == GOOD
-    assert loaded_info(settings)["location"] == server.url
+        summary = run_load(settings)
+    assert summary == {"source": "url", "location": server.url, "rows": 699, "sha256": BUNDLED_SHA256}
+    assert (settings.runs_dir / RUN_ID / catalog.RAW).read_bytes() == GOOD
+    info = loaded_info(settings)
+    assert info["location"] == server.url and info["bytes"] == len(GOOD) and not info["fallback_reason"]
+    assert info["outputs"][catalog.RAW] == BUNDLED_SHA256 and info["inputs"] == {}
+    assert run_folder_files(settings) == [catalog.LOAD_INFO, catalog.RAW]
     assert len(server.requests) == 1
 
 
 def test_server_error_then_success_is_retried(make_settings):
     with scripted_server(Answer(500, b"oops"), Answer(503, b"busy"), Answer(body=GOOD)) as server:
-        summary = load.run(make_settings(data_url=server.url, download_retries=3, data_fallback=False))
+        summary = run_load(make_settings(data_url=server.url, download_retries=3, data_fallback=False))
     assert summary["source"] == "url" and len(server.requests) == 3
 
 
 def test_404_is_not_retried_and_strict_mode_fails_naming_the_url(make_settings):
     with scripted_server(Answer(404, b"not here")) as server:
         with pytest.raises(load.PermanentDownloadError, match=r"HTTP 404") as error:
-            load.run(make_settings(data_url=server.url, download_retries=3, data_fallback=False))
+            run_load(make_settings(data_url=server.url, download_retries=3, data_fallback=False))
     assert server.url in str(error.value) and not error.value.transient
     assert len(server.requests) == 1
 
@@ -57,7 +71,7 @@ def test_404_is_an_error_even_with_the_fallback(make_settings):
     with scripted_server(Answer(404, b"not here")) as server:
         settings = make_settings(data_url=server.url, download_retries=3)
         with pytest.raises(load.PermanentDownloadError, match=f"HTTP 404.*{NOT_USED}"):
-            load.run(settings)
+            run_load(settings)
     assert len(server.requests) == 1 and run_folder_files(settings) == []
 
 
@@ -73,7 +87,7 @@ def test_a_reachable_source_serving_garbage_is_an_error_even_with_the_fallback(m
     with scripted_server(answer) as server:
         settings = make_settings(data_url=server.url, download_retries=1)  # DATA_FALLBACK=true
         with pytest.raises(DataSourceError, match=f"{expected}.*{NOT_USED}"):
-            load.run(settings)
+            run_load(settings)
     assert run_folder_files(settings) == []
     assert len(server.requests) == (2 if answer.declared_length else 1)  # only a broken transfer is retried
 
@@ -81,7 +95,7 @@ def test_a_reachable_source_serving_garbage_is_an_error_even_with_the_fallback(m
 def test_server_down_after_every_retry_falls_back_and_records_why(make_settings):
     with scripted_server(Answer(503, b"busy")) as server:
         settings = make_settings(data_url=server.url, download_retries=1)
-        summary = load.run(settings)
+        summary = run_load(settings)
     assert summary["source"] == "bundled" and summary["sha256"] == BUNDLED_SHA256 and len(server.requests) == 2
     assert "HTTP 503" in loaded_info(settings)["fallback_reason"]
     assert "gave up after 2 attempts" in loaded_info(settings)["fallback_reason"]
@@ -90,9 +104,9 @@ def test_server_down_after_every_retry_falls_back_and_records_why(make_settings)
 def test_slow_server_times_out_and_retries(make_settings):
     with scripted_server(Answer(body=GOOD, delay=2.0)) as server:
         with pytest.raises(load.SourceUnreachableError, match="DOWNLOAD_TIMEOUT=0.3 s.*gave up after 2 attempts"):
-            load.run(make_settings(data_url=server.url, download_timeout=0.3, download_retries=1,
+            run_load(make_settings(data_url=server.url, download_timeout=0.3, download_retries=1,
                                    data_fallback=False))
-        assert load.run(make_settings(data_url=server.url, download_timeout=0.3))["source"] == "bundled"
+        assert run_load(make_settings(data_url=server.url, download_timeout=0.3))["source"] == "bundled"
     assert len(server.requests) == 3
 
 
@@ -101,32 +115,34 @@ def test_slow_server_times_out_and_retries(make_settings):
     "http://no-such-host.invalid/BreastCancer.csv",  # DNS failure
 ], ids=["refused", "dns"])
 def test_unreachable_source_uses_fallback_only_when_allowed(make_settings, url):
-    assert load.run(make_settings(data_url=url))["source"] == "bundled"
-    strict = make_settings(data_url=url, data_fallback=False, run_id="strict")
+    assert run_load(make_settings(data_url=url))["source"] == "bundled"
+    strict = make_settings(data_url=url, data_fallback=False)
     with pytest.raises(load.SourceUnreachableError, match="could not be read.*DATA_FALLBACK is off") as error:
-        load.run(strict)
+        run_load(strict, "strict")
     assert error.value.transient
-    assert not (strict.runs_dir / "strict" / artifacts.RAW).exists()
+    assert run_folder_files(strict, "strict") == []
 
 
 def test_expected_sha256_is_enforced(make_settings):
+    settings = make_settings(data_sha256="0000")
     with pytest.raises(DataSourceError, match="DATA_SHA256 expects 0000"):
-        load.run(make_settings(data_sha256="0000"))
-    assert load.run(make_settings(data_sha256=BUNDLED_SHA256))["sha256"] == BUNDLED_SHA256
+        run_load(settings)
+    assert run_folder_files(settings) == []
+    assert run_load(make_settings(data_sha256=BUNDLED_SHA256))["sha256"] == BUNDLED_SHA256
 
 
 def test_missing_bundled_copy_is_a_clear_error(make_settings, tmp_path):
     settings = make_settings(data_url=f"http://127.0.0.1:{free_port()}/x.csv",
                              bundled_data_path=tmp_path / "nowhere.csv")
     with pytest.raises(DataSourceError, match="nowhere.csv cannot be read"):
-        load.run(settings)
+        run_load(settings)
 
 
 def test_credentials_in_the_url_are_sent_as_basic_auth_and_never_recorded(make_settings):
     with scripted_server(Answer(body=GOOD)) as server:
         url = server.url.replace("http://", "http://reader:s3cret-pw@") + "?token=tok-123#frag"
         settings = make_settings(data_url=url)
-        load.run(settings)
+        run_load(settings)
     [request] = server.requests
     assert request["headers"]["Authorization"] == "Basic " + base64.b64encode(b"reader:s3cret-pw").decode()
     assert request["path"] == "/BreastCancer.csv?token=tok-123"
@@ -167,7 +183,7 @@ def test_a_body_above_the_limit_stops_the_transfer_and_writes_nothing(make_setti
                                  download_max_bytes=1_000_000, download_retries=2)
         with pytest.raises(load.DownloadTooLargeError, match=r"larger than DOWNLOAD_MAX_BYTES=1000000 \(stopped "
                                                               r"after 10\d{5} bytes\)"):
-            load.run(settings)
+            run_load(settings)
         deadline = time.monotonic() + 10
         while not EndlessBody.sent and time.monotonic() < deadline:  # the server notices the hang-up on its own
             time.sleep(0.05)
@@ -181,14 +197,14 @@ def test_a_too_large_content_length_is_refused_before_the_body_is_read(make_sett
         settings = make_settings(data_url=server.url, download_max_bytes=len(GOOD) - 1)
         with pytest.raises(load.DownloadTooLargeError, match=f"DOWNLOAD_MAX_BYTES={len(GOOD) - 1} "
                                                               f"\\(Content-Length {len(GOOD)}\\)"):
-            load.run(settings)
+            run_load(settings)
         assert run_folder_files(settings) == []
-        assert load.run(make_settings(data_url=server.url, download_max_bytes=len(GOOD)))["rows"] == 699
+        assert run_load(make_settings(data_url=server.url, download_max_bytes=len(GOOD)))["rows"] == 699
 
 
 def test_a_local_file_above_the_limit_is_refused(make_settings):
     with pytest.raises(load.DownloadTooLargeError, match=f"the file has {len(GOOD)} bytes"):
-        load.run(make_settings(download_max_bytes=1000))
+        run_load(make_settings(download_max_bytes=1000))
 
 
 # --- the total deadline per attempt (DOWNLOAD_TIMEOUT) ------------------------------------------------------------
@@ -226,7 +242,7 @@ def test_a_dripping_server_is_cut_off_after_the_total_timeout(make_settings, han
                                  data_fallback=False)
         started = time.monotonic()
         with pytest.raises(load.SourceUnreachableError, match=r"no complete answer within DOWNLOAD_TIMEOUT=1.5 s"):
-            load.run(settings)
+            run_load(settings)
         elapsed = time.monotonic() - started
     assert 1.4 < elapsed < 5, f"the attempt took {elapsed:.1f} s"
     assert run_folder_files(settings) == []
@@ -241,4 +257,4 @@ def test_command_line_reports_errors_without_traceback(make_settings, capsys, mo
     assert load.main(["--run-id", "cli"]) == 1
     assert load.main(["--run-id", "cli"]) == 1  # a retry fails the same way
     assert "missing.csv does not exist" in capsys.readouterr().err
-    assert not (tmp_path / "runs" / "cli" / artifacts.RAW).exists()
+    assert not (tmp_path / "runs" / "cli" / catalog.RAW).exists()

@@ -11,9 +11,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from etl import airflow_tasks, artifacts, load
-from etl.pipeline import run_all
-from tests.conftest import BUNDLED_CSV
+from etl import airflow_tasks, catalog
+from etl.pipeline import execute_step, run_all
+from etl.steps import STEP
+from tests.conftest import BUNDLED_CSV, open_run
 from tests.http_support import Answer, free_port, scripted_server
 from utils import redact
 from utils.config import PROJECT_ROOT, Settings, data_url_pattern, shown
@@ -22,6 +23,17 @@ from utils.errors import ConfigError
 FAKE_KEY = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC-FAKE-PRIVATE-KEY-FOR-TESTS-0123456789"
 FAKE_KEY_FILE = ('{"type": "service_account", "client_email": "pipeline@example.iam.gserviceaccount.com",\n'
                  f'"private_key": "-----BEGIN PRIVATE KEY-----\\n{FAKE_KEY}\\n-----END PRIVATE KEY-----\\n"}}\n')
+
+
+def run_load(settings: Settings) -> dict:
+    """The load step for the run "test", as the runner executes it; its summary."""
+    return execute_step(STEP["load"], open_run(settings), settings)
+
+
+def data_written(runs_dir: Path) -> list[str]:
+    """The files under `runs_dir` besides each run's lock and start (run.json, written before load's work)."""
+    return sorted(str(path) for path in runs_dir.rglob("*")
+                  if path.is_file() and path.name not in (catalog.LOCK, catalog.RUN_INFO))
 
 
 def fake_key(folder: Path) -> Path:
@@ -39,7 +51,7 @@ def test_a_file_inside_the_allowed_folders_is_read(make_settings, tmp_path):
     copy.parent.mkdir()
     copy.write_bytes(BUNDLED_CSV.read_bytes())
     settings = make_settings(data_url=copy.as_uri(), data_allowed_dirs=str(tmp_path / "in"))
-    assert load.run(settings)["location"] == copy.as_uri()
+    assert run_load(settings)["location"] == copy.as_uri()
 
 
 @pytest.mark.parametrize("where", ["outside", "dotdot", "symlink", "prefix"])
@@ -56,8 +68,8 @@ def test_a_file_outside_the_allowed_folders_is_refused_after_resolving(make_sett
            "symlink": (allowed / "link.csv").as_uri(), "prefix": (tmp_path / "data-more" / "x.csv").as_uri()}[where]
     # the settings refuse a path outside as written, load also one that leads outside through a link
     with pytest.raises(ConfigError, match=f"DATA_URL=.*DATA_ALLOWED_DIRS \\({allowed}\\)"):
-        load.run(make_settings(data_url=url, data_allowed_dirs=str(allowed)))  # DATA_FALLBACK=true
-    assert not (tmp_path / "runs").exists()
+        run_load(make_settings(data_url=url, data_allowed_dirs=str(allowed)))  # DATA_FALLBACK=true
+    assert data_written(tmp_path / "runs") == []
 
 
 @pytest.mark.parametrize("which", ["project-secrets", "any-secrets-folder", "credentials-file"])
@@ -68,8 +80,8 @@ def test_a_secret_is_refused_even_when_its_folder_is_allowed(make_settings, tmp_
     settings = make_settings(data_url=key.as_uri(), data_allowed_dirs=f"{tmp_path},{PROJECT_ROOT}",
                              google_credentials=key)
     with pytest.raises(ConfigError, match=r"is refused: .* is a secret"):
-        load.run(settings)
-    assert not (settings.runs_dir / settings.run_id).exists()
+        run_load(settings)
+    assert data_written(settings.runs_dir) == []
 
 
 def test_no_allowed_folder_means_no_file_url(make_settings):
@@ -91,14 +103,14 @@ def test_the_param_pattern_is_no_wider_than_the_allowed_folders(tmp_path):
 
 
 def test_a_trigger_conf_changes_only_the_settings_declared_as_params(tmp_path):
-    from dags.breast_cancer_pipeline import run_params
+    from dags.breast_cancer_pipeline import PER_RUN_SETTINGS, dag
 
-    assert set(run_params(Settings())) == airflow_tasks.PER_RUN_SETTINGS
+    assert set(dag.params) == set(PER_RUN_SETTINGS) and "data_allowed_dirs" not in PER_RUN_SETTINGS
     key = fake_key(tmp_path / "secrets")
     started = datetime(2030, 1, 1, tzinfo=UTC)
     conf = {"model": "svm", "data_allowed_dirs": "/", "bundled_data_path": str(key), "google_credentials": "/x",
             "alert_webhook_url": "http://127.0.0.1:9/steal", "runs_dir": str(tmp_path)}  # as Airflow merges them
-    settings = airflow_tasks.settings_for({"params": conf, "run_id": "r",
+    settings = airflow_tasks.settings_for({"params": conf, "run_id": "r", "dag": dag,
                                            "dag_run": SimpleNamespace(logical_date=started, run_after=started)})
     defaults = Settings()
     assert settings.model == "svm"
@@ -117,7 +129,7 @@ def test_a_trigger_conf_changes_only_the_settings_declared_as_params(tmp_path):
     ("DATA_URL", "file:///work/data/x.csv", "file:///work/data/x.csv"),
     ("PUSHGATEWAY_URL", "http://admin:hunter2@[::1]:9091/", "http://[::1]:9091/"),
     ("GDRIVE_API_ROOT", "https://www.googleapis.com/?key=abc", "https://www.googleapis.com/"),
-    ("RUN_ID", "a?b", "a?b"),
+    ("GDRIVE_FOLDER_ID", "a?b#c", "a?b#c"),  # a setting without a rule is shown as it is
     ("ALERT_WEBHOOK_URL", "", ""),
 ])
 def test_one_rule_per_setting(variable, value, expected):
@@ -147,15 +159,15 @@ def test_a_whole_run_with_secrets_in_its_settings_leaves_none_in_any_file_or_log
     caplog.set_level(logging.DEBUG, logger="pipeline")
     with scripted_server(Answer(body=BUNDLED_CSV.read_bytes())) as source:
         data_url = source.url.replace("http://", "http://reader:s3cret-pw@") + "?token=tok-7f3e9"
-        settings = make_settings(data_url=data_url, google_credentials=key_file, run_id="secretive",
+        settings = make_settings(data_url=data_url, google_credentials=key_file,
                                  alert_webhook_url=f"https://hooks.example.org/services/{secrets[3]}",
                                  pushgateway_url=f"http://pusher:pg-pass-99@127.0.0.1:{free_port()}/")
-        run_all(settings)
+        run_all(open_run(settings, "secretive"), settings)
     assert source.requests[0]["path"].endswith("?token=tok-7f3e9")  # the secrets were used...
     written = [path for root in (settings.runs_dir, settings.results_dir) for path in root.rglob("*") if path.is_file()]
-    assert {artifacts.MANIFEST, artifacts.LOAD_INFO, artifacts.RAW} <= {path.name for path in written}
+    assert {catalog.MANIFEST, catalog.LOAD_INFO, catalog.RAW} <= {path.name for path in written}
     leaks = [(str(path), secret) for path in written for secret in secrets if secret.encode() in path.read_bytes()]
     leaks += [("log", secret) for secret in secrets if secret in caplog.text]
     assert leaks == []  # ...and never written
-    assert "hooks.example.org" in (settings.runs_dir / "secretive" / artifacts.MANIFEST).read_text()
+    assert "hooks.example.org" in (settings.runs_dir / "secretive" / catalog.MANIFEST).read_text()
     assert "could not push metrics" in caplog.text  # the refused Pushgateway was reported, without its password

@@ -13,7 +13,6 @@ from matplotlib.figure import Figure
 
 from etl import charts, evaluate, preprocess, train
 from etl.dataset import EXPECTED_COLUMNS, FEATURES, ID, TARGET, features_and_labels
-from utils.config import Settings
 from utils.errors import EXCERPT_CHARS, DataValidationError, excerpt
 from utils.telemetry import Sample, build_registry, step_samples
 
@@ -178,11 +177,11 @@ def test_score_uses_malignant_as_positive():
     assert metrics["specificity"] == pytest.approx(2 / 3) and metrics["roc_auc"] == pytest.approx(8 / 9)
 
 
-def test_quality_gate_lists_each_metric_below_its_threshold():
-    gate = evaluate.quality_gate({"recall": 0.85, "roc_auc": 0.97}, Settings(min_recall=0.9, min_roc_auc=0.98))
+def test_quality_gate_lists_each_metric_below_its_threshold(make_settings):
+    settings = make_settings(min_recall=0.9, min_roc_auc=0.98)
+    gate = evaluate.quality_gate({"recall": 0.85, "roc_auc": 0.97}, settings)
     assert gate["passed"] is False and len(gate["failures"]) == 2
-    assert evaluate.quality_gate({"recall": 0.9, "roc_auc": 0.98}, Settings(min_recall=0.9,
-                                                                             min_roc_auc=0.98))["passed"]
+    assert evaluate.quality_gate({"recall": 0.9, "roc_auc": 0.98}, settings)["passed"]
 
 
 CHART_LABELS = np.array([0, 0, 0, 1, 1, 1])

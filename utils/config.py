@@ -226,14 +226,22 @@ def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
 
 
 def default_text(name: str) -> str:
-    """A field's default as the docs show it (paths relative to the project)."""
+    """A field's default as the docs show it (paths relative to the project, booleans as `.env` writes them)."""
     default = _to_json(Settings.model_fields[name].default)
+    if isinstance(default, bool):
+        return str(default).lower()
     return str(default).replace(f"{PROJECT_ROOT}/", "")
 
 
+def _markdown_text(text: str) -> str:
+    """`text` as literal Markdown table-cell text: `<run id>` would be read as an HTML tag, `|` as a new cell."""
+    return re.sub(r"([<|])", r"\\\1", text)
+
+
 def markdown_table() -> str:
-    """The README's table of settings: variable, default, meaning."""
-    rows = [f"| `{variable}` | `{default_text(name)}` | {Settings.model_fields[name].description} |"
+    """The README's table of settings: variable, default (`empty` when it is empty), meaning."""
+    rows = [f"| `{variable}` | {f'`{default_text(name)}`' if default_text(name) else 'empty'} | "
+            f"{_markdown_text(Settings.model_fields[name].description or '')} |"
             for name, variable in VARIABLES.items()]
     return "\n".join(["| variable | default | meaning |", "|---|---|---|", *rows])
 
