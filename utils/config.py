@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
+from dotenv.parser import parse_stream
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -212,10 +213,22 @@ def config_error(error: ValidationError) -> ConfigError:
     return ConfigError(f"setting {variable}={shown_value!r} is invalid: {reason[:1].lower()}{reason[1:]}")
 
 
+def check_env_file(path: Path) -> None:
+    """Refuse a `.env` line that is not `KEY=VALUE` (python-dotenv would only warn and skip it), naming the line."""
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8") as handle:
+        for binding in parse_stream(handle):
+            if binding.error:
+                raise ConfigError(f"{path}:{binding.original.line}: expected KEY=VALUE, got "
+                                  f"{excerpt(binding.original.string.strip())!r}")
+
+
 def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
     """Settings from the environment over `env_file` (default: ENV_FILE, else the project's `.env`), with
     `overrides` (by field name; None values are ignored) on top."""
     env_file = env_file or Path(os.environ.get("ENV_FILE", PROJECT_ROOT / ".env"))
+    check_env_file(env_file)
     unknown = set(overrides) - set(VARIABLES)
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
