@@ -5,7 +5,6 @@ for real against Airflow on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import re
@@ -20,12 +19,13 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from cryptography.fernet import Fernet
+from dotenv import dotenv_values
 
 from tests.airflow_support import AIRFLOW
 from tests.http_support import free_port
 from tests.monitoring_support import missing_tool, require_tool
 from tests.stack_support import COMPOSE_FILE, Processes, postgres_server
-from utils.config import PROJECT_ROOT, Settings, load_settings, read_env_file
+from utils.config import PROJECT_ROOT, VARIABLES, Settings, load_settings
 
 ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
 ENTRYPOINT = PROJECT_ROOT / "entrypoint.sh"
@@ -40,9 +40,12 @@ INTERNAL_ONLY = {"postgres", "redis", "statsd-exporter"}
 SECRETS = ("POSTGRES_PASSWORD", "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET",
            "AIRFLOW__API__SECRET_KEY", "GRAFANA_ADMIN_PASSWORD")
 GENERATED = (*SECRETS, "AIRFLOW_ADMIN_PASSWORD")
-# Settings Airflow sets per run, not the stack.
-PER_RUN_SETTINGS = {"RUN_ID", "RUN_STARTED_AT"}
-SETTINGS = {field.metadata["env"]: field for field in dataclasses.fields(Settings)}
+SETTINGS = {variable: name for name, variable in VARIABLES.items()}  # variable -> field name
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """A `.env` file's values, as Compose and the settings read them (python-dotenv)."""
+    return {key: value or "" for key, value in dotenv_values(path).items()}
 INTERPOLATION = re.compile(r"(?<!\$)\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
 
 
@@ -221,13 +224,14 @@ def test_every_pipeline_setting_reaches_the_airflow_containers(services: dict[st
     mounts = [volume.split(":")[1] for volume in services["airflow-scheduler"]["volumes"]]
     for service in airflow_services(services).values():
         environment = service["environment"]
-        assert set(SETTINGS) - PER_RUN_SETTINGS - set(environment) == set()
-        for name in set(SETTINGS) - PER_RUN_SETTINGS:
+        assert set(SETTINGS) - set(environment) == set()
+        for name in SETTINGS:
             value = str(environment[name])
             passed = INTERPOLATION.fullmatch(value)
             if passed and passed.group(1) == name:
-                default = load_settings(env={name: passed.group(3)}, env_file=Path(os.devnull))
-                assert getattr(default, SETTINGS[name].name) == SETTINGS[name].default, name
+                field = SETTINGS[name]
+                default = load_settings(env_file=Path(os.devnull), **{field: passed.group(3)})
+                assert getattr(default, field) == Settings.model_fields[field].default, name
             elif "://" in value:
                 assert urlsplit(value).hostname in services, f"{name}={value} is not a service of the stack"
             else:
@@ -239,8 +243,8 @@ def test_env_example_documents_every_variable_and_holds_valid_settings() -> None
     used = {match.group(1) for match in INTERPOLATION.finditer(COMPOSE_FILE.read_text(encoding="utf-8"))}
     assert used - set(documented) == set()
     assert {"COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES"} <= set(documented)
-    assert set(SETTINGS) - PER_RUN_SETTINGS - set(documented) == set()
-    load_settings(env={}, env_file=ENV_EXAMPLE)  # raises ConfigError naming a bad value
+    assert set(SETTINGS) - set(documented) == set()
+    load_settings(env_file=ENV_EXAMPLE)  # raises ConfigError naming a bad value
 
 
 # --- mk/make_env.py --------------------------------------------------------------------------------------------
