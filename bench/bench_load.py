@@ -1,9 +1,10 @@
 """Benchmark: the load step's memory against the size of what it downloads.
 
 A CSV of BENCH_LOAD_MB MiB (default 50: the bundled rows repeated) is served by `python -m http.server` in its own
-process; `load.run` downloads, checks, hashes and writes it in a fresh interpreter, which reports its peak RSS
-before and after. The ratio (peak growth / body size) must stay <= RATIO_GOAL: the body is held once, read in
-chunks and parsed as a stream. Exit status 1 when the goal is missed.
+process; the load step (`execute_step`, as the DAG and the command line run it) downloads, checks, hashes and
+writes it in a fresh interpreter, which reports its peak RSS before and after. The ratio (peak growth / body
+size) must stay <= RATIO_GOAL: the body is held once, read in chunks and parsed as a stream. Exit status 1 when
+the goal is missed.
 """
 
 from __future__ import annotations
@@ -21,14 +22,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RATIO_GOAL = 1.5
 MEASURE = """
-import json, resource, sys
-from etl import load
+import json, os, resource
+from etl import load  # noqa: F401 (imported before measuring, as the step's code is)
+from etl.pipeline import execute_step
+from etl.run_folder import RunFolder
+from etl.steps import STEP
+from utils import telemetry  # noqa: F401
 from utils.config import load_settings
 settings = load_settings()
+run = RunFolder.open(settings.runs_dir, os.environ["RUN_ID"])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-info = load.run(settings)
+summary = execute_step(STEP["load"], run, settings)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"bytes": info["bytes"], "rows": info["rows"], "before_kib": before, "after_kib": after}))
+print(json.dumps({"bytes": run.record("load")["bytes"], "rows": summary["rows"], "before_kib": before,
+                  "after_kib": after}))
 """
 
 

@@ -17,7 +17,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = ("load", "preprocess", "train", "evaluate", "upload")
+sys.path.insert(0, str(ROOT))  # run as a script: `python bench/bench_pipeline.py`
+
+from etl.steps import STEPS as STEP_TABLE  # noqa: E402
+
+STEPS = tuple(step.name for step in STEP_TABLE)
 
 
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:

@@ -14,12 +14,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import BUNDLED_CSV
-from utils.config import PROJECT_ROOT, read_env_file
-from utils.files import safe_run_id
+from dotenv import dotenv_values
 
-DAG_ID = "breast_cancer_pipeline"
-STEPS = ("load", "preprocess", "train", "evaluate", "upload")
+from etl.run_folder import safe_run_id
+from etl.steps import DAG_ID
+from etl.steps import STEPS as STEP_TABLE
+from tests.conftest import BUNDLED_CSV
+from utils.config import PROJECT_ROOT
+
+STEPS = tuple(step.name for step in STEP_TABLE)  # the task ids of the pipeline's steps, in order
 # The task states of a good run: every step succeeded, the failure path was skipped.
 SUCCESSFUL_RUN = {"start": "success", **dict.fromkeys(STEPS, "success"), "success_end": "success",
                   "failure_end": "skipped"}
@@ -52,6 +55,11 @@ def import_probe(airflow_imports: str = AIRFLOW_IMPORTS, extra: str = "{}") -> s
     return IMPORT_PROBE.format(airflow_imports=airflow_imports, extra=extra)
 
 
+def env_file_values(path: Path) -> dict[str, str]:
+    """The KEY=VALUE assignments of a `.env`-style file (as docker compose and pydantic-settings read it)."""
+    return {key: value or "" for key, value in dotenv_values(path).items()}
+
+
 def base_environment(home: Path) -> dict[str, str]:
     """A clean environment for an Airflow process (nothing from the developer's shell or `.env`): only the
     Airflow settings of mk/airflow.env, this home, the DAGs folder and the project on PYTHONPATH."""
@@ -61,7 +69,7 @@ def base_environment(home: Path) -> dict[str, str]:
         "LANG": "C.UTF-8",
         "PYTHONPATH": str(PROJECT_ROOT),
         "ENV_FILE": str(home / "absent.env"),
-        **read_env_file(AIRFLOW_ENV_FILE),
+        **env_file_values(AIRFLOW_ENV_FILE),
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
         "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": TEST_RETRY_DELAY_SECONDS,

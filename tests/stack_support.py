@@ -41,6 +41,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 import yaml
+from dotenv import dotenv_values
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service as DriverService
@@ -48,7 +49,7 @@ from selenium.webdriver.common.by import By
 
 from tests.http_support import free_port
 from tests.monitoring_support import StatsdExporter, StatsdMapping, require_tool
-from utils.config import PROJECT_ROOT, read_env_file
+from utils.config import PROJECT_ROOT
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 LOOPBACK = "127.0.0.1"
@@ -935,7 +936,7 @@ class NativeStack:
     def __init__(self, compose_file: Path, env_file: Path, work: Path, venv_bin: Path,
                  extra_env: Mapping[str, str] | None = None) -> None:
         self.project = compose_file.parent
-        profiles = tuple(p for p in read_env_file(env_file).get("COMPOSE_PROFILES", "").split(",") if p)
+        profiles = tuple(p for p in (dotenv_values(env_file).get("COMPOSE_PROFILES") or "").split(",") if p)
         self.services = parse_services(resolve_compose(compose_file, env_file), profiles)
         self.network = Network.of(self.services)
         self.work, self.venv_bin = work, venv_bin

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from etl.publishers.gdrive.client import FOLDER_MIME, folder_url
+from etl.run_folder import safe_run_id
 from tests.airflow_support import SUCCESSFUL_RUN, Folders, clone_home, dags_test
 from tests.fake_drive import FakeDrive
-from utils.files import file_digest, run_stamp, safe_run_id
+from utils.files import file_digest
 
 pytestmark = pytest.mark.slow
 
@@ -45,8 +46,10 @@ def test_dag_run_publishes_every_artifact_to_a_shared_drive_folder_and_locally(t
     assert len(created) == 1, f"expected one run folder in the Drive folder, found {[f.name for f in created]}"
     [run_folder] = created
     assert run_folder.mime_type == FOLDER_MIME
-    assert run_folder.name == f"{run_stamp(LOGICAL_DATE)}_{safe_run_id(outcome.run_id)}"
-    assert json.loads(outcome.xcom_values["upload"])["destinations"]["gdrive"] == folder_url(run_folder.id)
+    assert run_folder.name == f"{LOGICAL_DATE:%Y%m%d_%H%M%S}_{safe_run_id(outcome.run_id)}"
+    assert json.loads(outcome.xcom_values["upload"]) == {
+        "name": run_folder.name, "destinations": {"local": str(folders.results / run_folder.name),
+                                                  "gdrive": folder_url(run_folder.id)}}
 
     local = folders.results / run_folder.name
     assert local.is_dir(), (f"no local copy {local.name}; {folders.results} holds "

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from etl import artifacts, notify
+from etl import catalog, notify
+from etl.run_folder import safe_run_id
 from tests.airflow_support import (
     STEPS,
     SUCCESSFUL_RUN,
@@ -32,7 +33,7 @@ from tests.airflow_support import (
 from tests.conftest import BUNDLED_CSV
 from tests.http_support import Answer, scripted_server
 from tests.test_secrets import FAKE_KEY, fake_key
-from utils.files import read_json, run_stamp, sha256_file
+from utils.files import read_json, sha256_file
 
 pytestmark = pytest.mark.slow
 
@@ -42,6 +43,17 @@ RETRIED_DATE = datetime(2030, 1, 3, 6, 0, tzinfo=UTC)
 SECRET_DATE = datetime(2030, 1, 4, 6, 0, tzinfo=UTC)
 NOT_FOUND_DATE = datetime(2030, 1, 5, 6, 0, tzinfo=UTC)
 RUN_SPECIFIC_METRICS = ("run_id", "started_at", "data_location")
+# What each step hands to XCom (etl/steps.py StepResult.summary): counts, checksums, scores, where it published.
+SUMMARY_KEYS = {"load": {"source", "location", "rows", "sha256"},
+                "preprocess": {"rows_in", "duplicates_dropped", "rows_train", "rows_test"},
+                "train": {"model", "rows_train", "model_sha256"},
+                "evaluate": {"accuracy", "precision", "recall", "f1", "roc_auc", "quality_gate_passed"},
+                "upload": {"name", "destinations"}}
+
+
+def run_stamp(moment: datetime) -> str:
+    """`YYYYMMDD_HHMMSS` in UTC: how a published run's name starts."""
+    return moment.astimezone(UTC).strftime("%Y%m%d_%H%M%S")
 
 
 @pytest.fixture(scope="module")
@@ -124,14 +136,14 @@ def permanent_failures(concurrent_runs: ConcurrentRuns, airflow_home: Path, fold
 
 
 def published_files_match_manifest(folder: Path) -> None:
-    manifest = read_json(folder / artifacts.MANIFEST)
+    manifest = read_json(folder / catalog.MANIFEST)
     assert manifest["files"], f"{folder}: the manifest lists no files"
     for name, checksum in manifest["files"].items():
         assert sha256_file(folder / name) == checksum, f"{folder / name} differs from its manifest checksum"
 
 
 def comparable_metrics(folder: Path) -> dict:
-    metrics = read_json(folder / artifacts.METRICS)
+    metrics = read_json(folder / catalog.METRICS)
     return {key: value for key, value in metrics.items() if key not in RUN_SPECIFIC_METRICS}
 
 
@@ -145,7 +157,9 @@ def test_good_run_succeeds_and_skips_failure_end(good_run: DagRunOutcome):
 
 def test_good_run_publishes_checksummed_artifacts_stamped_with_the_logical_date(good_run, folders):
     [published] = folders.published(good_run)
-    assert published.name.startswith(run_stamp(GOOD_DATE) + "_")
+    assert published.name == f"{run_stamp(GOOD_DATE)}_{safe_run_id(good_run.run_id)}"
+    assert read_json(folders.run_folder(good_run) / catalog.RUN_INFO) == {"run_id": good_run.run_id,
+                                                                         "started_at": GOOD_DATE.isoformat()}
     assert {"model.joblib", "metrics.json", "report.md", "roc_curve.png", "manifest.json"} <= {
         path.name for path in published.iterdir()}
     published_files_match_manifest(published)
@@ -154,16 +168,20 @@ def test_good_run_publishes_checksummed_artifacts_stamped_with_the_logical_date(
 
 def test_good_run_leaves_no_failure_marks(good_run, folders):
     folder = folders.run_folder(good_run)
-    assert (folder / artifacts.UPLOAD_INFO).is_file()
+    assert (folder / catalog.UPLOAD_INFO).is_file()
     assert not (folder / notify.FAILURE_FILE).exists() and not (folder / notify.FAILED_MARKER).exists()
 
 
-def test_steps_pass_only_small_summaries_through_xcom(good_run):
+def test_steps_pass_only_small_summaries_through_xcom(good_run, folders):
     assert set(good_run.xcom_values) == set(STEPS)
+    summaries = {step: json.loads(value) for step, value in good_run.xcom_values.items()}
     for step, value in good_run.xcom_values.items():
         assert len(value) < 2000, f"{step} pushed {len(value)} bytes to XCom"
-        assert isinstance(json.loads(value), dict)
-    assert json.loads(good_run.xcom_values["upload"])["stamp"] == run_stamp(GOOD_DATE)
+        assert str(folders.runs) not in value, f"{step} pushed a path of the run's folder to XCom"
+    assert {step: set(summary) for step, summary in summaries.items()} == SUMMARY_KEYS
+    [published] = folders.published(good_run)
+    assert summaries["upload"] == {"name": published.name, "destinations": {"local": str(published)}}
+    assert summaries["load"]["sha256"] == read_json(folders.run_folder(good_run) / catalog.LOAD_INFO)["sha256"]
 
 
 def test_task_logs_carry_the_pipeline_loggers(good_run):
@@ -196,7 +214,7 @@ def test_failed_run_folder_is_marked_and_nothing_is_published(concurrent_runs, f
     folder = folders.run_folder(concurrent_runs.bad)
     assert read_json(folder / notify.FAILED_MARKER)["task_id"] == "preprocess"
     assert read_json(folder / notify.FAILURE_FILE)["error_type"] == "DataValidationError"
-    assert not (folder / artifacts.MODEL).exists()
+    assert not (folder / catalog.MODEL).exists()
     assert folders.published(concurrent_runs.bad) == []
 
 
@@ -214,7 +232,7 @@ def test_retried_run_produces_the_same_model_and_metrics_as_a_clean_run(concurre
     [clean] = folders.published(good_run)
     [retried] = folders.published(concurrent_runs.retried)
     assert comparable_metrics(retried) == comparable_metrics(clean)
-    assert sha256_file(retried / artifacts.MODEL) == sha256_file(clean / artifacts.MODEL)
+    assert sha256_file(retried / catalog.MODEL) == sha256_file(clean / catalog.MODEL)
 
 
 # --- isolation --------------------------------------------------------------------------------------------------
@@ -222,12 +240,12 @@ def test_retried_run_produces_the_same_model_and_metrics_as_a_clean_run(concurre
 def test_runs_one_after_another_and_concurrent_keep_to_their_own_files(concurrent_runs, good_run, folders):
     runs = (good_run, concurrent_runs.bad, concurrent_runs.retried)
     assert len({folders.run_folder(run) for run in runs}) == 3
-    sources = [read_json(folders.run_folder(run) / artifacts.LOAD_INFO)["location"] for run in runs]
+    sources = [read_json(folders.run_folder(run) / catalog.LOAD_INFO)["location"] for run in runs]
     assert sources[0] == BUNDLED_CSV.as_uri() and sources[1].endswith("/bad.csv") and sources[2].startswith("http")
     for run in (good_run, concurrent_runs.retried):
         [published] = folders.published(run)
         published_files_match_manifest(published)
-        assert read_json(published / artifacts.MANIFEST)["run_id"] == run.run_id
+        assert read_json(published / catalog.MANIFEST)["run_id"] == run.run_id
 
 
 # --- permanent failures: at once, without retries, and the key shows nowhere -------------------------------------
@@ -255,7 +273,7 @@ def test_the_drive_key_appears_in_no_log_file_xcom_or_alert(permanent_failures, 
                for path in root.rglob("*") if path.is_file()]
     assert folders.run_folder(secret) / notify.FAILED_MARKER in written  # the run folder was searched
     assert [path for path in written if FAKE_KEY.encode() in path.read_bytes()] == []
-    assert not (folders.run_folder(secret) / artifacts.RAW).exists()
+    assert not (folders.run_folder(secret) / catalog.RAW).exists()
 
 
 def test_a_404_fails_the_load_task_once_without_airflow_retries(permanent_failures):

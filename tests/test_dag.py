@@ -4,6 +4,7 @@ imports with an empty environment without pulling in the heavy libraries; and fa
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 import subprocess
@@ -15,11 +16,18 @@ from types import SimpleNamespace
 import pytest
 
 from etl import airflow_tasks, notify
-from tests.airflow_support import DAG_FILE, DAG_ID, DAGS_FOLDER, STEPS, import_probe
+from etl.run_folder import safe_run_id
+from etl.steps import DAG_ID
+from etl.steps import STEPS as STEP_TABLE
+from tests.airflow_support import DAG_FILE, DAGS_FOLDER, STEPS, import_probe
 from tests.conftest import SETTING_VARIABLES
 from tests.http_support import Answer, scripted_server
-from utils.config import PROJECT_ROOT, Settings
+from utils.config import PROJECT_ROOT, VARIABLES, Settings, data_url_pattern, load_settings
 
+# The settings a run may change ("Trigger DAG w/ config"): not DATA_ALLOWED_DIRS, the alert webhook, the
+# credentials or the bundled data path, which a trigger must never redirect.
+PER_RUN_SETTINGS = {"model", "test_size", "min_recall", "min_roc_auc", "storage_backend", "data_url"}
+SCHEMA_ANNOTATIONS = ("title", "description", "default", "redact")  # in the settings' schema; validate nothing
 HEAVY_MODULES = ("pandas", "numpy", "sklearn", "pandera", "matplotlib", "PIL", "joblib", "googleapiclient",
                  "prometheus_client")
 EXPECTED_DOWNSTREAM = {
@@ -79,6 +87,15 @@ def test_steps_call_the_etl_functions_and_record_their_failures(dag):
     assert dag.get_task("failure_end").python_callable is airflow_tasks.end_with_failure
 
 
+def test_the_tasks_are_the_step_table_in_its_order_with_its_retries_and_timeouts(dag):
+    for step, after in itertools.pairwise(STEP_TABLE):
+        assert dag.get_task(step.name).downstream_task_ids == {after.name, "failure_end"}, step.name
+    assert dag.get_task("start").downstream_task_ids == {STEP_TABLE[0].name}
+    assert dag.get_task("success_end").upstream_task_ids == {STEP_TABLE[-1].name}
+    assert {step.name: (dag.get_task(step.name).retries, dag.get_task(step.name).execution_timeout)
+            for step in STEP_TABLE} == {step.name: (step.retries, step.timeout) for step in STEP_TABLE}
+
+
 def test_network_steps_retry_with_exponential_backoff_and_every_step_has_a_timeout(dag):
     retries = {step: dag.get_task(step).retries for step in STEPS}
     assert retries["load"] >= 2 and retries["upload"] >= 2 and retries["train"] >= 1
@@ -99,13 +116,24 @@ def test_run_policy(dag):
     assert dag.dagrun_timeout is not None
 
 
-def test_params_default_to_the_settings(dag):
-    defaults = Settings()
-    assert {name: dag.params[name] for name in dag.params} == {
-        "model": defaults.model, "test_size": defaults.test_size, "min_recall": defaults.min_recall,
-        "min_roc_auc": defaults.min_roc_auc, "storage_backend": defaults.storage_backend,
-        "data_url": defaults.data_url}
-    assert all(dag.params.get_param(name).description for name in dag.params)
+def test_params_are_the_per_run_settings_and_default_to_the_settings(dag):
+    defaults = load_settings()
+    assert set(dag.params) == PER_RUN_SETTINGS
+    assert {name: dag.params[name] for name in dag.params} == {name: getattr(defaults, name) for name in dag.params}
+    for name in dag.params:
+        field = Settings.model_fields[name]
+        assert dag.params.get_param(name).description == f"{VARIABLES[name]}: {field.description}", name
+
+
+def test_params_validate_as_the_settings_json_schema_says(dag):
+    """Each Param carries every constraint the settings' JSON schema has for its field (type, choices, bounds),
+    and data_url also a pattern no wider than DATA_ALLOWED_DIRS (which the schema cannot express)."""
+    schema = Settings.model_json_schema(by_alias=False)["properties"]
+    extra = {"data_url": {"pattern": data_url_pattern(load_settings().data_allowed_dirs)}}
+    for name in dag.params:
+        expected = {key: value for key, value in schema[name].items() if key not in SCHEMA_ANNOTATIONS}
+        assert expected.get("type") or expected.get("enum"), f"{name}: the settings' schema constrains nothing"
+        assert dag.params.get_param(name).schema == {**expected, **extra.get(name, {})}, name
 
 
 @pytest.mark.parametrize(("name", "value"), [
@@ -130,15 +158,25 @@ def test_params_accept_good_values(dag):
 
 # --- the task adapters ------------------------------------------------------------------------------------------
 
-def test_params_override_the_environment_and_the_run_start_is_the_logical_date(monkeypatch):
+def test_params_override_the_environment_and_the_run_start_is_the_logical_date(dag, monkeypatch, tmp_path):
     monkeypatch.setenv("MODEL", "random_forest")
     monkeypatch.setenv("SEED", "7")
+    monkeypatch.setenv("RUNS_DIR", str(tmp_path / "runs"))
     logical = datetime(2030, 5, 6, 7, 8, 9, tzinfo=UTC)
-    context = {"params": {"model": "svm", "not_a_setting": 1}, "run_id": "manual__x",
+    run_id = "manual__2030-05-06T07:08:09+00:00"
+    # Undeclared conf keys reach the params unvalidated: a non-setting, and settings a trigger must not change.
+    undeclared = {"not_a_setting": 1, "data_allowed_dirs": "/", "alert_webhook_url": "http://evil.example/hook",
+                  "runs_dir": str(tmp_path / "elsewhere")}
+    context = {"dag": dag, "params": {"model": "svm", **undeclared}, "run_id": run_id,
                "dag_run": SimpleNamespace(logical_date=logical, run_after=logical + timedelta(hours=1))}
-    settings = airflow_tasks.settings_for(context)
-    assert (settings.model, settings.seed, settings.run_id) == ("svm", 7, "manual__x")
-    assert settings.run_start() == logical
+
+    run, settings = airflow_tasks.run_and_settings(context)
+
+    assert (settings.model, settings.seed) == ("svm", 7)
+    assert settings.alert_webhook_url == "" and settings.runs_dir == tmp_path / "runs"
+    assert settings.data_allowed_dirs == Settings.model_fields["data_allowed_dirs"].default
+    assert (run.run_id, run.path, run.declared_start) == (run_id, tmp_path / "runs" / safe_run_id(run_id), logical)
+    assert run.path.is_dir()
 
 
 def test_a_manual_run_without_logical_date_starts_when_it_was_due():

@@ -10,6 +10,7 @@ import importlib.metadata
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httplib2
@@ -24,13 +25,16 @@ from etl.publishers.gdrive.client import FOLDER_MIME, connect, folder_url
 from etl.publishers.gdrive.compat import ChunkBytesUpload, ServiceAccountCredentials
 from etl.publishers.gdrive.credentials import identity_from_settings
 from etl.publishers.gdrive.publisher import RUN_ID_PROPERTY, UPLOAD_GRANULARITY, GDrivePublisher, run_property
+from etl.run_folder import RunFolder, safe_run_id
+from etl.steps import STEPS
 from tests.fake_drive import DROP, FakeDrive, FakeFile, Fault
 from tests.http_support import free_port
 from utils.config import Settings
 from utils.errors import ArtifactError, ConfigError, PublishError
-from utils.files import file_digest, safe_run_id, sha256_file
+from utils.files import file_digest, sha256_file
 
 RUN_ID = "manual__2025-11-23T09:30:00+00:00"
+STARTED = datetime(2025, 11, 23, 9, 30, tzinfo=UTC)
 STAMP = "20251123_093000"
 FOLDER_NAME = f"{STAMP}_{safe_run_id(RUN_ID)}"
 SA_EMAIL = "pipeline@test-project.iam.gserviceaccount.com"
@@ -88,16 +92,24 @@ def drive_settings(fake: FakeDrive, tmp_path: Path, make_settings: Callable[...,
     return factory
 
 
-def write_bundle(folder: Path, sizes: dict[str, int], run_id: str = RUN_ID, stamp: str = STAMP,
-                 seed: int = 0) -> RunBundle:
-    """Artifacts of the given sizes with reproducible contents, and their recorded sha256."""
+def published_name(folder: Path, run_id: str, started: datetime = STARTED) -> str:
+    """The name upload gives the run `run_id` started at `started`: RunFolder.published_name of a run whose first
+    step has begun (a run folder beside `folder`)."""
+    run = RunFolder.open(folder.parent / f".runs-of-{folder.name}", run_id, declared_start=started)
+    run.begin(STEPS[0])
+    return run.published_name()
+
+
+def write_bundle(folder: Path, sizes: dict[str, int], run_id: str = RUN_ID, seed: int = 0) -> RunBundle:
+    """Artifacts of the given sizes with reproducible contents, their recorded sha256, and the run's published
+    name as upload builds it."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for index, (name, size) in enumerate(sizes.items()):
         path = folder / name
         path.write_bytes(reproducible_bytes(size, seed * 1000 + index))
         paths.append(path)
-    return RunBundle(run_id, stamp, tuple(paths), {p.name: sha256_file(p) for p in paths})
+    return RunBundle(run_id, published_name(folder, run_id), tuple(paths), {p.name: sha256_file(p) for p in paths})
 
 
 def reproducible_bytes(size: int, seed: int) -> bytes:
@@ -169,7 +181,7 @@ def test_a_run_with_more_files_adds_only_the_new_ones_and_replaces_changed_ones(
     (tmp_path / "run" / "metrics.json").write_text('{"recall": 0.97}')
     (tmp_path / "run" / "report.md").write_text("# Report\n")
     paths = tuple(tmp_path / "run" / name for name in ("model.joblib", "metrics.json", "report.md"))
-    second = RunBundle(RUN_ID, STAMP, paths, {p.name: sha256_file(p) for p in paths})
+    second = RunBundle(RUN_ID, first.name, paths, {p.name: sha256_file(p) for p in paths})
     result = publisher(settings, sleeps).publish(second)
 
     assert result.files == {"model.joblib": "skipped", "metrics.json": "replaced", "report.md": "uploaded"}

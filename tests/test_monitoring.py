@@ -21,8 +21,10 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from etl import catalog
 from etl.evaluate import PUSHED_METRICS
-from tests.airflow_support import DAG_ID
+from etl.run_folder import safe_run_id
+from etl.steps import DAG_ID
 from tests.conftest import SETTING_VARIABLES
 from tests.http_support import Answer, free_port, scripted_server
 from tests.monitoring_support import (
@@ -269,7 +271,7 @@ def run_pipeline(folder: Path, pushgateway: str) -> dict[str, Any]:
     result = subprocess.run([sys.executable, "-m", "etl.pipeline"], cwd=PROJECT_ROOT, env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    return json.loads((folder / "runs" / "monitoring" / "metrics.json").read_text(encoding="utf-8"))
+    return json.loads((folder / "runs" / safe_run_id(env["RUN_ID"]) / catalog.METRICS).read_text(encoding="utf-8"))
 
 
 def wait_for_data(base_url: str, expression: str) -> None:

@@ -20,6 +20,7 @@ import pytest
 from etl.pipeline import run_all
 from etl.publishers import LocalPublisher, local
 from etl.publishers.base import RunBundle
+from tests.conftest import open_run
 from tests.fake_drive import FakeDrive
 from utils.config import PROJECT_ROOT, Settings
 from utils.errors import PublishError
@@ -37,7 +38,7 @@ from pathlib import Path
 from etl.publishers import local
 from etl.publishers.base import RunBundle
 
-results, source, kill_at = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+results, source, kill_at, published_name = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 calls = {}
 
 def announce(event):
@@ -57,7 +58,7 @@ def watched(name, function):
 for module, name in ((os, "rename"), (os, "replace"), (os, "unlink"), (os, "rmdir"), (os, "symlink"),
                      (shutil, "rmtree"), (local, "exchange")):
     setattr(module, name, watched(name, getattr(module, name)))
-bundle = RunBundle("run", "20250101_000000", tuple(sorted(source.iterdir())))
+bundle = RunBundle("run", published_name, tuple(sorted(source.iterdir())))
 publisher = local.LocalPublisher(results)
 publisher.publish(bundle)
 publisher.point_latest_at(bundle)
@@ -79,7 +80,7 @@ def contents_of(folder: Path) -> dict[str, bytes]:
 def new_bundle(tmp_path: Path) -> RunBundle:
     source = write_files(tmp_path / "source", NEW)
     files = tuple(sorted(source.iterdir()))
-    return RunBundle(RUN_ID, STAMP, files, {path.name: sha256_file(path) for path in files})
+    return RunBundle(RUN_ID, TARGET, files, {path.name: sha256_file(path) for path in files})
 
 
 def prepare(results: Path, republish: bool) -> None:
@@ -94,7 +95,7 @@ def prepare(results: Path, republish: bool) -> None:
 
 def run_child(script: Path, results: Path, source: Path, kill_at: str) -> list[str]:
     """Run the child's publish; SIGKILL it when it announces `kill_at`; the events it announced."""
-    child = subprocess.Popen([sys.executable, str(script), str(results), str(source), kill_at],
+    child = subprocess.Popen([sys.executable, str(script), str(results), str(source), kill_at, TARGET],
                              env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     assert child.stdout is not None and child.stderr is not None
@@ -178,16 +179,17 @@ def test_without_an_atomic_exchange_a_retry_is_skipped_and_a_change_is_refused_c
 
 
 def test_latest_moves_only_when_every_backend_published_the_run(make_settings: Callable[..., Settings], tmp_path):
-    run_all(make_settings(run_id="good"))
+    settings = make_settings()
+    run_all(open_run(settings, "good"), settings)
     latest = tmp_path / "results" / "latest"
     good = latest.resolve()
     with FakeDrive() as drive:
         key = drive.write_service_account_key(tmp_path / "secrets" / "drive_sa.json")
         my_drive_folder = drive.create_folder("My Drive folder")  # a service account cannot store files there
-        settings = make_settings(run_id="refused", storage_backend="gdrive", gdrive_folder_id=my_drive_folder,
+        settings = make_settings(storage_backend="gdrive", gdrive_folder_id=my_drive_folder,
                                  google_credentials=key, gdrive_api_root=drive.root_url)
         with pytest.raises(PublishError, match="storageQuotaExceeded"):
-            run_all(settings)
+            run_all(open_run(settings, "refused"), settings)
 
     assert latest.resolve() == good
     assert [path.name for path in (tmp_path / "results").glob("*_refused")], "the local copy is still made"

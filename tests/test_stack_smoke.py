@@ -22,8 +22,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from etl import artifacts, notify
-from tests.airflow_support import DAG_ID, SUCCESSFUL_RUN
+from etl import catalog, notify
+from etl.run_folder import safe_run_id
+from etl.steps import DAG_ID
+from tests.airflow_support import SUCCESSFUL_RUN
 from tests.http_support import Answer, ScriptedServer, free_port, scripted_server
 from tests.monitoring_support import all_queries, http_get, prometheus_query, require_tool, series_names
 from tests.stack_support import (
@@ -65,7 +67,6 @@ from tests.stack_support import (
     wait_until,
 )
 from utils.config import PROJECT_ROOT
-from utils.files import safe_run_id
 
 pytestmark = [pytest.mark.slow, pytest.mark.stack]
 
@@ -546,7 +547,7 @@ def test_the_good_run_is_published_in_the_shared_results_folder(deployed, good_r
     published = sorted(results.glob(f"*_{safe_run_id(good_run['dag_run_id'])}"))
     assert len(published) == 1, sorted(p.name for p in results.iterdir())
     names = {path.name for path in published[0].iterdir()}
-    assert {artifacts.MODEL, artifacts.METRICS, artifacts.REPORT, artifacts.MANIFEST} <= names
+    assert {catalog.MODEL, catalog.METRICS, catalog.REPORT, catalog.MANIFEST} <= names
     assert (results / "latest").resolve() == published[0].resolve()
 
 
@@ -578,7 +579,7 @@ def test_prometheus_scrapes_the_pipeline_metrics_of_the_good_run(deployed, good_
     stack = deployed.stack
     prometheus = f"http://127.0.0.1:{stack.network.ports['prometheus', 9090]}"
     results = deployed.host_folder("RESULTS_DIR")
-    metrics = json.loads(next(results.glob(f"*_{safe_run_id(good_run['dag_run_id'])}/{artifacts.METRICS}"))
+    metrics = json.loads(next(results.glob(f"*_{safe_run_id(good_run['dag_run_id'])}/{catalog.METRICS}"))
                          .read_text())
 
     def scraped() -> dict[str, float]:
