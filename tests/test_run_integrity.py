@@ -32,6 +32,14 @@ def run_steps(run, settings, *names: str) -> None:
         execute_step(STEP[name], run, settings)
 
 
+def evaluated_run(make_settings, run_id: str):
+    """A run of `run_id` that went through evaluate, and its settings."""
+    settings = make_settings()
+    run = open_run(settings, run_id)
+    run_steps(run, settings, "load", "preprocess", "train", "evaluate")
+    return run, settings
+
+
 def published_runs(settings) -> list[Path]:
     if not settings.results_dir.exists():
         return []
@@ -115,9 +123,7 @@ def test_a_step_is_refused_while_another_process_holds_the_run(make_settings):
 
 
 def test_retraining_after_evaluate_cannot_publish_the_old_metrics(make_settings):
-    settings = make_settings()
-    run = open_run(settings, "retrained")
-    run_steps(run, settings, "load", "preprocess", "train", "evaluate")
+    run, settings = evaluated_run(make_settings, "retrained")
     run_steps(run, make_settings(model="gradient_boosting"), "train")
     with pytest.raises(ArtifactError, match="evaluate.json is missing"):
         run_steps(run, settings, "upload")
@@ -127,9 +133,7 @@ def test_retraining_after_evaluate_cannot_publish_the_old_metrics(make_settings)
 def test_the_chain_refuses_a_model_that_is_not_the_one_evaluated(make_settings):
     """Even when a step's outputs are replaced behind the runner's back (here train's code called directly, with
     no clean-up of downstream files), upload refuses the mix and names the file and the step to rerun."""
-    settings = make_settings()
-    run = open_run(settings, "swapped")
-    run_steps(run, settings, "load", "preprocess", "train", "evaluate")
+    run, settings = evaluated_run(make_settings, "swapped")
     retrained = make_settings(model="gradient_boosting")
     run.write_record(STEP["train"], train.run(run, retrained).record)
     with pytest.raises(ArtifactError, match=r"model\.joblib: step evaluate consumed a version .* not the one "
@@ -140,9 +144,7 @@ def test_the_chain_refuses_a_model_that_is_not_the_one_evaluated(make_settings):
 
 @pytest.mark.parametrize("changed", [catalog.RAW, catalog.TEST, catalog.METRICS, catalog.REPORT])
 def test_a_file_changed_on_disk_stops_publication(make_settings, changed):
-    settings = make_settings()
-    run = open_run(settings, "edited")
-    run_steps(run, settings, "load", "preprocess", "train", "evaluate")
+    run, settings = evaluated_run(make_settings, "edited")
     path = run.file(changed)
     path.write_bytes(path.read_bytes() + b"\n")
     with pytest.raises(ArtifactError, match=rf"{changed} has sha256 .* recorded .* when it wrote it"):
@@ -151,9 +153,7 @@ def test_a_file_changed_on_disk_stops_publication(make_settings, changed):
 
 
 def test_bad_data_into_a_run_that_had_a_good_model_publishes_nothing(make_settings):
-    settings = make_settings()
-    run = open_run(settings, "reused")
-    run_steps(run, settings, "load", "preprocess", "train", "evaluate")
+    run, settings = evaluated_run(make_settings, "reused")
     bad = make_settings(data_url=(BAD_INPUTS / "score_zero.csv").as_uri(), data_fallback=False)
     run_steps(run, bad, "load")
     with pytest.raises(PipelineError, match="fails in_range"):
@@ -165,9 +165,7 @@ def test_bad_data_into_a_run_that_had_a_good_model_publishes_nothing(make_settin
 
 
 def test_a_failed_train_leaves_no_model_behind(make_settings):
-    settings = make_settings()
-    run = open_run(settings, "train-fails")
-    run_steps(run, settings, "load", "preprocess", "train", "evaluate")
+    run, settings = evaluated_run(make_settings, "train-fails")
     with pytest.raises(ValueError, match="n_splits"):
         run_steps(run, make_settings(cv_folds=10_000), "train")
     assert not run.file(catalog.MODEL).exists() and not run.file(catalog.TRAIN_INFO).exists()
