@@ -9,7 +9,7 @@ VENV_STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: help install-requirements venv system-deps local-load local-preprocess local-train local-evaluate \
-        local-upload local-test-all local-pipeline gdrive-check settings test lint bench clean-runs
+        local-upload local-test-all local-pipeline gdrive-check settings test test-fast lint bench clean-runs
 
 help: ## List the targets with what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_%-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' \
@@ -58,8 +58,11 @@ settings: venv ## Print every setting with its current value
 	$(PY) -m utils.config
 
 ##@ Quality
-test: venv system-deps compose-v2 ## Run the whole test suite (installs what it needs first)
+test: venv system-deps compose-v2 ## Run the whole test suite (installs what it needs first): what CI runs
 	$(PY) -m pytest
+
+test-fast: venv ## Only the unit tests (tests/unit: no servers, no Airflow run, about a minute)
+	$(PY) -m pytest tests/unit
 
 lint: venv ## ruff on the Python code, shellcheck on the shell scripts, hadolint on the Dockerfile
 	$(PY) -m ruff check .

@@ -4,4 +4,4 @@
 .PHONY: stack-smoke
 
 stack-smoke: venv system-deps ## Run docker-compose.yml's services natively: two DAG runs, metrics, the UI in Chromium
-	$(PY) -m pytest tests/test_stack_smoke.py -v -s --durations=10
+	$(PY) -m pytest tests/stack/test_stack_smoke.py -v -s --durations=10

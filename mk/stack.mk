@@ -3,7 +3,7 @@
 
 COMPOSE ?= docker compose
 HOST_PYTHON ?= python3
-# Compose v2 for the tests of the stack on machines without Docker (tests/test_compose.py looks here).
+# Compose v2 for the tests of the stack on machines without Docker (tests/integration/test_compose.py looks here).
 COMPOSE_V2_DIR := .make/compose-v2
 COMPOSE_V2_VERSION := 2.40.3
 

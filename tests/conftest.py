@@ -8,21 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from etl.run_folder import RunFolder
-from utils.config import BUNDLED_DATA, PROJECT_ROOT, VARIABLES, Settings, load_settings
-
-BUNDLED_CSV = BUNDLED_DATA
-TEST_DATA = PROJECT_ROOT / "tests" / "data"  # the bad-input corpus: make_settings allows file:// URLs there too
-BUNDLED_SHA256 = "7efcfc593f86f3d898df92a8fec32e64ce84195647bd3a8a2d48c68c005767f4"
-SETTING_VARIABLES = [*VARIABLES.values(), "RUN_ID"]  # RUN_ID: the command line's run id
+from tests.support.airflow_runs import migrate
+from tests.support.data import BUNDLED_CSV, SETTING_VARIABLES, TEST_DATA
+from utils.config import Settings, load_settings
 
 
 @pytest.fixture(scope="session")
 def migrated_airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An Airflow home whose SQLite database is migrated once per session; tests run in clones of it
-    (`airflow_support.clone_home`), which cost a file copy instead of a migration."""
-    from tests.airflow_support import migrate  # imported here: airflow_support imports this module
-
+    (`tests.support.airflow_runs.clone_home`), which cost a file copy instead of a migration."""
     return migrate(tmp_path_factory.mktemp("migrated_airflow_home"))
 
 
@@ -49,7 +43,3 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 
     return factory
 
-
-def open_run(settings: Settings, run_id: str = "test") -> RunFolder:
-    """The run `run_id` in the settings' runs folder, as the command line opens it."""
-    return RunFolder.open(settings.runs_dir, run_id)

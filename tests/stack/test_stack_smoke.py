@@ -25,10 +25,8 @@ import yaml
 from etl import catalog, notify
 from etl.run_folder import safe_run_id
 from etl.steps import DAG_ID
-from tests.airflow_support import SUCCESSFUL_RUN
-from tests.http_support import Answer, ScriptedServer, free_port, scripted_server
-from tests.monitoring_support import all_queries, http_get, prometheus_query, require_tool, series_names
-from tests.stack_support import (
+from tests.support.airflow_runs import SUCCESSFUL_RUN
+from tests.support.compose_emulator import (
     COMPOSE_FILE,
     DOCKER_HOST_NAME,
     PROMETHEUS_TOOLS,
@@ -66,6 +64,9 @@ from tests.stack_support import (
     ui_login,
     wait_until,
 )
+from tests.support.data import BAD_INPUTS
+from tests.support.monitoring_tools import all_queries, http_get, prometheus_query, require_tool, series_names
+from tests.support.servers import Answer, ScriptedServer, free_port, scripted_server
 from utils.config import PROJECT_ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.stack]
@@ -367,7 +368,7 @@ def test_image_links_never_write_through_a_link_into_the_repository(tmp_path):
 
 # --- the real stack ----------------------------------------------------------------------------------------
 
-BAD_CSV = PROJECT_ROOT / "tests" / "data" / "bad_inputs" / "score_zero.csv"
+BAD_CSV = BAD_INPUTS / "score_zero.csv"
 SCREENSHOTS = PROJECT_ROOT / "results" / "ui-screenshots"
 RUN_TIMEOUT_SECONDS = 600
 # The test's values in the env file that mk/make_env.py makes from .env.example (as `make up` does).

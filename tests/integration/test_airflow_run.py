@@ -20,7 +20,7 @@ import pytest
 
 from etl import catalog, notify
 from etl.run_folder import safe_run_id
-from tests.airflow_support import (
+from tests.support.airflow_runs import (
     STEPS,
     SUCCESSFUL_RUN,
     DagRunOutcome,
@@ -30,9 +30,8 @@ from tests.airflow_support import (
     finish,
     start_dags_test,
 )
-from tests.conftest import BUNDLED_CSV
-from tests.http_support import Answer, scripted_server
-from tests.test_secrets import FAKE_KEY, fake_key
+from tests.support.data import BUNDLED_CSV, FAKE_KEY, fake_key
+from tests.support.servers import Answer, scripted_server
 from utils.files import read_json, sha256_file
 
 pytestmark = pytest.mark.slow

@@ -14,8 +14,8 @@ from etl import catalog, load
 from etl.pipeline import execute_step
 from etl.run_folder import safe_run_id
 from etl.steps import STEP
-from tests.conftest import BUNDLED_CSV, BUNDLED_SHA256, open_run
-from tests.http_support import Answer, free_port, scripted_server, serving
+from tests.support.data import BUNDLED_CSV, BUNDLED_SHA256, open_run
+from tests.support.servers import Answer, free_port, scripted_server, serving
 from utils.errors import DataSourceError
 
 GOOD = BUNDLED_CSV.read_bytes()

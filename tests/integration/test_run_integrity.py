@@ -17,12 +17,11 @@ import pytest
 from etl import catalog, train
 from etl.pipeline import execute_step, run_all
 from etl.steps import PUBLISHED, STEP, STEPS
-from tests.conftest import BUNDLED_CSV, open_run
-from tests.http_support import Answer, scripted_server
+from tests.support.data import BAD_INPUTS, BUNDLED_CSV, open_run
+from tests.support.servers import Answer, scripted_server
 from utils.config import PROJECT_ROOT
 from utils.errors import ArtifactError, PipelineError, RunLockedError
 
-BAD_INPUTS = PROJECT_ROOT / "tests" / "data" / "bad_inputs"
 SLOW_ANSWER_SECONDS = 4.0  # long enough for the test to start a second process while the first one loads
 
 

@@ -15,13 +15,14 @@ from types import SimpleNamespace
 
 import pytest
 
+from bench.import_probe import import_probe
 from etl import airflow_tasks, notify
 from etl.run_folder import safe_run_id
 from etl.steps import DAG_ID
 from etl.steps import STEPS as STEP_TABLE
-from tests.airflow_support import DAG_FILE, DAGS_FOLDER, STEPS, import_probe
-from tests.conftest import SETTING_VARIABLES
-from tests.http_support import Answer, scripted_server
+from tests.support.airflow_runs import DAG_FILE, DAGS_FOLDER, STEPS
+from tests.support.data import SETTING_VARIABLES
+from tests.support.servers import Answer, scripted_server
 from utils.config import PROJECT_ROOT, VARIABLES, Settings, data_url_pattern, load_settings
 
 # The settings a run may change ("Trigger DAG w/ config"): not DATA_ALLOWED_DIRS, the alert webhook, the

@@ -15,8 +15,8 @@ import pytest
 
 from etl.publishers.gdrive.client import FOLDER_MIME, folder_url
 from etl.run_folder import safe_run_id
-from tests.airflow_support import SUCCESSFUL_RUN, Folders, clone_home, dags_test
-from tests.fake_drive import FakeDrive
+from tests.support.airflow_runs import SUCCESSFUL_RUN, Folders, clone_home, dags_test
+from tests.support.drive_fake import FakeDrive
 from utils.files import file_digest
 
 pytestmark = pytest.mark.slow

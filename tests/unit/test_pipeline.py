@@ -18,7 +18,7 @@ from etl.dataset import FEATURES, ID
 from etl.pipeline import execute_step, run_all
 from etl.steps import PUBLISHED as PUBLISHED_FILES
 from etl.steps import STEP, STEPS
-from tests.conftest import BUNDLED_CSV, BUNDLED_SHA256, open_run
+from tests.support.data import BUNDLED_CSV, BUNDLED_SHA256, open_run
 from utils.config import PROJECT_ROOT
 from utils.errors import ArtifactError, ConfigError, QualityGateError
 from utils.files import sha256_file

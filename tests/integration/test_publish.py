@@ -20,8 +20,8 @@ import pytest
 from etl.pipeline import run_all
 from etl.publishers import LocalPublisher, local
 from etl.publishers.base import RunBundle
-from tests.conftest import open_run
-from tests.fake_drive import FakeDrive
+from tests.support.data import open_run
+from tests.support.drive_fake import FakeDrive
 from utils.config import PROJECT_ROOT, Settings
 from utils.errors import PublishError
 from utils.files import sha256_file

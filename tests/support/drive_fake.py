@@ -37,7 +37,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tests.http_support import serving
+from tests.support.servers import serving
 
 FOLDER_MIME = "application/vnd.google-apps.folder"
 FULL_SCOPE = "https://www.googleapis.com/auth/drive"

@@ -25,9 +25,9 @@ from etl import catalog
 from etl.evaluate import PUSHED_METRICS
 from etl.run_folder import safe_run_id
 from etl.steps import DAG_ID
-from tests.conftest import SETTING_VARIABLES
-from tests.http_support import Answer, free_port, scripted_server
-from tests.monitoring_support import (
+from tests.support.compose_emulator import Processes, wait_until
+from tests.support.data import SETTING_VARIABLES
+from tests.support.monitoring_tools import (
     DASHBOARDS_DIR,
     MONITORING,
     PROMETHEUS_DIR,
@@ -46,7 +46,7 @@ from tests.monitoring_support import (
     rule_queries,
     series_names,
 )
-from tests.stack_support import Processes, wait_until
+from tests.support.servers import Answer, free_port, scripted_server
 from utils.config import PROJECT_ROOT
 
 TASK_IDS = ("start", "load", "preprocess", "train", "evaluate", "upload", "success_end", "failure_end")

@@ -21,10 +21,10 @@ import yaml
 from cryptography.fernet import Fernet
 from dotenv import dotenv_values
 
-from tests.airflow_support import AIRFLOW
-from tests.http_support import free_port
-from tests.monitoring_support import missing_tool, require_tool
-from tests.stack_support import COMPOSE_FILE, Processes, postgres_server
+from tests.support.airflow_runs import AIRFLOW
+from tests.support.compose_emulator import COMPOSE_FILE, Processes, postgres_server
+from tests.support.monitoring_tools import missing_tool, require_tool
+from tests.support.servers import free_port
 from utils.config import PROJECT_ROOT, VARIABLES, Settings, load_settings
 
 ENV_EXAMPLE = PROJECT_ROOT / ".env.example"

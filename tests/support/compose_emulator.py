@@ -47,8 +47,8 @@ from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
 
-from tests.http_support import free_port
-from tests.monitoring_support import StatsdExporter, StatsdMapping, require_tool
+from tests.support.monitoring_tools import StatsdExporter, StatsdMapping, require_tool
+from tests.support.servers import free_port
 from utils.config import PROJECT_ROOT
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"

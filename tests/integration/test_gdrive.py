@@ -27,8 +27,8 @@ from etl.publishers.gdrive.credentials import identity_from_settings
 from etl.publishers.gdrive.publisher import RUN_ID_PROPERTY, UPLOAD_GRANULARITY, GDrivePublisher, run_property
 from etl.run_folder import RunFolder, safe_run_id
 from etl.steps import STEPS
-from tests.fake_drive import DROP, FakeDrive, FakeFile, Fault
-from tests.http_support import free_port
+from tests.support.drive_fake import DROP, FakeDrive, FakeFile, Fault
+from tests.support.servers import free_port
 from utils.config import Settings
 from utils.errors import ArtifactError, ConfigError, PublishError
 from utils.files import file_digest, sha256_file

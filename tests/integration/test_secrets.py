@@ -14,15 +14,11 @@ import pytest
 from etl import airflow_tasks, catalog
 from etl.pipeline import execute_step, run_all
 from etl.steps import STEP
-from tests.conftest import BUNDLED_CSV, open_run
-from tests.http_support import Answer, free_port, scripted_server
+from tests.support.data import BUNDLED_CSV, FAKE_KEY, fake_key, open_run
+from tests.support.servers import Answer, free_port, scripted_server
 from utils import redact
 from utils.config import PROJECT_ROOT, Settings, data_url_pattern, shown
 from utils.errors import ConfigError
-
-FAKE_KEY = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC-FAKE-PRIVATE-KEY-FOR-TESTS-0123456789"
-FAKE_KEY_FILE = ('{"type": "service_account", "client_email": "pipeline@example.iam.gserviceaccount.com",\n'
-                 f'"private_key": "-----BEGIN PRIVATE KEY-----\\n{FAKE_KEY}\\n-----END PRIVATE KEY-----\\n"}}\n')
 
 
 def run_load(settings: Settings) -> dict:
@@ -34,14 +30,6 @@ def data_written(runs_dir: Path) -> list[str]:
     """The files under `runs_dir` besides each run's lock and start (run.json, written before load's work)."""
     return sorted(str(path) for path in runs_dir.rglob("*")
                   if path.is_file() and path.name not in (catalog.LOCK, catalog.RUN_INFO))
-
-
-def fake_key(folder: Path) -> Path:
-    """A Drive key file with a recognisable fake private key in `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "drive_sa.json"
-    path.write_text(FAKE_KEY_FILE, encoding="utf-8")
-    return path
 
 
 # --- what a run may read ------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from dotenv import dotenv_values
 from etl.run_folder import safe_run_id
 from etl.steps import DAG_ID
 from etl.steps import STEPS as STEP_TABLE
-from tests.conftest import BUNDLED_CSV
+from tests.support.data import BUNDLED_CSV
 from utils.config import PROJECT_ROOT
 
 STEPS = tuple(step.name for step in STEP_TABLE)  # the task ids of the pipeline's steps, in order
@@ -33,28 +33,6 @@ VENV_BIN = Path(sys.executable).parent
 AIRFLOW = VENV_BIN / "airflow"
 TEST_RETRY_DELAY_SECONDS = "1"  # Airflow's first retry waits this long, doubling after (see the DAG's STEPS)
 AIRFLOW_TIMEOUT_SECONDS = 300
-AIRFLOW_IMPORTS = ("import airflow.sdk, airflow.providers.standard.operators.python, "
-                   "airflow.providers.standard.operators.empty")
-# Run as `python -c <probe> <dag file>`: times Airflow's imports, then the DAG file on top of them, and prints
-# {"airflow_ms": ..., "dag_ms": ..., **extra}; `extra` is a dict expression that may use the imported `module`.
-IMPORT_PROBE = """
-import importlib.util, json, sys, time
-started = time.perf_counter()
-{airflow_imports}
-imported = time.perf_counter()
-spec = importlib.util.spec_from_file_location("probe_dag", sys.argv[1])
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-report = {{"airflow_ms": 1000 * (imported - started), "dag_ms": 1000 * (time.perf_counter() - imported)}}
-print(json.dumps({{**report, **({extra})}}))
-"""
-
-
-def import_probe(airflow_imports: str = AIRFLOW_IMPORTS, extra: str = "{}") -> str:
-    """The IMPORT_PROBE script for these Airflow imports and extra report fields."""
-    return IMPORT_PROBE.format(airflow_imports=airflow_imports, extra=extra)
-
-
 def env_file_values(path: Path) -> dict[str, str]:
     """The KEY=VALUE assignments of a `.env`-style file (as docker compose and pydantic-settings read it)."""
     return {key: value or "" for key, value in dotenv_values(path).items()}

@@ -15,11 +15,12 @@ from etl import catalog, preprocess
 from etl.pipeline import execute_step
 from etl.run_folder import safe_run_id
 from etl.steps import STEP
-from tests.conftest import open_run
 from tests.data.make_bad_inputs import FAKE_KEY_BODY, corpus
+from tests.support.data import BAD_INPUTS, open_run
+from utils.config import PROJECT_ROOT
 from utils.errors import EXCERPT_CHARS, PipelineError
 
-CORPUS = Path(__file__).parent / "data" / "bad_inputs"
+CORPUS = BAD_INPUTS
 
 REJECTED = {
     "empty.csv": r"the body is empty",
@@ -166,7 +167,7 @@ def test_a_re_encoded_bundled_file_gives_byte_identical_splits(make_settings, na
 @pytest.mark.parametrize(("readme", "phrase"), [("README.md", "holds {} example files"),
                                                 ("README.ru.md", "лежат {} примеров файлов")])
 def test_the_readmes_count_the_corpus(readme, phrase):
-    text = " ".join((Path(__file__).parents[1] / readme).read_text(encoding="utf-8").split())
+    text = " ".join((PROJECT_ROOT / readme).read_text(encoding="utf-8").split())
     assert phrase.format(len(corpus())) in text
 
 

@@ -1,0 +1,31 @@
+"""The data the tests run on: the bundled CSV and its checksum, the folder of test inputs, a fake Drive key, and
+the run folder as the command line opens it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from etl.run_folder import RunFolder
+from utils.config import BUNDLED_DATA, PROJECT_ROOT, VARIABLES, Settings
+
+BUNDLED_CSV = BUNDLED_DATA
+BUNDLED_SHA256 = "7efcfc593f86f3d898df92a8fec32e64ce84195647bd3a8a2d48c68c005767f4"
+TEST_DATA = PROJECT_ROOT / "tests" / "data"  # the bad-input corpus: make_settings allows file:// URLs there too
+BAD_INPUTS = TEST_DATA / "bad_inputs"
+SETTING_VARIABLES = [*VARIABLES.values(), "RUN_ID"]  # RUN_ID: the command line's run id
+FAKE_KEY = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC-FAKE-PRIVATE-KEY-FOR-TESTS-0123456789"
+FAKE_KEY_FILE = ('{"type": "service_account", "client_email": "pipeline@example.iam.gserviceaccount.com",\n'
+                 f'"private_key": "-----BEGIN PRIVATE KEY-----\\n{FAKE_KEY}\\n-----END PRIVATE KEY-----\\n"}}\n')
+
+
+def open_run(settings: Settings, run_id: str = "test") -> RunFolder:
+    """The run `run_id` in the settings' runs folder, as the command line opens it."""
+    return RunFolder.open(settings.runs_dir, run_id)
+
+
+def fake_key(folder: Path) -> Path:
+    """A Drive key file with a recognisable fake private key in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "drive_sa.json"
+    path.write_text(FAKE_KEY_FILE, encoding="utf-8")
+    return path
