@@ -13,20 +13,22 @@ ENV PROJECT_DIR=/opt/airflow/project
 COPY --chown=airflow:0 requirements.txt /tmp/requirements.txt
 RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r /tmp/requirements.txt
 
-# The DAG imports `etl` and `utils` from the project root, so the project keeps its layout under PROJECT_DIR.
+# The project keeps its layout under PROJECT_DIR (the settings' defaults are relative to it) and is installed in
+# editable mode, as in .venv, so `etl` and `utils` import from anywhere.
+COPY --chown=airflow:0 pyproject.toml ${PROJECT_DIR}/pyproject.toml
 COPY --chown=airflow:0 dags/ ${PROJECT_DIR}/dags/
 COPY --chown=airflow:0 etl/ ${PROJECT_DIR}/etl/
 COPY --chown=airflow:0 utils/ ${PROJECT_DIR}/utils/
 COPY --chown=airflow:0 data/BreastCancer.csv ${PROJECT_DIR}/data/BreastCancer.csv
 COPY --chown=airflow:0 --chmod=0755 entrypoint.sh ${PROJECT_DIR}/entrypoint.sh
+RUN pip install --no-cache-dir --no-deps --editable ${PROJECT_DIR}
 
 # Mount points, group 0 writable like the rest of /opt/airflow, so any AIRFLOW_UID (with GID 0) can write them;
 # an empty named volume mounted here takes these owners and modes.
 RUN mkdir -p /opt/airflow/runs /opt/airflow/results /opt/airflow/auth /opt/airflow/secrets \
     && chmod 0775 /opt/airflow/runs /opt/airflow/results /opt/airflow/auth
 
-ENV PYTHONPATH=${PROJECT_DIR} \
-    AIRFLOW__CORE__DAGS_FOLDER=${PROJECT_DIR}/dags \
+ENV AIRFLOW__CORE__DAGS_FOLDER=${PROJECT_DIR}/dags \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \
     BUNDLED_DATA_PATH=${PROJECT_DIR}/data/BreastCancer.csv \
     RUNS_DIR=/opt/airflow/runs \

@@ -6,7 +6,6 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
-export PYTHONPATH := $(CURDIR)
 
 .PHONY: help install-requirements venv system-deps local-load local-preprocess local-train local-evaluate \
         local-upload local-test-all local-pipeline gdrive-check settings test test-fast lint bench clean-runs
@@ -16,10 +15,11 @@ help: ## List the targets with what they do
 		$(MAKEFILE_LIST)
 
 ##@ Set-up
-$(VENV_STAMP): requirements.txt requirements-dev.txt
+$(VENV_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --editable .
 	$(PY) -m pip check
 	touch $@
 

@@ -80,7 +80,7 @@ def main() -> int:
     try:
         url = f"http://127.0.0.1:{port}/big.csv"
         wait_for(f"http://127.0.0.1:{port}/")
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "ENV_FILE": str(work / "none.env"), "DATA_URL": url,
+        env = {**os.environ, "ENV_FILE": str(work / "none.env"), "DATA_URL": url,
                "RUNS_DIR": str(work / "runs"), "DATA_FALLBACK": "false", "DOWNLOAD_RETRIES": "0",
                "DOWNLOAD_TIMEOUT": "120", "PUSHGATEWAY_URL": "", "RUN_ID": "bench"}
         result = subprocess.run([sys.executable, "-c", MEASURE], env=env, cwd=ROOT, capture_output=True, text=True,

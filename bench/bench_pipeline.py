@@ -57,7 +57,7 @@ def report(rows: dict[str, list[tuple[float, float]]], repeat: int) -> None:
 def main() -> None:
     repeat = int(os.environ.get("BENCH_REPEAT", "3"))
     work = Path(tempfile.mkdtemp(prefix="bench-"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "ENV_FILE": str(work / "none.env"),
+    env = {**os.environ, "ENV_FILE": str(work / "none.env"),
            "RUNS_DIR": str(work / "runs"), "RESULTS_DIR": str(work / "results"), "STORAGE_BACKEND": "local",
            "DATA_URL": (ROOT / "data" / "BreastCancer.csv").as_uri(), "PUSHGATEWAY_URL": ""}
     python = sys.executable

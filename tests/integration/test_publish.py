@@ -22,7 +22,7 @@ from etl.publishers import LocalPublisher, local
 from etl.publishers.base import RunBundle
 from tests.support.data import open_run
 from tests.support.drive_fake import FakeDrive
-from utils.config import PROJECT_ROOT, Settings
+from utils.config import Settings
 from utils.errors import PublishError
 from utils.files import sha256_file
 
@@ -96,7 +96,7 @@ def prepare(results: Path, republish: bool) -> None:
 def run_child(script: Path, results: Path, source: Path, kill_at: str) -> list[str]:
     """Run the child's publish; SIGKILL it when it announces `kill_at`; the events it announced."""
     child = subprocess.Popen([sys.executable, str(script), str(results), str(source), kill_at, TARGET],
-                             env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, stdout=subprocess.PIPE,
+                             stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     assert child.stdout is not None and child.stderr is not None
     events = []

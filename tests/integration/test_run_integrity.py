@@ -46,7 +46,7 @@ def published_runs(settings) -> list[Path]:
 
 
 def pipeline_process(tmp_path: Path, run_id: str, seed: int, data_url: str) -> subprocess.Popen:
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(PROJECT_ROOT), "ENV_FILE": str(tmp_path / "none.env"),
+    env = {"PATH": os.environ["PATH"], "ENV_FILE": str(tmp_path / "none.env"),
            "RUNS_DIR": str(tmp_path / "runs"), "RESULTS_DIR": str(tmp_path / "results"), "RUN_ID": run_id,
            "SEED": str(seed), "DATA_URL": data_url, "DATA_FALLBACK": "false", "STORAGE_BACKEND": "local"}
     return subprocess.Popen([sys.executable, "-m", "etl.pipeline"], env=env, cwd=tmp_path, text=True,
@@ -106,7 +106,7 @@ def test_a_step_is_refused_while_another_process_holds_the_run(make_settings):
         "import sys, time; from pathlib import Path; from etl.run_folder import RunFolder\n"
         "with RunFolder.open(Path(sys.argv[1]), 'held').hold('a test holder'):\n"
         "    print('held', flush=True); time.sleep(60)\n"), str(settings.runs_dir)],
-        cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, stdout=subprocess.PIPE, text=True)
+        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "held\n"
         with pytest.raises(RunLockedError, match=rf"run 'held' is in use: .* held by pid {holder.pid} on .*"
@@ -194,7 +194,7 @@ def test_temporaries_of_a_killed_writer_are_removed_when_the_next_step_starts(ma
         "with atomic_path(Path(sys.argv[1])) as tmp:\n"
         "    tmp.write_bytes(b'half a model')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"), str(run.file(catalog.MODEL))],
-        cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, timeout=60, check=False)
+        cwd=PROJECT_ROOT, timeout=60, check=False)
     assert writer.returncode == -signal.SIGKILL
     (leftover,) = run.path.glob(".model.joblib.*.tmp")
     run_steps(run, settings, "train")

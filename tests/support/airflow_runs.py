@@ -40,12 +40,11 @@ def env_file_values(path: Path) -> dict[str, str]:
 
 def base_environment(home: Path) -> dict[str, str]:
     """A clean environment for an Airflow process (nothing from the developer's shell or `.env`): only the
-    Airflow settings of mk/airflow.env, this home, the DAGs folder and the project on PYTHONPATH."""
+    Airflow settings of mk/airflow.env, this home and the DAGs folder (the project is installed in the venv)."""
     return {
         "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
         "HOME": str(home),
         "LANG": "C.UTF-8",
-        "PYTHONPATH": str(PROJECT_ROOT),
         "ENV_FILE": str(home / "absent.env"),
         **env_file_values(AIRFLOW_ENV_FILE),
         "AIRFLOW_HOME": str(home),

@@ -188,12 +188,12 @@ def test_a_manual_run_without_logical_date_starts_when_it_was_due():
 # --- importing the DAG file in a fresh interpreter --------------------------------------------------------------
 
 def import_dag_in_subprocess(tmp_path: Path, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Import the DAG file with `env -i`-like environment (PATH, HOME, PYTHONPATH + `extra_env`) and print what
+    """Import the DAG file with `env -i`-like environment (PATH, HOME + `extra_env`) and print what
     it imported, its import time next to Airflow's own, and the load task's retry delay."""
     script = import_probe(extra=f"""{{"tasks": sorted(module.dag.task_ids),
         "heavy": [name for name in {HEAVY_MODULES!r} if name in sys.modules],
         "retry_delay": module.dag.get_task("load").retry_delay.total_seconds()}}""")
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": str(PROJECT_ROOT), **(extra_env or {})}
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **(extra_env or {})}
     return subprocess.run([sys.executable, "-c", script, str(DAG_FILE)], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=120, check=False)
 

@@ -19,7 +19,6 @@ from etl.pipeline import execute_step, run_all
 from etl.steps import PUBLISHED as PUBLISHED_FILES
 from etl.steps import STEP, STEPS
 from tests.support.data import BUNDLED_CSV, BUNDLED_SHA256, open_run
-from utils.config import PROJECT_ROOT
 from utils.errors import ArtifactError, ConfigError, QualityGateError
 from utils.files import sha256_file
 
@@ -170,7 +169,7 @@ def test_every_selectable_model_trains_and_evaluates(make_settings, model):
 
 
 def test_steps_as_separate_commands_share_the_run_id(tmp_path):
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(PROJECT_ROOT), "ENV_FILE": str(tmp_path / "none.env"),
+    env = {"PATH": os.environ["PATH"], "ENV_FILE": str(tmp_path / "none.env"),
            "RUNS_DIR": str(tmp_path / "runs"), "RESULTS_DIR": str(tmp_path / "results"), "RUN_ID": "cli",
            "DATA_URL": BUNDLED_CSV.as_uri(), "STORAGE_BACKEND": "local"}
     for step in STEPS:
