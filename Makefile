@@ -7,12 +7,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: help install-requirements venv system-deps local-load local-preprocess local-train local-evaluate \
-        local-upload local-test-all local-pipeline gdrive-check settings test test-fast lint bench clean-runs
+# local-% is a pattern rule, so it cannot be .PHONY (make skips implicit rules for phony targets).
+.PHONY: help install-requirements venv system-deps local-test-all local-pipeline gdrive-check settings test test-fast lint bench clean-runs
 
 help: ## List the targets with what they do
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_%-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' \
-		$(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^##@ / {printf "\n\033[1m%s\033[0m\n", substr($$0, 5)} \
+		/^[a-zA-Z0-9_%-]+:.*## / {printf "  \033[36m%-26s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 ##@ Set-up
 $(VENV_STAMP): requirements.txt requirements-dev.txt pyproject.toml
@@ -31,22 +31,14 @@ system-deps: ## Install the Debian tools the tests use (Prometheus, Pushgateway,
 	@bash .ci/system-deps.sh
 
 ##@ The pipeline without Airflow (steps share RUN_ID, default "local")
-local-load: venv ## Step 1: download the CSV (or fall back to data/BreastCancer.csv)
-	$(PY) -m etl.load
+# The steps, in order, from their one table (etl/steps.py: the host's Python reads it, it imports only the stdlib).
+STEP_NAMES := $(shell python3 -c 'from etl.steps import STEPS; print(*(step.name for step in STEPS))')
 
-local-preprocess: venv ## Step 2: validate, clean, split by Id into train/test
-	$(PY) -m etl.preprocess
+local-%: venv ## One step without Airflow: local-<step> for each step of etl/steps.py, e.g. local-load
+	$(PY) -m etl.$*
 
-local-train: venv ## Step 3: fit the model pipeline, cross-validate, save model.joblib
-	$(PY) -m etl.train
-
-local-evaluate: venv ## Step 4: metrics, plots, report, quality gate
-	$(PY) -m etl.evaluate
-
-local-upload: venv ## Step 5: publish to results/ (and Google Drive when configured)
-	$(PY) -m etl.upload
-
-local-test-all: local-load local-preprocess local-train local-evaluate local-upload ## Run the five pipeline steps, one process each (not the tests: see `make test`)
+local-test-all: venv ## Run the pipeline's steps one process each, in order (not the tests: see `make test`)
+	@for step in $(STEP_NAMES); do echo "$(PY) -m etl.$$step"; $(PY) -m etl.$$step || exit 1; done
 
 local-pipeline: venv ## All five steps in one process
 	$(PY) -m etl.pipeline
