@@ -27,7 +27,7 @@ venv: $(VENV_STAMP)
 
 install-requirements: venv ## Create .venv and install the pinned requirements (runtime + tests)
 
-system-deps: ## Install the Debian tools the tests use (Prometheus, Pushgateway, PostgreSQL, Chromium, ...)
+system-deps: ## Install the Debian tools the tests use (Docker engine, Prometheus, PostgreSQL, Chromium, ...)
 	@bash .ci/system-deps.sh
 
 ##@ The pipeline without Airflow (steps share RUN_ID, default "local")
