@@ -16,7 +16,8 @@ import pytest
 
 from tests.docker_support import PROJECT_NAME, DockerError, Stack, copy_project, docker, docker_engine, ensure_stand_ins
 from tests.http_support import free_port, serving
-from tests.stack_support import AirflowApi, wait_until
+from tests.monitoring_support import prometheus_query
+from tests.stack_support import AirflowApi, http_json, wait_until
 from utils.config import PROJECT_ROOT, read_env_file
 
 pytestmark = pytest.mark.stack
@@ -156,6 +157,11 @@ def triggered_run(api: AirflowApi, conf: dict) -> dict:
     return finished(api, api.trigger(DAG_ID, conf))
 
 
+def latest_metrics(stack: Stack) -> dict:
+    """metrics.json of the last published run, as it is on the host."""
+    return json.loads((stack.root / "results" / "latest" / "metrics.json").read_text(encoding="utf-8"))
+
+
 def owners(folder: Path) -> set[int]:
     """The owning uids of `folder`'s files and folders."""
     return {path.lstat().st_uid for path in folder.rglob("*")}
@@ -199,8 +205,24 @@ def test_the_once_run_starts_by_itself_and_publishes_files_owned_by_the_user(sta
 def test_a_run_triggered_over_the_rest_api_with_params_succeeds(stack: Stack, api: AirflowApi) -> None:
     run = triggered_run(api, {"model": "random_forest"})
     assert run["state"] == "success", run
-    metrics = json.loads((stack.root / "results" / "latest" / "metrics.json").read_text(encoding="utf-8"))
-    assert "random_forest" in json.dumps(metrics), metrics
+    assert latest_metrics(stack)["model"] == "random_forest"
+
+
+def test_prometheus_scrapes_the_stack_and_holds_the_last_runs_model_metrics(stack: Stack) -> None:
+    prometheus = f"http://127.0.0.1:{stack.settings['PROMETHEUS_PORT']}"
+    metrics = latest_metrics(stack)
+
+    def scraped() -> dict[str, float]:
+        samples = prometheus_query(prometheus, 'pipeline_model_metric{job="breast_cancer_pipeline"}')
+        found = {sample["metric"]["metric"]: float(sample["value"][1]) for sample in samples}
+        return found if found and found == pytest.approx({name: metrics.get(name) for name in found}) else {}
+
+    wait_until(scraped, 90, "Prometheus to scrape the last run's pipeline_model_metric from the Pushgateway",
+               interval=2)
+    up = {sample["metric"]["job"]: sample["value"][1] for sample in prometheus_query(prometheus, "up")}
+    assert up == {"prometheus": "1", "airflow": "1", "pushgateway": "1"}  # "airflow": the exporter's placeholder
+    groups = http_json(f"{prometheus}/api/v1/rules")["data"]["groups"]
+    assert groups and all(rule["health"] == "ok" for group in groups for rule in group["rules"])
 
 
 def test_a_run_on_bad_data_fails_at_preprocess_and_alerts_the_webhook_once(api: AirflowApi,
