@@ -5,6 +5,8 @@ test is one proof against the running containers, in order (docs/stack-test.md).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -277,10 +279,30 @@ def test_make_dag_start_starts_a_run_that_succeeds(stack: Stack, api: AirflowApi
     assert finished(api, new[0]["dag_run_id"])["state"] == "success"
 
 
-def test_make_down_keeps_the_volumes_and_make_clean_removes_them(stack: Stack) -> None:
+# --- faults and restarts --------------------------------------------------------------------------------------
+
+def test_a_crashed_api_server_comes_back_by_its_restart_policy(stack: Stack, api: AirflowApi) -> None:
+    before = stack.containers()["airflow-apiserver"]
+    os.kill(int(docker("inspect", "--format", "{{.State.Pid}}", str(before["ID"])).stdout), signal.SIGKILL)
+
+    def back() -> bool:
+        now = stack.containers()["airflow-apiserver"]
+        return now["ID"] == before["ID"] and now["StartedAt"] > before["StartedAt"] and now["Health"] == "healthy"
+
+    wait_until(back, 180, "the killed api-server to be restarted and healthy again", interval=2)
+    assert api.call(f"/api/v2/dags/{DAG_ID}")["dag_id"] == DAG_ID
+
+
+def test_make_down_then_up_keeps_the_volumes_the_run_history_and_the_login(stack: Stack, api: AirflowApi) -> None:
+    history = {run["dag_run_id"]: run["state"] for run in api.runs(DAG_ID)}
     stack.make("down")
     remaining = stack.leftovers()
-    assert "container" not in remaining and "network" not in remaining
-    assert len(remaining.get("volume", [])) >= 5, remaining  # the database, logins, logs, metrics
+    assert set(remaining) == {"volume"} and len(remaining["volume"]) == 5, remaining  # database, logins, logs, metrics
+    stack.make("up")
+    relogged = AirflowApi(api.base_url, api.username, api.password)  # a new token from the kept login
+    assert {run["dag_run_id"]: run["state"] for run in relogged.runs(DAG_ID)} == history
+
+
+def test_make_clean_removes_every_container_network_and_volume(stack: Stack) -> None:
     stack.make("clean")
     assert stack.leftovers() == {}
