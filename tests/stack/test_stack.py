@@ -7,156 +7,46 @@ from __future__ import annotations
 import json
 import os
 import signal
-import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
-from tests.docker_support import PROJECT_NAME, DockerError, Stack, copy_project, docker, docker_engine, ensure_stand_ins
-from tests.http_support import free_port, serving
+from tests.docker_support import (
+    BAD_CSV,
+    DAG_ID,
+    RUN_SECONDS,
+    USER_UID,
+    HostServer,
+    Stack,
+    docker,
+    finished,
+    running_stack,
+    stack_api,
+    triggered_run,
+)
 from tests.monitoring_support import prometheus_query
 from tests.stack_support import AirflowApi, http_json, wait_until
-from utils.config import PROJECT_ROOT, read_env_file
+from utils.files import safe_run_id
 
 pytestmark = pytest.mark.stack
 
-DAG_ID = "breast_cancer_pipeline"
 STEPS = ("load", "preprocess", "train", "evaluate", "upload")
 TASKS = {"start", *STEPS, "success_end", "failure_end"}
-# A user of this machine who is not root and not the image's uid 50000 runs `make up`, so AIRFLOW_UID = 4242.
-USER_UID = 4242
-BAD_CSV = PROJECT_ROOT / "tests" / "data" / "bad_inputs" / "score_zero.csv"
-RUN_SECONDS = 600
 EXPECTED_SERVICES = {"postgres", "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                      "airflow-triggerer", "statsd-exporter", "pushgateway", "prometheus"}
 
 
-@dataclass
-class HostServer:
-    """An HTTP server on the Docker bridge's address of this machine, which the containers reach as
-    host.docker.internal: it serves the bad CSV and records the alerts POSTed to /alert."""
-
-    port: int = 0
-    alerts: list[dict] = field(default_factory=list)
-
-    def url(self, path: str) -> str:
-        """The URL of `path` as the containers reach it."""
-        return f"http://host.docker.internal:{self.port}{path}"
+@pytest.fixture(scope="module")
+def stack(stand_ins: dict[str, str], settings: dict[str, str], log_dir: Path) -> Iterator[Stack]:
+    """The default profile (LocalExecutor), up from fresh volumes for this module."""
+    with running_stack(settings, log_dir) as stack:
+        yield stack
 
 
-def host_handler(state: HostServer) -> type[BaseHTTPRequestHandler]:
-    """GET /score_zero.csv: the bad-input file; POST /alert: recorded."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body, status = (BAD_CSV.read_bytes(), 200) if self.path == f"/{BAD_CSV.name}" else (b"", 404)
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            state.alerts.append({"path": self.path, "body": json.loads(self.rfile.read(length) or b"{}")})
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:  # keep the test output clean
-            pass
-
-    return Handler
-
-
-def bridge_address() -> str:
-    """This machine's address on Docker's default bridge: where host.docker.internal (host-gateway) points."""
-    return docker("network", "inspect", "bridge", "--format", "{{(index .IPAM.Config 0).Gateway}}").stdout.strip()
-
-
-@pytest.fixture(scope="session")
-def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("stack-logs")
-
-
-@pytest.fixture(scope="session")
-def engine(log_dir: Path) -> Iterator[None]:
-    """A Docker engine that answers: the one running, or dockerd started here and stopped at the end."""
-    with docker_engine(log_dir):
-        yield
-
-
-@pytest.fixture(scope="session")
-def stand_ins(engine: None) -> dict[str, str]:
-    """The stand-in images, built only when their inputs changed."""
-    report = ensure_stand_ins()
-    print(f"\nstack test: stand-in images {report}")
-    return report
-
-
-@pytest.fixture(scope="session")
-def host_server(engine: None) -> Iterator[HostServer]:
-    state = HostServer()
-    with serving(host_handler(state), host=bridge_address()) as httpd:
-        state.port = httpd.server_port
-        yield state
-
-
-def stack_settings(host_server: HostServer) -> dict[str, str]:
-    """The test's settings: its own project name, image name and free ports; local storage; the image's own
-    copy of the data (no internet here); alerts to the host server."""
-    ports = {name: str(free_port()) for name in ("AIRFLOW_API_PORT", "GRAFANA_PORT", "PROMETHEUS_PORT",
-                                                  "PUSHGATEWAY_PORT", "FLOWER_PORT")}
-    return {"COMPOSE_PROJECT_NAME": PROJECT_NAME, "AIRFLOW_IMAGE_NAME": f"{PROJECT_NAME}/airflow:latest", **ports,
-            "STORAGE_BACKEND": "local", "GDRIVE_FOLDER_ID": "",
-            "DATA_URL": "file:///opt/airflow/project/data/BreastCancer.csv", "DOWNLOAD_RETRIES": "0",
-            "ALERT_WEBHOOK_URL": host_server.url("/alert")}
-
-
-@pytest.fixture(scope="session")
-def stack(stand_ins: dict[str, str], host_server: HostServer, log_dir: Path) -> Iterator[Stack]:
-    """`make up` from fresh volumes in a copy of the project owned by the user; `make clean` at the end, then
-    nothing of the project may be left in the engine."""
-    with tempfile.TemporaryDirectory(prefix="stack-test-project-") as folder:
-        root = Path(folder)
-        root.chmod(0o755)
-        copy_project(root, USER_UID)
-        stack = Stack(root, USER_UID, stack_settings(host_server), log_dir)
-        try:
-            stack.make("clean")  # fresh volumes, whatever an interrupted earlier run left
-            began = time.monotonic()
-            stack.make("up")
-            print(f"\nstack test: make up {time.monotonic() - began:.0f} s; logs in {log_dir}")
-            yield stack
-        finally:
-            stack.make("logs", "LOGS_FOLLOW=", timeout=120)  # every service's last lines, into the log folder
-            stack.make("clean")
-            leftovers = stack.leftovers()
-            if leftovers:
-                raise DockerError(f"the stack test left things in the engine: {leftovers}")
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def api(stack: Stack) -> AirflowApi:
-    """The REST API on its published port, with the admin login `make up` generated into .env."""
-    dotenv = read_env_file(stack.root / ".env")
-    return AirflowApi(f"http://127.0.0.1:{stack.settings['AIRFLOW_API_PORT']}", dotenv["AIRFLOW_ADMIN_USERNAME"],
-                      dotenv["AIRFLOW_ADMIN_PASSWORD"])
-
-
-def finished(api: AirflowApi, run_id: str) -> dict:
-    """The run once finished, with its task states."""
-    run = api.wait_for_run(DAG_ID, run_id, RUN_SECONDS)
-    return {**run, "tasks": api.task_states(DAG_ID, run_id)}
-
-
-def triggered_run(api: AirflowApi, conf: dict) -> dict:
-    """A run triggered over the REST API with `conf` as its Params, once finished."""
-    wait_until(lambda: api.call(f"/api/v2/dags/{DAG_ID}")["dag_id"], 120, f"{DAG_ID} to be parsed")
-    return finished(api, api.trigger(DAG_ID, conf))
+    return stack_api(stack)
 
 
 def latest_metrics(stack: Stack) -> dict:
@@ -280,6 +170,18 @@ def test_make_dag_start_starts_a_run_that_succeeds(stack: Stack, api: AirflowApi
 
 
 # --- faults and restarts --------------------------------------------------------------------------------------
+
+def test_a_scheduler_restarted_while_train_runs_still_ends_in_one_publication(stack: Stack, api: AirflowApi) -> None:
+    scheduler = stack.containers()["airflow-scheduler"]
+    run_id = api.trigger(DAG_ID, {})
+    wait_until(lambda: api.task_states(DAG_ID, run_id).get("train") == "running", RUN_SECONDS,
+               "the run's train task to be running", interval=0.5)
+    docker("restart", str(scheduler["ID"]), timeout=120)
+    run = finished(api, run_id)
+    assert run["state"] == "success", run
+    published = [path.name for path in (stack.root / "results").glob(f"*_{safe_run_id(run_id)}")]
+    assert len(published) == 1, published  # results/<start time>_<run id>, once
+
 
 def test_a_crashed_api_server_comes_back_by_its_restart_policy(stack: Stack, api: AirflowApi) -> None:
     before = stack.containers()["airflow-apiserver"]
