@@ -1,4 +1,5 @@
-"""A real Docker engine and the stand-in images for the stack test (tests/stack/, docs/stack-test.md).
+"""The stack test's machinery (tests/stack/, docs/stack-test.md): a real Docker engine, the stand-in images, and
+the stack driven through the project's make targets by a non-root user.
 
 No image registry can be reached from here, so each image docker-compose.yml names is replaced by a stand-in built
 from Debian packages on a debootstrap base (tests/stack/images/, wired in by tests/stack/compose.override.yml).
@@ -274,6 +275,15 @@ def copy_project(target: Path, uid: int) -> None:
         os.chown(path, uid, uid)
 
 
+def docker_group() -> int:
+    """The group that may use the engine's socket (Debian's docker.io creates it)."""
+    try:
+        return grp.getgrnam("docker").gr_gid
+    except KeyError:
+        raise DockerError("there is no `docker` group, so only root can reach the engine: `make system-deps` "
+                          "installs Debian's docker.io, which creates it") from None
+
+
 @dataclass
 class Stack:
     """docker-compose.yml with the test's override, run by a non-root user through the project's make targets in
@@ -293,8 +303,7 @@ class Stack:
 
     def make(self, *arguments: str, timeout: float = MAKE_SECONDS) -> str:
         """`make ARGUMENTS` as the user (with the docker group); its output, or DockerError with it."""
-        user = ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}",
-                f"--groups={grp.getgrnam('docker').gr_gid}"]
+        user = ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", f"--groups={docker_group()}"]
         env = {"PATH": os.environ["PATH"], "HOME": str(self.root), "LANG": "C.UTF-8", **self.settings}
         began = time.monotonic()
         result = subprocess.run([*user, "make", "--no-print-directory", *arguments, *self.make_variables()],

@@ -1,5 +1,6 @@
 """What the stack tests share (docs/stack-test.md): the Docker engine, the stand-in images, an HTTP server on the
-host that the containers reach, and the test's settings. Each module brings up its own stack."""
+host that the containers reach, and the test's settings, for the package: the engine this test started stops when
+the package's tests are done. Each module brings up its own stack."""
 
 from __future__ import annotations
 
@@ -17,19 +18,19 @@ def bridge_address() -> str:
     return docker("network", "inspect", "bridge", "--format", "{{(index .IPAM.Config 0).Gateway}}").stdout.strip()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("stack-logs")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def engine(log_dir: Path) -> Iterator[None]:
     """A Docker engine that answers: the one running, or dockerd started here and stopped at the end."""
     with docker_engine(log_dir):
         yield
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stand_ins(engine: None) -> dict[str, str]:
     """The stand-in images, built only when their inputs changed."""
     report = ensure_stand_ins()
@@ -37,7 +38,7 @@ def stand_ins(engine: None) -> dict[str, str]:
     return report
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def host_server(engine: None) -> Iterator[HostServer]:
     state = HostServer()
     with serving(host_handler(state), host=bridge_address()) as httpd:
@@ -45,7 +46,7 @@ def host_server(engine: None) -> Iterator[HostServer]:
         yield state
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def settings(host_server: HostServer) -> dict[str, str]:
     """The test's settings: its own project name, image name and free ports; local storage; the image's own
     copy of the data (no internet here); alerts to the host server."""
