@@ -64,7 +64,7 @@ test: venv system-deps compose-v2 ## Run the whole test suite (installs what it 
 lint: venv ## ruff on the Python code, shellcheck on the shell scripts, hadolint on the Dockerfile
 	$(PY) -m ruff check .
 	$(VENV)/bin/hadolint Dockerfile
-	shellcheck entrypoint.sh .ci/*.sh .ci/run
+	shellcheck entrypoint.sh .ci/*.sh .ci/run tests/stack/images/*/entrypoint
 
 bench: venv ## Time the pipeline (as processes, in one process, under Airflow) against baselines
 	@pipeline=0; $(PY) bench/bench_pipeline.py || pipeline=$$?; $(PY) bench/bench_airflow.py && exit $$pipeline
