@@ -2,7 +2,9 @@
 # Built by `make up` / `make rebuild` (mk/stack.mk) through docker-compose.yml; see docs/stack.md.
 ARG AIRFLOW_VERSION=3.3.2
 ARG PYTHON_VERSION=3.11
-FROM apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION}
+# The official image; the stack test (docs/stack-test.md) builds on a local stand-in of it instead.
+ARG BASE_IMAGE=apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION}
+FROM ${BASE_IMAGE}
 
 # Re-declared: an ARG before FROM is not visible after it.
 ARG AIRFLOW_VERSION=3.3.2

@@ -27,7 +27,7 @@ venv: $(VENV_STAMP)
 
 install-requirements: venv ## Create .venv and install the pinned requirements (runtime + tests)
 
-system-deps: ## Install the Debian tools the tests use (Prometheus, Pushgateway, PostgreSQL, Chromium, ...)
+system-deps: ## Install the Debian tools the tests use (Docker engine, Prometheus, PostgreSQL, Chromium, ...)
 	@bash .ci/system-deps.sh
 
 ##@ The pipeline without Airflow (steps share RUN_ID, default "local")
@@ -59,7 +59,7 @@ test-fast: venv ## Only the unit tests (tests/unit: no servers, no Airflow run, 
 lint: venv ## ruff on the Python code, shellcheck on the shell scripts, hadolint on the Dockerfile
 	$(PY) -m ruff check .
 	$(VENV)/bin/hadolint Dockerfile
-	shellcheck entrypoint.sh .ci/*.sh .ci/run
+	shellcheck entrypoint.sh .ci/*.sh .ci/run tests/stack/images/*/entrypoint
 
 bench: venv ## Time the pipeline (as processes, in one process, under Airflow) against baselines; load's memory
 	@pipeline=0; $(PY) bench/bench_load.py || pipeline=$$?; $(PY) bench/bench_pipeline.py || pipeline=$$?; \

@@ -30,11 +30,15 @@ fail() {
   exit 1
 }
 
-# A user id that is not in /etc/passwd (AIRFLOW_UID = the host's uid) has HOME=/; Airflow lives under the
-# image user's home, as the official entry point also assumes.
-use_image_home_if_unknown_user() {
+# A user id that is not in /etc/passwd (AIRFLOW_UID = the host's uid) gets an entry with the image user's home,
+# where Airflow lives, as the official entry point does (its /etc/passwd is group-writable): airflow-init runs
+# Airflow before handing over to it, and Airflow refuses to run as a user without a name.
+name_unknown_user() {
   if ! whoami >/dev/null 2>&1; then
     export HOME="${AIRFLOW_USER_HOME_DIR:-/home/airflow}"
+    if [[ -w /etc/passwd ]]; then
+      echo "default:x:$(id -u):0:default user:${HOME}:/sbin/nologin" >>/etc/passwd
+    fi
   fi
 }
 
@@ -123,7 +127,7 @@ prepare_stack() {
   say "the stack is prepared"
 }
 
-use_image_home_if_unknown_user
+name_unknown_user
 if [[ "${STACK_INIT:-false}" == "true" ]]; then
   prepare_stack
 fi

@@ -15,6 +15,8 @@ declare -A PACKAGES=(
   [chromedriver]=chromium-driver
   [busybox]=busybox
   [curl]=curl
+  [dockerd]=docker.io
+  [debootstrap]=debootstrap
 )
 
 missing=()

@@ -300,7 +300,8 @@ def test_dockerfile_extends_the_pinned_official_image_airflow_is_pinned_to() -> 
     text = (PROJECT_ROOT / "Dockerfile").read_text(encoding="utf-8")
     pinned = re.search(r"^apache-airflow==(\S+)$", (PROJECT_ROOT / "requirements.txt").read_text(), re.M)
     assert pinned is not None
-    assert "FROM apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION}" in text
+    # the base is a build argument (the stack test's stand-in); its default is the official image
+    assert "ARG BASE_IMAGE=apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION}\nFROM ${BASE_IMAGE}\n" in text
     assert set(re.findall(r"^ARG AIRFLOW_VERSION=(\S+)$", text, re.M)) == {pinned.group(1)}
     assert re.findall(r"^ARG PYTHON_VERSION=(\S+)$", text, re.M) == ["3.11"]
     compose = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
@@ -327,11 +328,11 @@ def test_hadolint_accepts_the_dockerfile() -> None:
 # --- mk/stack.mk -----------------------------------------------------------------------------------------------
 
 STACK_TARGETS = {"env", "up", "down", "rebuild", "logs", "logs-%", "ps", "dag-start", "dag-task-list", "dag-runs",
-                 "clean", "compose-v2"}
+                 "unpause", "reload", "bash", "python", "clean", "compose-v2", "stack-test"}
 
 
 def make(*args: str) -> subprocess.CompletedProcess[str]:
-    return run([require_tool("make"), "--no-print-directory", "-C", str(PROJECT_ROOT), *args])
+    return run([require_tool("make"), "--no-print-directory", "-C", str(PROJECT_ROOT), *args], stdin=subprocess.DEVNULL)
 
 
 def test_every_stack_target_is_described_in_make_help() -> None:
@@ -343,20 +344,40 @@ def test_every_stack_target_is_described_in_make_help() -> None:
     assert STACK_TARGETS - listed == set()
 
 
+EXEC = "COMPOSE --file docker-compose.yml exec --no-TTY"  # no terminal here: no TTY asked for
+
+
 @pytest.mark.parametrize(("target", "command"), [
-    ("up", "COMPOSE up --detach --build"),
-    ("down", "COMPOSE down"),
-    ("logs-airflow-scheduler", "COMPOSE logs --follow --tail=200 airflow-scheduler"),
-    ("dag-start", "COMPOSE exec airflow-scheduler airflow dags trigger breast_cancer_pipeline"),
-    ("dag-task-list", "COMPOSE exec airflow-scheduler airflow tasks list breast_cancer_pipeline"),
-    ("dag-runs", "COMPOSE exec airflow-scheduler airflow dags list-runs breast_cancer_pipeline"),
-    ("ps", "COMPOSE ps --all"),
-    ("clean", "COMPOSE down --volumes --remove-orphans --rmi local"),
+    ("up", "COMPOSE --file docker-compose.yml up --detach --build"),
+    ("down", "COMPOSE --file docker-compose.yml down"),
+    ("logs-airflow-scheduler", "COMPOSE --file docker-compose.yml logs --follow --tail=200 airflow-scheduler"),
+    ("dag-start", f"{EXEC} airflow-scheduler airflow dags trigger breast_cancer_pipeline"),
+    ("dag-task-list", f"{EXEC} airflow-scheduler airflow tasks list breast_cancer_pipeline"),
+    ("dag-runs", f"{EXEC} airflow-scheduler airflow dags list-runs breast_cancer_pipeline"),
+    ("unpause", f"{EXEC} airflow-scheduler airflow dags unpause breast_cancer_pipeline"),
+    ("reload", f"{EXEC} airflow-dag-processor airflow dags reserialize"),
+    ("bash", f"{EXEC} airflow-scheduler bash"),
+    ("python", f"{EXEC} airflow-scheduler python"),
+    ("ps", "COMPOSE --file docker-compose.yml ps --all"),
+    ("clean", "COMPOSE --file docker-compose.yml down --volumes --remove-orphans --rmi local"),
 ])
 def test_stack_targets_run_compose(target: str, command: str) -> None:
     result = make("-n", target, "COMPOSE=COMPOSE", "HOST_PYTHON=true")
     assert result.returncode == 0, result.stderr
-    assert command in result.stdout.splitlines()
+    assert command in [" ".join(line.split()) for line in result.stdout.splitlines()]
+
+
+def test_stack_targets_take_more_compose_files_up_options_and_arguments() -> None:
+    """What the stack test passes: its override, `--pull never`, one-shot logs, a command for `make python`."""
+    files = ["COMPOSE=COMPOSE", "HOST_PYTHON=true", "COMPOSE_FILES=docker-compose.yml extra.yml"]
+    compose = "COMPOSE --file docker-compose.yml --file extra.yml"
+    cases = [(["up", "COMPOSE_UP_FLAGS=--pull never"], f"{compose} up --detach --build --pull never"),
+             (["logs-postgres", "LOGS_FOLLOW="], f"{compose} logs --tail=200 postgres"),
+             (["python", "ARGS=-c 'print(1)'"], f"{compose} exec --no-TTY airflow-scheduler python -c 'print(1)'")]
+    for arguments, command in cases:
+        result = make("-n", *arguments, *files)
+        assert result.returncode == 0, result.stderr
+        assert command in [" ".join(line.split()) for line in result.stdout.splitlines()]
 
 
 # --- entrypoint.sh ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The compose stack without Docker: docker-compose.yml's services run as local processes (tests/stack_support.py).
+"""The compose stack without Docker: docker-compose.yml's services run as local processes
+(tests/support/compose_emulator.py).
 
 First the machinery on small inline compose files, then the real stack: PostgreSQL, the Airflow services with
 their own commands and healthchecks, a good and a bad pipeline run under the scheduler, metrics, a browser.
