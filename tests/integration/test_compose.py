@@ -25,7 +25,7 @@ from tests.support.airflow_runs import AIRFLOW
 from tests.support.compose_emulator import COMPOSE_FILE, Processes, postgres_server
 from tests.support.monitoring_tools import missing_tool, require_tool
 from tests.support.servers import free_port
-from utils.config import PROJECT_ROOT, VARIABLES, Settings, load_settings
+from utils.config import PROJECT_ROOT, VARIABLES, load_settings
 
 ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
 ENTRYPOINT = PROJECT_ROOT / "entrypoint.sh"
@@ -50,6 +50,10 @@ INTERPOLATION = re.compile(r"(?<!\$)\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
 
 
 def run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run a command; a Compose command's `--env-file` is also the containers' env_file (COMPOSE_ENV_FILE), as the
+    project's `.env` is for users."""
+    if "--env-file" in args and "env" not in kwargs:
+        kwargs["env"] = {**os.environ, "COMPOSE_ENV_FILE": args[args.index("--env-file") + 1]}
     return subprocess.run(args, capture_output=True, text=True, timeout=kwargs.pop("timeout", 120), **kwargs)
 
 
@@ -218,21 +222,19 @@ def test_airflow_is_configured_for_the_stack(services: dict[str, dict[str, Any]]
     assert "./monitoring/prometheus:/etc/prometheus:ro" in services["prometheus"]["volumes"]
 
 
-def test_every_pipeline_setting_reaches_the_airflow_containers(services: dict[str, dict[str, Any]]) -> None:
-    """Each setting is passed from .env with the setting's own default, or set to a path the container has (in
-    the image or mounted), or to the URL of a service of the stack."""
+def test_the_pipeline_settings_reach_the_airflow_containers_from_the_env_file(services: dict[str, dict[str, Any]]
+                                                                             ) -> None:
+    """Every Airflow container reads `.env` (the settings as the user set them, the settings' own defaults for the
+    rest) and overrides only what differs inside the containers: a path they have (in the image or mounted), or
+    the URL of a service of the stack; no setting's default is written a second time here."""
     mounts = [volume.split(":")[1] for volume in services["airflow-scheduler"]["volumes"]]
     for service in airflow_services(services).values():
-        environment = service["environment"]
-        assert set(SETTINGS) - set(environment) == set()
-        for name in SETTINGS:
-            value = str(environment[name])
-            passed = INTERPOLATION.fullmatch(value)
-            if passed and passed.group(1) == name:
-                field = SETTINGS[name]
-                default = load_settings(env_file=Path(os.devnull), **{field: passed.group(3)})
-                assert getattr(default, field) == Settings.model_fields[field].default, name
-            elif "://" in value:
+        assert service["env_file"] == ["mk/airflow.env", "${COMPOSE_ENV_FILE:-.env}"]
+        overridden = {name: str(value) for name, value in service["environment"].items() if name in SETTINGS}
+        assert set(overridden) == {"BUNDLED_DATA_PATH", "RUNS_DIR", "RESULTS_DIR", "GOOGLE_APPLICATION_CREDENTIALS",
+                                   "PUSHGATEWAY_URL"}
+        for name, value in overridden.items():
+            if "://" in value:
                 assert urlsplit(value).hostname in services, f"{name}={value} is not a service of the stack"
             else:
                 assert value.startswith(("/opt/airflow/project/", *mounts)), f"{name}={value} is not mounted"
@@ -311,7 +313,8 @@ def test_dockerfile_extends_the_pinned_official_image_airflow_is_pinned_to() -> 
 
 def test_dockerfile_copies_the_code_the_dag_needs_and_nothing_secret() -> None:
     copied = dockerfile_copies()
-    assert {"dags/", "etl/", "utils/", "data/BreastCancer.csv", "entrypoint.sh", "requirements.txt"} == set(copied)
+    assert {"dags/", "etl/", "utils/", "data/BreastCancer.csv", "entrypoint.sh", "requirements.txt",
+            "pyproject.toml"} == set(copied)
     assert all((PROJECT_ROOT / path).exists() for path in copied)
     ignore = (PROJECT_ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
     assert ignore[[line.startswith("#") for line in ignore].index(False)] == "*"  # everything out, then allow-list

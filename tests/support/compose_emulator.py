@@ -85,7 +85,8 @@ def resolve_compose(compose_file: Path, env_file: Path) -> dict[str, Any]:
 
     Runs with a minimal environment so that the developer's shell cannot change the result."""
     command = [require_tool("docker-compose"), "-f", str(compose_file), "--env-file", str(env_file), "config"]
-    clean_env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
+    clean_env = {**{name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ},
+                 "COMPOSE_ENV_FILE": str(env_file)}  # the containers' env_file: this .env, not the project's
     result = subprocess.run(command, capture_output=True, text=True, env=clean_env, cwd=compose_file.parent,
                             timeout=60, check=False)
     if result.returncode != 0:
