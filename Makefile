@@ -68,4 +68,4 @@ bench: venv ## Time the pipeline (as processes, in one process, under Airflow) a
 clean-runs: ## Delete the per-run working folders under data/runs/
 	rm -rf data/runs
 
-include mk/airflow.mk mk/stack.mk mk/smoke.mk
+include mk/airflow.mk mk/stack.mk

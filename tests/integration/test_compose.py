@@ -22,11 +22,12 @@ from cryptography.fernet import Fernet
 from dotenv import dotenv_values
 
 from tests.support.airflow_runs import AIRFLOW
-from tests.support.compose_emulator import COMPOSE_FILE, Processes, postgres_server
 from tests.support.monitoring_tools import missing_tool, require_tool
+from tests.support.processes import Processes, postgres_server
 from tests.support.servers import free_port
 from utils.config import PROJECT_ROOT, VARIABLES, load_settings
 
+COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
 ENTRYPOINT = PROJECT_ROOT / "entrypoint.sh"
 MAKE_ENV = PROJECT_ROOT / "mk" / "make_env.py"

@@ -25,7 +25,6 @@ from etl import catalog
 from etl.evaluate import PUSHED_METRICS
 from etl.run_folder import safe_run_id
 from etl.steps import DAG_ID
-from tests.support.compose_emulator import Processes, wait_until
 from tests.support.data import SETTING_VARIABLES
 from tests.support.monitoring_tools import (
     DASHBOARDS_DIR,
@@ -46,6 +45,7 @@ from tests.support.monitoring_tools import (
     rule_queries,
     series_names,
 )
+from tests.support.processes import Processes, wait_until
 from tests.support.servers import Answer, free_port, scripted_server
 from utils.config import PROJECT_ROOT
 

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from etl.run_folder import safe_run_id
-from tests.support.compose_emulator import AirflowApi, http_json, wait_until
+from etl.steps import STEPS
+from tests.support.airflow_api import AirflowApi, http_json
+from tests.support.browser import chromium, graph_nodes, open_run, ui_login
 from tests.support.docker_stack import (
     BAD_CSV,
     DAG_ID,
@@ -28,11 +30,13 @@ from tests.support.docker_stack import (
     triggered_run,
 )
 from tests.support.monitoring_tools import prometheus_query
+from tests.support.processes import Processes, wait_until
+from utils.config import PROJECT_ROOT
 
 pytestmark = pytest.mark.stack
 
-STEPS = ("load", "preprocess", "train", "evaluate", "upload")
-TASKS = {"start", *STEPS, "success_end", "failure_end"}
+TASKS = {"start", *(step.name for step in STEPS), "success_end", "failure_end"}
+SCREENSHOTS = PROJECT_ROOT / "results" / "ui-screenshots"  # the README's docs/img/airflow-*.png are copies
 EXPECTED_SERVICES = {"postgres", "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                      "airflow-triggerer", "statsd-exporter", "pushgateway", "prometheus"}
 
@@ -125,6 +129,35 @@ def test_a_run_on_bad_data_fails_at_preprocess_and_alerts_the_webhook_once(api: 
         "load": "success", "preprocess": "failed", "success_end": "upstream_failed", "failure_end": "success"}
     assert len(host_server.alerts) == 1, host_server.alerts
     assert "preprocess" in json.dumps(host_server.alerts[0]["body"])
+
+
+def test_the_ui_shows_the_dag_and_a_good_and_a_failed_run_in_a_browser(api: AirflowApi, log_dir: Path,
+                                                                       tmp_path: Path) -> None:
+    """Headless Debian Chromium against the real api-server port: login, a good run's page and graph, a failed
+    run's graph, with screenshots (git-ignored; the README's docs/img/airflow-*.png are copied from them)."""
+    runs = api.runs(DAG_ID)
+    good = next(run for run in runs if run["state"] == "success")
+    bad = next(run for run in runs if run["state"] == "failed")
+    processes = Processes(log_dir)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        with chromium(processes, tmp_path / "profile") as driver:
+            ui_login(driver, api.base_url, api.username, api.password)
+            good_tasks = api.task_states(DAG_ID, good["dag_run_id"])
+            text = open_run(driver, api.base_url, DAG_ID, good["dag_run_id"], (good["dag_run_id"], *good_tasks))
+            assert "Success" in text and "Failed" not in text
+            driver.save_screenshot(str(SCREENSHOTS / "airflow-run.png"))
+            nodes = graph_nodes(driver, len(good_tasks))
+            assert {task: node.splitlines()[-1] for task, node in nodes.items()} == good_tasks
+            driver.save_screenshot(str(SCREENSHOTS / "airflow-dag-graph.png"))
+            bad_tasks = api.task_states(DAG_ID, bad["dag_run_id"])
+            open_run(driver, api.base_url, DAG_ID, bad["dag_run_id"], (bad["dag_run_id"],))
+            nodes = graph_nodes(driver, len(bad_tasks))
+            assert {task: node.splitlines()[-1] for task, node in nodes.items()} == bad_tasks
+            driver.save_screenshot(str(SCREENSHOTS / "airflow-failed-run-graph.png"))
+    finally:
+        processes.stop_all()
+    assert not processes.strays(), "chromedriver or chromium outlived quit()"
 
 
 # --- the make targets against the running stack ----------------------------------------------------------------

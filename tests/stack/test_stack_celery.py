@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.compose_emulator import AirflowApi
+from tests.support.airflow_api import AirflowApi
 from tests.support.docker_stack import DAG_ID, Stack, running_stack, stack_api, triggered_run
 
 pytestmark = pytest.mark.stack

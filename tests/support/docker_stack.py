@@ -23,8 +23,9 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 from etl.steps import DAG_ID
+from tests.support.airflow_api import AirflowApi
 from tests.support.airflow_runs import env_file_values
-from tests.support.compose_emulator import AirflowApi, wait_until
+from tests.support.processes import wait_until
 from utils.config import PROJECT_ROOT
 
 STACK_TEST_DIR = PROJECT_ROOT / "tests" / "stack"

@@ -1,0 +1,97 @@
+"""Headless Debian Chromium driven by Selenium through Debian's chromedriver: the Airflow UI as a person sees it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import urllib.parse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.chrome.service import Service as DriverService
+from selenium.webdriver.common.by import By
+
+from tests.support.monitoring_tools import require_tool
+from tests.support.processes import Processes, wait_until
+
+T = TypeVar("T")
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--window-size=1600,1000")
+
+
+@contextlib.contextmanager
+def chromium(processes: Processes, profile: Path) -> Iterator[webdriver.Chrome]:
+    """Headless Debian Chromium driven by Debian's chromedriver, with a new empty profile; quit on exit. Naming
+    the driver in the Service makes Selenium skip Selenium Manager, which would otherwise download one."""
+    require_tool(CHROMIUM)
+    require_tool(CHROMEDRIVER)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    env = processes.tagged({"PATH": os.environ["PATH"], "HOME": str(profile)})
+    service = DriverService(CHROMEDRIVER, log_output=str(processes.log_dir / "chromedriver.log"), env=env)
+    driver = webdriver.Chrome(service=service, options=options)
+    try:
+        driver.set_page_load_timeout(60)
+        yield driver
+    finally:
+        driver.quit()
+
+
+def page_text(driver: webdriver.Chrome) -> str:
+    """The visible text of the page's body."""
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def wait_for_page(driver: webdriver.Chrome, check: Callable[[webdriver.Chrome], T], what: str,
+                  timeout: float = 60.0) -> T:
+    """Poll the page until `check(driver)` is true (the UI renders after the HTML has loaded)."""
+    def attempt() -> T | None:
+        try:
+            return check(driver)
+        except WebDriverException:
+            return None
+
+    return wait_until(attempt, timeout, what, details=lambda: f"page {driver.current_url}:\n{page_text(driver)[:2000]}")
+
+
+def ui_login(driver: webdriver.Chrome, base_url: str, username: str, password: str) -> None:
+    """Open the UI and sign in through SimpleAuthManager's login form."""
+    driver.get(f"{base_url}/")
+    wait_for_page(driver, lambda d: d.find_elements(By.NAME, "username"), "the login form")
+    driver.find_element(By.NAME, "username").send_keys(username)
+    driver.find_element(By.NAME, "password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_for_page(driver, lambda d: "/auth/login" not in d.current_url and "Dags" in page_text(d), "the home page")
+
+
+def open_run(driver: webdriver.Chrome, base_url: str, dag_id: str, run_id: str, shows: tuple[str, ...]) -> str:
+    """Open a DAG run's page and wait until its text shows every string of `shows`; returns the text."""
+    driver.get(f"{base_url}/dags/{urllib.parse.quote(dag_id)}/runs/{urllib.parse.quote(run_id, safe='')}")
+
+    def showing(d: webdriver.Chrome) -> str | None:
+        text = page_text(d)
+        return text if all(part in text for part in shows) else None
+
+    return wait_for_page(driver, showing, f"the page of run {run_id} to show {shows}")
+
+
+def graph_nodes(driver: webdriver.Chrome, count: int) -> dict[str, str]:
+    """Switch the run's page to the graph view; task id -> the text of its node, once `count` nodes show."""
+    driver.find_element(By.CSS_SELECTOR, "button[aria-label^='Show Graph']").click()
+
+    def nodes(d: webdriver.Chrome) -> dict[str, str] | None:
+        found = {node.get_attribute("data-id"): node.text for node in d.find_elements(By.CSS_SELECTOR,
+                                                                                       ".react-flow__node")}
+        return found if len(found) == count and all(found.values()) else None
+
+    return wait_for_page(driver, nodes, f"the graph to show {count} tasks")
