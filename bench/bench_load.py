@@ -19,6 +19,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from utils.config import BUNDLED_DATA
+
 ROOT = Path(__file__).resolve().parent.parent
 RATIO_GOAL = 1.5
 MEASURE = """
@@ -41,7 +43,7 @@ print(json.dumps({"bytes": run.record("load")["bytes"], "rows": summary["rows"],
 
 def big_csv(folder: Path, mebibytes: int) -> Path:
     """A valid CSV of about `mebibytes` MiB: the bundled header, then its rows over and over."""
-    header, *rows = (ROOT / "data" / "BreastCancer.csv").read_bytes().splitlines(keepends=True)
+    header, *rows = BUNDLED_DATA.read_bytes().splitlines(keepends=True)
     block = b"".join(rows)
     path = folder / "big.csv"
     with open(path, "wb") as out:

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: `python bench/bench_pipeline.py`
 
 from etl.steps import STEPS as STEP_TABLE  # noqa: E402
+from utils.config import BUNDLED_DATA  # noqa: E402
 
 STEPS = tuple(step.name for step in STEP_TABLE)
 
@@ -59,7 +60,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     env = {**os.environ, "ENV_FILE": str(work / "none.env"),
            "RUNS_DIR": str(work / "runs"), "RESULTS_DIR": str(work / "results"), "STORAGE_BACKEND": "local",
-           "DATA_URL": (ROOT / "data" / "BreastCancer.csv").as_uri(), "PUSHGATEWAY_URL": ""}
+           "DATA_URL": BUNDLED_DATA.as_uri(), "PUSHGATEWAY_URL": ""}
     python = sys.executable
     rows: dict[str, list[tuple[float, float]]] = {"baseline": [], "in-process": [], **{s: [] for s in STEPS}}
     for attempt in range(repeat):

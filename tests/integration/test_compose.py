@@ -21,6 +21,7 @@ import yaml
 from cryptography.fernet import Fernet
 from dotenv import dotenv_values
 
+from etl.steps import DAG_ID
 from tests.support.airflow_runs import AIRFLOW
 from tests.support.monitoring_tools import missing_tool, require_tool
 from tests.support.processes import Processes, postgres_server
@@ -355,10 +356,10 @@ EXEC = "COMPOSE --file docker-compose.yml exec --no-TTY"  # no terminal here: no
     ("up", "COMPOSE --file docker-compose.yml up --detach --build"),
     ("down", "COMPOSE --file docker-compose.yml down"),
     ("logs-airflow-scheduler", "COMPOSE --file docker-compose.yml logs --follow --tail=200 airflow-scheduler"),
-    ("dag-start", f"{EXEC} airflow-scheduler airflow dags trigger breast_cancer_pipeline"),
-    ("dag-task-list", f"{EXEC} airflow-scheduler airflow tasks list breast_cancer_pipeline"),
-    ("dag-runs", f"{EXEC} airflow-scheduler airflow dags list-runs breast_cancer_pipeline"),
-    ("unpause", f"{EXEC} airflow-scheduler airflow dags unpause breast_cancer_pipeline"),
+    ("dag-start", f"{EXEC} airflow-scheduler airflow dags trigger {DAG_ID}"),
+    ("dag-task-list", f"{EXEC} airflow-scheduler airflow tasks list {DAG_ID}"),
+    ("dag-runs", f"{EXEC} airflow-scheduler airflow dags list-runs {DAG_ID}"),
+    ("unpause", f"{EXEC} airflow-scheduler airflow dags unpause {DAG_ID}"),
     ("reload", f"{EXEC} airflow-dag-processor airflow dags reserialize"),
     ("bash", f"{EXEC} airflow-scheduler bash"),
     ("python", f"{EXEC} airflow-scheduler python"),

@@ -25,7 +25,7 @@ from etl import catalog
 from etl.evaluate import PUSHED_METRICS
 from etl.run_folder import safe_run_id
 from etl.steps import DAG_ID
-from tests.support.data import SETTING_VARIABLES
+from tests.support.data import BUNDLED_CSV, SETTING_VARIABLES
 from tests.support.monitoring_tools import (
     DASHBOARDS_DIR,
     MONITORING,
@@ -266,7 +266,7 @@ def run_pipeline(folder: Path, pushgateway: str) -> dict[str, Any]:
     """The real pipeline, all five steps, pushing to `pushgateway`; returns the run's metrics.json."""
     env = {key: value for key, value in os.environ.items() if key not in SETTING_VARIABLES}
     env.update(ENV_FILE=str(folder / "absent.env"), RUNS_DIR=str(folder / "runs"),
-               RESULTS_DIR=str(folder / "results"), DATA_URL=(PROJECT_ROOT / "data/BreastCancer.csv").as_uri(),
+               RESULTS_DIR=str(folder / "results"), DATA_URL=BUNDLED_CSV.as_uri(),
                STORAGE_BACKEND="local", PUSHGATEWAY_URL=pushgateway, RUN_ID="monitoring")
     result = subprocess.run([sys.executable, "-m", "etl.pipeline"], cwd=PROJECT_ROOT, env=env, capture_output=True,
                             text=True, timeout=300)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.data import BUNDLED_CSV
 from utils.config import PROJECT_ROOT, VARIABLES, Settings, load_settings, markdown_table
 from utils.errors import ConfigError
 
@@ -16,7 +17,7 @@ def test_defaults_need_no_environment(tmp_path):
     settings = load_settings(env_file=tmp_path / "none.env")
     assert settings == Settings()
     assert settings.model == "logreg" and settings.data_fallback is True and settings.seed == 42
-    assert settings.bundled_data_path == PROJECT_ROOT / "data" / "BreastCancer.csv"
+    assert settings.bundled_data_path == BUNDLED_CSV
 
 
 def test_environment_beats_env_file_and_overrides_beat_both(tmp_path, monkeypatch):
