@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import textwrap
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -259,10 +260,22 @@ def markdown_table() -> str:
     return "\n".join(["| variable | default | meaning |", "|---|---|---|", *rows])
 
 
+def env_example() -> str:
+    """The pipeline's part of `.env.example`: each setting's meaning, then the setting commented out at its default,
+    so that a `.env` sets only what its owner uncommented and a default changed here reaches every `.env`."""
+    return "\n".join(
+        textwrap.fill(Settings.model_fields[name].description, width=116, initial_indent="# ", subsequent_indent="# ")
+        + f"\n# {variable}={default_text(name)}" for name, variable in VARIABLES.items())
+
+
 def main(argv: list[str]) -> None:
-    """`python -m utils.config`: every setting's current value and meaning; `--markdown`: the README's table."""
+    """`python -m utils.config`: every setting's current value and meaning; `--markdown`: the README's table;
+    `--env-example`: the pipeline's part of `.env.example`."""
     if argv == ["--markdown"]:
         print(markdown_table())
+        return
+    if argv == ["--env-example"]:
+        print(env_example())
         return
     current = load_settings().public_dict()
     for name, variable in VARIABLES.items():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.data import BUNDLED_CSV
-from utils.config import PROJECT_ROOT, VARIABLES, Settings, load_settings, markdown_table
+from utils.config import PROJECT_ROOT, VARIABLES, Settings, env_example, load_settings, markdown_table
 from utils.errors import ConfigError
 
 
@@ -119,6 +119,14 @@ def test_every_setting_is_documented_in_env_example_and_readmes():
         text = (PROJECT_ROOT / document).read_text(encoding="utf-8")
         undocumented = [v for v in VARIABLES.values() if v not in text]
         assert not undocumented, f"{document} does not mention {undocumented}"
+
+
+def test_env_example_holds_every_setting_commented_out_at_its_default():
+    """The pipeline's part of .env.example is utils.config's own text: a `.env` made from it sets nothing until its
+    owner uncomments a line, and no default is written a second time by hand."""
+    text = (PROJECT_ROOT / ".env.example").read_text(encoding="utf-8")
+    assert env_example() in text
+    assert all(f"\n# {variable}=" in text for variable in VARIABLES.values())
 
 
 def test_env_example_does_not_present_the_run_id_as_a_setting():
