@@ -26,7 +26,7 @@ from etl.steps import DAG_ID
 from tests.support.airflow_api import AirflowApi
 from tests.support.airflow_runs import env_file_values
 from tests.support.processes import wait_until
-from utils.config import PROJECT_ROOT
+from utils.config import PROJECT_ROOT, VARIABLES
 
 STACK_TEST_DIR = PROJECT_ROOT / "tests" / "stack"
 IMAGES_DIR = STACK_TEST_DIR / "images"
@@ -289,8 +289,9 @@ def docker_group() -> int:
 @dataclass
 class Stack:
     """docker-compose.yml with the test's override, run by a non-root user through the project's make targets in
-    a copy of the project; the test's settings come in through the environment, as a user's shell would give
-    them (they take precedence over .env)."""
+    a copy of the project. The pipeline's settings go into that copy's .env, which the Airflow containers read
+    (env_file), as a user sets them; Compose's own variables (project name, image, ports) come from the
+    environment, as a user's shell would give them."""
 
     root: Path
     uid: int
@@ -354,6 +355,10 @@ def running_stack(settings: dict[str, str], log_dir: Path, up_flags: str = "") -
         copy_project(root, USER_UID)
         stack = Stack(root, USER_UID, settings, log_dir, up_flags)
         try:
+            stack.make("env")
+            pipeline = [f"{name}={value}" for name, value in settings.items() if name in VARIABLES.values()]
+            with (root / ".env").open("a", encoding="utf-8") as dotenv:
+                dotenv.write("\n".join(["# the stack test's pipeline settings", *pipeline]) + "\n")
             stack.make("clean")  # fresh volumes, whatever an interrupted earlier run left
             began = time.monotonic()
             stack.make("up")
