@@ -3,9 +3,11 @@ the run folder as the command line opens it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from etl.run_folder import RunFolder
+from tests.data.make_bad_inputs import fake_pem
 from utils.config import BUNDLED_DATA, PROJECT_ROOT, VARIABLES, Settings
 
 BUNDLED_CSV = BUNDLED_DATA
@@ -14,8 +16,8 @@ TEST_DATA = PROJECT_ROOT / "tests" / "data"  # the bad-input corpus: make_settin
 BAD_INPUTS = TEST_DATA / "bad_inputs"
 SETTING_VARIABLES = [*VARIABLES.values(), "RUN_ID"]  # RUN_ID: the command line's run id
 FAKE_KEY = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC-FAKE-PRIVATE-KEY-FOR-TESTS-0123456789"
-FAKE_KEY_FILE = ('{"type": "service_account", "client_email": "pipeline@example.iam.gserviceaccount.com",\n'
-                 f'"private_key": "-----BEGIN PRIVATE KEY-----\\n{FAKE_KEY}\\n-----END PRIVATE KEY-----\\n"}}\n')
+FAKE_KEY_FILE = json.dumps({"type": "service_account", "client_email": "pipeline@example.iam.gserviceaccount.com",
+                            "private_key": fake_pem(FAKE_KEY)}) + "\n"
 
 
 def open_run(settings: Settings, run_id: str = "test") -> RunFolder:

@@ -15,12 +15,13 @@ from etl import catalog, preprocess
 from etl.pipeline import execute_step
 from etl.run_folder import safe_run_id
 from etl.steps import STEP
-from tests.data.make_bad_inputs import FAKE_KEY_BODY, corpus
-from tests.support.data import BAD_INPUTS, open_run
+from tests.data.make_bad_inputs import FAKE_KEY_BODY, corpus, made_at_run_time
+from tests.support.data import BAD_INPUTS, BUNDLED_CSV, open_run
 from utils.config import PROJECT_ROOT
 from utils.errors import EXCERPT_CHARS, PipelineError
 
 CORPUS = BAD_INPUTS
+EVERY_INPUT = sorted({**corpus(), **made_at_run_time()})
 
 REJECTED = {
     "empty.csv": r"the body is empty",
@@ -70,9 +71,27 @@ SAME_AS_BUNDLED = ["padded_header.csv", "reordered_columns.csv", "utf8_bom.csv"]
 def test_corpus_on_disk_is_what_the_generator_makes():
     expected = corpus()
     assert sorted(p.name for p in CORPUS.iterdir()) == sorted(expected)
-    assert set(expected) == set(REJECTED) | set(ACCEPTED)
+    assert set(EVERY_INPUT) == set(REJECTED) | set(ACCEPTED)
+    assert not set(made_at_run_time()) & set(expected), "an input made at run time must not be committed"
     for name, content in expected.items():
         assert (CORPUS / name).read_bytes() == content, f"{name} is stale: rerun make_bad_inputs.py"
+
+
+def input_file(name: str, folder: Path) -> Path:
+    """The input `name`: the corpus file, or for one made at run time, written into `folder` first."""
+    made = made_at_run_time()
+    if name not in made:
+        return CORPUS / name
+    path = folder / name
+    path.write_bytes(made[name])
+    return path
+
+
+def input_settings(make_settings, name: str, folder: Path):
+    """Settings that load the input `name` in strict mode (its folder allowed)."""
+    path = input_file(name, folder)
+    return make_settings(data_url=path.as_uri(), data_fallback=False,
+                         data_allowed_dirs=(BUNDLED_CSV.parent, CORPUS, path.parent))
 
 
 def load_and_preprocess(settings, run_id: str) -> dict:
@@ -106,8 +125,8 @@ def longest_quote(source: str, outputs: list[str]) -> int:
 
 
 @pytest.mark.parametrize("name", sorted(REJECTED))
-def test_bad_file_is_rejected_with_a_clear_message_and_no_split(make_settings, name):
-    settings = make_settings(data_url=(CORPUS / name).as_uri(), data_fallback=False)
+def test_bad_file_is_rejected_with_a_clear_message_and_no_split(make_settings, name, tmp_path):
+    settings = input_settings(make_settings, name, tmp_path)
     with pytest.raises(PipelineError, match=REJECTED[name]) as error:
         load_and_preprocess(settings, name)
     run_folder = folder(settings, name)
@@ -134,9 +153,9 @@ def test_alternative_encodings_are_normalised(make_settings, name):
     assert labels == {"0", "1"}
 
 
-@pytest.mark.parametrize("name", sorted(corpus()))
-def test_no_error_log_or_report_quotes_more_than_an_excerpt_of_the_file(make_settings, caplog, name):
-    settings = make_settings(data_url=(CORPUS / name).as_uri(), data_fallback=False)
+@pytest.mark.parametrize("name", EVERY_INPUT)
+def test_no_error_log_or_report_quotes_more_than_an_excerpt_of_the_file(make_settings, caplog, name, tmp_path):
+    settings = input_settings(make_settings, name, tmp_path)
     caplog.set_level(logging.DEBUG)
     outputs = []
     try:
@@ -148,7 +167,7 @@ def test_no_error_log_or_report_quotes_more_than_an_excerpt_of_the_file(make_set
     if report.exists():
         outputs += strings_in(json.loads(report.read_text()))
     assert outputs, "nothing to check: no error, no log record and no report"
-    source = (CORPUS / name).read_bytes().decode("utf-8", errors="replace")
+    source = input_file(name, tmp_path).read_bytes().decode("utf-8", errors="replace")
     assert longest_quote(source, outputs) == EXCERPT_CHARS
     assert not [text for text in outputs if FAKE_KEY_BODY[:15] in text]
     assert not [text for text in outputs if not text.replace("\n", "").isprintable()], "a control character leaked"
