@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from etl.publishers.gdrive.client import folder_url
 from etl.run_folder import safe_run_id
 from etl.steps import STEPS
 from tests.support.airflow_api import AirflowApi, http_json
@@ -29,9 +30,11 @@ from tests.support.docker_stack import (
     stack_api,
     triggered_run,
 )
+from tests.support.drive_fake import FakeDrive
 from tests.support.monitoring_tools import prometheus_query
 from tests.support.processes import Processes, wait_until
 from utils.config import PROJECT_ROOT
+from utils.files import file_digest
 
 pytestmark = pytest.mark.stack
 
@@ -102,6 +105,25 @@ def test_a_run_triggered_over_the_rest_api_with_params_succeeds(stack: Stack, ap
     run = triggered_run(api, {"model": "random_forest"})
     assert run["state"] == "success", run
     assert latest_metrics(stack)["model"] == "random_forest"
+
+
+def test_a_run_asking_for_drive_publishes_to_the_drive_fake_with_the_key_in_the_read_only_secrets_mount(
+        stack: Stack, api: AirflowApi, drive: FakeDrive, drive_folder: str) -> None:
+    key = drive.write_service_account_key(stack.root / "secrets" / "drive_sa.json")
+    os.chown(key, USER_UID, USER_UID)  # as the user who put it there
+    touched = stack.make("bash", "ARGS=-c 'touch /opt/airflow/secrets/drive_sa.json 2>&1; true'")
+    assert "Read-only file system" in touched
+
+    run = triggered_run(api, {"storage_backend": "gdrive"})
+    assert run["state"] == "success", run
+    [folder] = drive.files_in(drive_folder)
+    assert folder.name.endswith(f"_{safe_run_id(run['dag_run_id'])}"), folder.name
+    local = stack.root / "results" / folder.name
+    assert {item.name: item.md5 for item in drive.files_in(folder.id)} == {
+        path.name: file_digest(path, "md5") for path in local.iterdir()}
+    upload_log = api.task_log(DAG_ID, run["dag_run_id"], "upload")
+    assert f"to gdrive: {folder_url(folder.id)}" in upload_log
+    assert json.loads(key.read_text(encoding="utf-8"))["private_key"].splitlines()[1] not in upload_log
 
 
 def test_prometheus_scrapes_the_stack_and_holds_the_last_runs_model_metrics(stack: Stack) -> None:

@@ -74,3 +74,10 @@ class AirflowApi:
         """task id -> state of the run's task instances."""
         answer = self.call(f"{self.run_path(dag_id, run_id)}/taskInstances?limit=100")
         return {ti["task_id"]: ti["state"] for ti in answer["task_instances"]}
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        """The text of one try of a task instance's log, as the UI shows it."""
+        answer = self.call(f"{self.run_path(dag_id, run_id)}/taskInstances/{urllib.parse.quote(task_id)}/logs/"
+                           f"{try_number}?full_content=true")
+        content = answer["content"]
+        return "\n".join(json.dumps(line) for line in content) if isinstance(content, list) else str(content)

@@ -213,6 +213,7 @@ def ensure_stand_ins() -> dict[str, str]:
 PROJECT_NAME = "bcstacktest"
 # A user of this machine who is neither root nor the image's uid 50000 runs `make up`, so AIRFLOW_UID = 4242.
 USER_UID = 4242
+CONTAINERS_SEE_HOST_AS = "host.docker.internal"  # extra_hosts: host-gateway in the override
 COMPOSE_FILES = "docker-compose.yml tests/stack/compose.override.yml"
 COMPOSE_V2 = PROJECT_ROOT / ".make" / "compose-v2" / "compose" / "docker-compose"
 UP_WAIT_SECONDS = 420
@@ -231,7 +232,7 @@ class HostServer:
 
     def url(self, path: str) -> str:
         """The URL of `path` as the containers reach it."""
-        return f"http://host.docker.internal:{self.port}{path}"
+        return f"http://{CONTAINERS_SEE_HOST_AS}:{self.port}{path}"
 
 
 def host_handler(state: HostServer) -> type[BaseHTTPRequestHandler]:

@@ -235,11 +235,15 @@ def matches(item: FakeFile, clauses: list[tuple[str, tuple[str, ...]]]) -> bool:
 class FakeDrive:
     """The fake Drive API; use it as a context manager: `with FakeDrive() as drive: ...`.
 
-    `page_size` caps every files.list page (Drive may always return fewer items than asked for).
+    `page_size` caps every files.list page (Drive may always return fewer items than asked for). It listens on
+    `host` (loopback by default; the stack test gives the Docker bridge's address) and its URLs name it as its
+    clients reach it: `reached_as`, by default `host` (the containers say host.docker.internal).
     """
 
-    def __init__(self, page_size: int = 100) -> None:
+    def __init__(self, page_size: int = 100, host: str = "127.0.0.1", reached_as: str = "") -> None:
         self.page_size = page_size
+        self.host = host
+        self.reached_as = reached_as or host
         self._lock = threading.Lock()
         self._files: dict[str, FakeFile] = {}
         self._sessions: dict[str, UploadSession] = {}
@@ -256,7 +260,7 @@ class FakeDrive:
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
     def __enter__(self) -> FakeDrive:
-        self._server = self._lifetime.enter_context(serving(_make_handler(self)))
+        self._server = self._lifetime.enter_context(serving(_make_handler(self), host=self.host))
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -266,7 +270,7 @@ class FakeDrive:
     def root_url(self) -> str:
         """What GDRIVE_API_ROOT must be set to."""
         assert self._server is not None, "use FakeDrive as a context manager"
-        return f"http://127.0.0.1:{self._server.server_port}/"
+        return f"http://{self.reached_as}:{self._server.server_port}/"
 
     @property
     def token_uri(self) -> str:
