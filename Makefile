@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 
 # local-% is a pattern rule, so it cannot be .PHONY (make skips implicit rules for phony targets).
-.PHONY: help install-requirements venv system-deps local-test-all local-pipeline gdrive-check settings test test-fast lint bench clean-runs
+.PHONY: help install-requirements venv system-deps local-test-all local-pipeline predict gdrive-check settings test test-fast lint bench clean-runs
 
 help: ## List the targets with what they do
 	@awk 'BEGIN {FS = ":.*## "} /^##@ / {printf "\n\033[1m%s\033[0m\n", substr($$0, 5)} \
@@ -42,6 +42,9 @@ local-test-all: venv ## Run the pipeline's steps one process each, in order (not
 
 local-pipeline: venv ## All five steps in one process
 	$(PY) -m etl.pipeline
+
+predict: venv ## Score a CSV with the champion model (INPUT=path.csv, default the bundled file; OUTPUT=predictions.csv)
+	$(PY) -m etl.predict "$(or $(INPUT),data/BreastCancer.csv)" --output "$(or $(OUTPUT),predictions.csv)"
 
 gdrive-check: venv ## Check the Google Drive set-up (sign-in, folder, Shared Drive) without uploading
 	$(PY) -m etl.gdrive_check

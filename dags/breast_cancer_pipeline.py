@@ -20,26 +20,15 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param, TriggerRule
 
-from etl import airflow_tasks
-from etl.steps import DAG_ID, STEPS
+from etl import airflow_tasks, assets
+from etl.steps import DAG_ID, DEFAULT_ARGS, FAILURE_END, STEPS
 from utils.config import Settings, data_url_pattern, load_settings
 
 # The settings a user may change per run ("Trigger DAG w/ config"); their types, bounds and choices come from
 # utils/config.py. Any other key of a trigger's conf is ignored (etl/airflow_tasks.py).
 PER_RUN_SETTINGS = ("model", "test_size", "min_recall", "min_roc_auc", "storage_backend", "data_url")
-# Retries and timeouts of each step are in etl/steps.py. The first retry waits Airflow's [core]
-# default_task_retry_delay (AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY; mk/airflow.env sets it), each later one
-# twice as long, up to MAX_RETRY_DELAY.
-MAX_RETRY_DELAY = timedelta(minutes=20)
-FAILURE_END = {"retries": 2, "execution_timeout": timedelta(minutes=2)}  # retries re-send an undelivered alert
+# Retries and timeouts of each step, and the arguments every task shares, are in etl/steps.py.
 PARAM_KEYWORDS = ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
-
-DEFAULT_ARGS = {
-    "owner": "ml-pipeline",
-    "depends_on_past": False,  # a failed run must not block the next one
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": MAX_RETRY_DELAY,
-}
 
 
 def run_params(defaults: Settings) -> dict[str, Param]:
@@ -76,7 +65,8 @@ with DAG(
     for step in STEPS:
         task = PythonOperator(task_id=step.name, python_callable=airflow_tasks.run_step, op_kwargs={"step": step.name},
                               retries=step.retries, execution_timeout=step.timeout,
-                              on_failure_callback=airflow_tasks.record_step_failure)
+                              on_failure_callback=airflow_tasks.record_step_failure,
+                              outlets=[assets.champion()] if step.name == "upload" else [])  # the scoring DAG's trigger
         upstream >> task >> failure_end
         upstream = task
     upstream >> success_end

@@ -8,8 +8,9 @@ steps (pandas, sklearn, the Google client, prometheus_client) and the notifier a
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -43,24 +44,31 @@ def run_and_settings(context: Context) -> tuple[RunFolder, Settings]:
     return RunFolder.open(settings.runs_dir, context["run_id"], run_start(context)), settings
 
 
-def run_step(step: str, **context: Any) -> dict[str, Any]:
-    """Run the step `step` (etl/steps.py) for this DAG run; its small summary becomes the task's XCom. A
-    permanent error (not `transient`: a 404, bad settings, bad data, a failed quality gate) fails the task at
-    once, without retries."""
+@contextlib.contextmanager
+def failing_at_once() -> Iterator[None]:
+    """Turn a permanent PipelineError into AirflowFailException (no retries); transient ones propagate as they are."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from etl import notify
-    from etl.pipeline import execute_step
-    from etl.steps import STEP
-
     try:
-        run, settings = run_and_settings(context)
-        notify.clear_failure(run.path)
-        return execute_step(STEP[step], run, settings)
+        yield
     except PipelineError as exc:
         if exc.transient:
             raise
         raise AirflowFailException(str(exc)) from exc
+
+
+def run_step(step: str, **context: Any) -> dict[str, Any]:
+    """Run the step `step` (etl/steps.py) for this DAG run; its small summary becomes the task's XCom. A
+    permanent error (not `transient`: a 404, bad settings, bad data, a failed quality gate) fails the task at
+    once, without retries."""
+    from etl import notify
+    from etl.pipeline import execute_step
+    from etl.steps import STEP
+
+    with failing_at_once():
+        run, settings = run_and_settings(context)
+        notify.clear_failure(run.path)
+        return execute_step(STEP[step], run, settings)
 
 
 def step_error(context: Context) -> BaseException | None:
@@ -99,3 +107,12 @@ def end_with_failure(**context: Any) -> dict[str, Any]:
     notify.mark_failed(run.path, alert)
     notify.send_alert(alert, settings.alert_webhook_url)
     return alert
+
+
+def score_batches(**context: Any) -> dict[str, Any]:
+    """The scoring DAG's task: score every pending batch with the champion and rescore the stale ones
+    (etl/scoring.py); a bad batch fails the task after the others are published, without retries."""
+    from etl import scoring
+
+    with failing_at_once():
+        return scoring.score_pending(settings_for(context))

@@ -7,6 +7,7 @@ LOAD_INFO = "load.json"  # load's record: source, location, rows, sha256
 VALIDATION_REPORT = "validation_report.json"  # every violation, or the data's profile
 TRAIN = "train.csv"
 TEST = "test.csv"
+TRAINING_PROFILE = "training_profile.json"  # per feature, the count of each value over the training rows
 PREPROCESS_INFO = "preprocess.json"  # preprocess's record: counts
 MODEL = "model.joblib"  # the fitted sklearn Pipeline
 TRAIN_INFO = "train.json"  # train's record: model sha256, cross-validation scores
@@ -20,6 +21,9 @@ REPORT = "report.md"
 EVALUATE_INFO = "evaluate.json"  # evaluate's record
 MANIFEST = "manifest.json"  # checksums, settings, versions: published with the run
 UPLOAD_INFO = "upload.json"  # upload's record: where the run was published
+CHAMPION = "champion.json"  # RESULTS_DIR's pointer to the published run that scores new samples
+PREDICTIONS = "predictions.csv"  # a scored batch: Id, probability, label, the model's run id and sha256
+SCORING_SUMMARY = "summary.json"  # a scored batch's counts, model and drift
 LOCK = ".lock"  # held by the process running a step of the run
 
 # What metrics.json holds (malignant = positive): the report and the manifest list every test metric; the headline

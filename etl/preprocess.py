@@ -42,9 +42,10 @@ from etl.dataset import (
     TARGET,
     UCI_LABELS,
 )
+from etl.drift import training_profile
 from etl.pipeline import cli_main
 from etl.run_folder import RunFolder
-from etl.schema import CLEAN_SCHEMA, SPLIT_SCHEMA
+from etl.schema import CLEAN_SCHEMA, SAMPLE_SCHEMA, SPLIT_SCHEMA
 from etl.steps import StepResult
 from utils.config import Settings
 from utils.errors import DataValidationError, excerpt
@@ -117,16 +118,18 @@ def quoted_names(names: list[str]) -> str:
     return shown + (f" and {len(names) - SHOWN_NAMES} more" if len(names) > SHOWN_NAMES else "")
 
 
-def check_columns(header: list[str], path: Path) -> None:
-    """Require each expected column exactly once and nothing else (in any order), naming what is wrong."""
-    if sorted(header) == sorted(EXPECTED_COLUMNS):
-        return
+def check_columns(header: list[str], path: Path, optional: tuple[str, ...] = ()) -> list[str]:
+    """Require each expected column exactly once and nothing else (in any order), naming what is wrong; the
+    `optional` ones may be absent. Returns the expected columns present, in canonical order."""
+    present = [name for name in EXPECTED_COLUMNS if name in header]
+    if sorted(header) == sorted(present) and set(EXPECTED_COLUMNS) - set(present) <= set(optional):
+        return present
     if len(header) == 1:
         for separator in (";", "\t", "|"):
             if separator in header[0]:
                 raise DataValidationError(f"{path}: columns are separated by {separator!r}; expected commas")
     repeated = sorted({name for name in header if header.count(name) > 1})
-    missing = [name for name in EXPECTED_COLUMNS if name not in header]
+    missing = [name for name in EXPECTED_COLUMNS if name not in header and name not in optional]
     unexpected = [name for name in header if name not in EXPECTED_COLUMNS]
     problems = []
     if repeated:
@@ -135,15 +138,17 @@ def check_columns(header: list[str], path: Path) -> None:
         problems.append("missing column(s) " + ", ".join(missing))
     if unexpected:
         problems.append("unexpected column(s) " + quoted_names(unexpected))
-    raise DataValidationError(f"{path}: {'; '.join(problems)}. Expected exactly: {', '.join(EXPECTED_COLUMNS)}")
+    expected = ", ".join(name for name in EXPECTED_COLUMNS if name not in optional)
+    expected += "".join(f", optionally {name}" for name in optional)
+    raise DataValidationError(f"{path}: {'; '.join(problems)}. Expected exactly: {expected}")
 
 
-def read_raw(path: Path) -> pd.DataFrame:
-    """Read the raw CSV as stripped strings (no type guessing) after checking its header; the columns come
-    out in the canonical order whatever their order in the file."""
+def read_raw(path: Path, optional: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Read the raw CSV as stripped strings (no type guessing) after checking its header (the `optional` columns
+    may be absent); the columns come out in the canonical order whatever their order in the file."""
     text = read_text(path)
     header = read_header(text, path)
-    check_columns(header, path)
+    columns = check_columns(header, path, optional)
     lines = data_lines(text, len(header), path)
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
@@ -153,7 +158,7 @@ def read_raw(path: Path) -> pd.DataFrame:
         raise DataValidationError(f"{path}: has a header but no data rows")
     frame.columns = header  # the names as checked, without the spaces around them
     frame.index = pd.Index(lines) - FIRST_DATA_LINE  # violations name the file's lines, even after a blank one
-    return frame[EXPECTED_COLUMNS].apply(lambda column: column.str.strip())
+    return frame[columns].apply(lambda column: column.str.strip())
 
 
 def _violation(index: int, column: str, value: Any, problem: str) -> Violation:
@@ -198,17 +203,20 @@ def schema_violations(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> list[V
 
 
 def normalise(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Violation]]:
-    """Typed frame (Int64 columns) and every cell-level violation, parse errors first, then the schema's."""
+    """Typed frame (Int64 columns) and every cell-level violation, parse errors first, then the schema's; a frame
+    without `Class` (samples to score) is checked against the same rules for the other columns."""
     columns: dict[str, pd.Series] = {}
     violations: list[Violation] = []
     for name in [ID, *FEATURES]:
         columns[name], found = parse_integers(raw[name], name, allow_missing=name in NULLABLE_FEATURES)
         violations += found
-    columns[TARGET], found = parse_labels(raw[TARGET])
-    violations += found
+    if TARGET in raw:
+        columns[TARGET], found = parse_labels(raw[TARGET])
+        violations += found
     clean = pd.DataFrame(columns, index=raw.index)
+    schema = CLEAN_SCHEMA if TARGET in raw else SAMPLE_SCHEMA
     already = {(v["line"], v["column"]) for v in violations}
-    violations += [v for v in schema_violations(clean, CLEAN_SCHEMA) if (v["line"], v["column"]) not in already]
+    violations += [v for v in schema_violations(clean, schema) if (v["line"], v["column"]) not in already]
     return clean, sorted(violations, key=lambda v: (v["line"] or 0, EXPECTED_COLUMNS.index(v["column"])
                                                     if v["column"] in EXPECTED_COLUMNS else 0))
 
@@ -276,11 +284,12 @@ def describe(violation: Violation) -> str:
     return f"line {violation['line']}, column {violation['column']}: {value} {violation['problem']}"
 
 
-def failure_message(path: Path, report_path: Path, violations: list[Violation], problems: list[str]) -> str:
+def failure_message(path: Path, report_path: Path | None, violations: list[Violation], problems: list[str]) -> str:
+    """The first violations and every data problem; where the report lists them all, when there is one."""
     shown = [describe(v) for v in violations[:SHOWN_VIOLATIONS]]
     more = len(violations) - len(shown)
     parts = [f"{path} failed validation with {len(violations)} cell violation(s) and {len(problems)} data "
-             f"problem(s); all are listed in {report_path}", *shown]
+             f"problem(s)" + (f"; all are listed in {report_path}" if report_path else ""), *shown]
     if more:
         parts.append(f"... and {more} more")
     return "\n  ".join(parts + problems)
@@ -316,6 +325,7 @@ def run(run: RunFolder, settings: Settings) -> StepResult:
     train, test, dropped = split(clean, settings.test_size, settings.seed)
     write_text_atomic(run.file(catalog.TRAIN), train.to_csv(index=False))
     write_text_atomic(run.file(catalog.TEST), test.to_csv(index=False))
+    write_json_atomic(run.file(catalog.TRAINING_PROFILE), training_profile(train))  # drift is measured against it
     log.info("%d rows valid; %d exact duplicates dropped; train %d rows / test %d rows (Ids disjoint)",
              len(raw), dropped, len(train), len(test))
     counts = {"rows_in": len(raw), "duplicates_dropped": dropped, "rows_train": len(train), "rows_test": len(test)}

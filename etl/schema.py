@@ -1,4 +1,4 @@
-"""The pandera schemas of the data contract: the cleaned frame and the train/test splits (the column names and
+"""The pandera schemas of the data contract: the cleaned frame, samples to score, and the train/test splits (the column names and
 accepted raw encodings are in etl/dataset.py)."""
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ CLEAN_SCHEMA = pa.DataFrameSchema(
      TARGET: pa.Column("Int64", pa.Check.isin([0, 1]), nullable=False)},
     strict=True, ordered=True, name="clean_breast_cancer",
 )
+
+SAMPLE_SCHEMA = CLEAN_SCHEMA.remove_columns([TARGET]).set_name("samples")  # rows to score: no Class needed
 
 
 def _has_both_classes(frame: pd.DataFrame) -> bool:

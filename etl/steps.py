@@ -21,6 +21,17 @@ if TYPE_CHECKING:
     from utils.telemetry import Sample
 
 DAG_ID = "breast_cancer_pipeline"
+# What the tasks of both DAGs share. The first retry waits Airflow's [core] default_task_retry_delay
+# (AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY; mk/airflow.env sets it), each later one twice as long, up to
+# MAX_RETRY_DELAY.
+MAX_RETRY_DELAY = timedelta(minutes=20)
+DEFAULT_ARGS = {
+    "owner": "ml-pipeline",
+    "depends_on_past": False,  # a failed run must not block the next one
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": MAX_RETRY_DELAY,
+}
+FAILURE_END = {"retries": 2, "execution_timeout": timedelta(minutes=2)}  # retries re-send an undelivered alert
 
 
 @dataclass(frozen=True)
@@ -81,12 +92,14 @@ def _upload(run: RunFolder, settings: Settings) -> StepResult:
     return upload.run(run, settings)
 
 
-PUBLISHED = (catalog.MODEL, catalog.METRICS, *catalog.CHARTS, catalog.REPORT, catalog.VALIDATION_REPORT)
+PUBLISHED = (catalog.MODEL, catalog.METRICS, *catalog.CHARTS, catalog.REPORT, catalog.VALIDATION_REPORT,
+             catalog.TRAINING_PROFILE)
 STEPS = (
     Step("load", _load, consumes=(), produces=(catalog.RUN_INFO, catalog.RAW, catalog.LOAD_INFO),
          retries=3, timeout=timedelta(minutes=10), retry_reason="the download source can be briefly down"),
     Step("preprocess", _preprocess, consumes=(catalog.RAW,),
-         produces=(catalog.VALIDATION_REPORT, catalog.TRAIN, catalog.TEST, catalog.PREPROCESS_INFO),
+         produces=(catalog.VALIDATION_REPORT, catalog.TRAIN, catalog.TEST, catalog.TRAINING_PROFILE,
+                   catalog.PREPROCESS_INFO),
          retries=0, timeout=timedelta(minutes=5), retry_reason="bad data stays bad"),
     Step("train", _train, consumes=(catalog.TRAIN,), produces=(catalog.MODEL, catalog.TRAIN_INFO),
          retries=1, timeout=timedelta(minutes=30), retry_reason="a worker killed for memory may fit on another try"),

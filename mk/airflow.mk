@@ -22,7 +22,7 @@ AIRFLOW_ENV = env $(foreach name,$(AIRFLOW_SETTING_NAMES),$(name)=$($(name))) AI
 AIRFLOW = $(AIRFLOW_ENV) $(AIRFLOW_BIN)
 AIRFLOW_STOP_WAIT_SECONDS := 30
 
-.PHONY: run airflow-db standalone standalone-stop standalone-dag-start standalone-dag-task-list standalone-dag-runs FORCE
+.PHONY: run airflow-db standalone standalone-stop standalone-dag-start standalone-announce-batch standalone-dag-task-list standalone-dag-runs FORCE
 
 ##@ Airflow (embedded: SQLite in .airflow/, this project's DAGs)
 
@@ -57,6 +57,9 @@ standalone-stop: ## Stop the background Airflow started by `make standalone`
 
 standalone-dag-start: venv ## Trigger a run in `make standalone` (CONF='{"model": "svm"}' sets Params), like dag-start
 	$(AIRFLOW) dags trigger $(AIRFLOW_DAG) $(if $(CONF),--conf '$(CONF)')
+
+standalone-announce-batch: venv ## Announce the CSV files put in INCOMING_DIR to `make standalone`, like announce-batch
+	$(AIRFLOW_ENV) $(AIRFLOW_PYTHON) -m etl.announce $(if $(NOTE),--note '$(NOTE)')
 
 standalone-dag-task-list: venv ## List the DAG's tasks, like dag-task-list
 	$(AIRFLOW) tasks list $(AIRFLOW_DAG)

@@ -17,7 +17,7 @@ COMPOSE_V2_DIR := .make/compose-v2
 COMPOSE_V2_VERSION := 2.40.3
 
 # logs-% is a pattern rule, so it cannot be .PHONY (make skips implicit rules for phony targets).
-.PHONY: env up down rebuild logs ps dag-start dag-task-list dag-runs unpause reload bash python clean stack-urls \
+.PHONY: env up down rebuild logs ps dag-start announce-batch dag-task-list dag-runs unpause reload bash python clean stack-urls \
         compose-v2 stack-test
 
 ##@ Docker Compose stack
@@ -25,7 +25,7 @@ env: ## Create .env from .env.example with fresh secrets (never overwrites an ex
 	@$(HOST_PYTHON) mk/make_env.py
 
 up: env ## Build the image and start the stack (Airflow, PostgreSQL, Prometheus, Grafana) in the background
-	mkdir -p data/runs results secrets
+	mkdir -p data/runs data/incoming data/processed results secrets
 	$(STACK) up --detach --build $(COMPOSE_UP_FLAGS)
 	@$(MAKE) --no-print-directory stack-urls
 
@@ -53,6 +53,9 @@ ps: ## Show each service's state and health
 
 dag-start: ## Trigger a run of the pipeline's DAG inside the stack
 	$(STACK_EXEC) airflow-scheduler airflow dags trigger $(AIRFLOW_DAG)
+
+announce-batch: ## Announce the CSV files put in data/incoming/: the scoring DAG scores them (NOTE='...' is kept)
+	$(STACK_EXEC) --env AIRFLOW_API_URL=http://127.0.0.1:8080 airflow-apiserver python -m etl.announce $(if $(NOTE),--note '$(NOTE)')
 
 dag-task-list: ## List the DAG's tasks inside the stack
 	$(STACK_EXEC) airflow-scheduler airflow tasks list $(AIRFLOW_DAG)

@@ -90,6 +90,15 @@ class Settings(BaseSettings):
     pushgateway_url: str = setting("PUSHGATEWAY_URL", "", "Prometheus Pushgateway for the pipeline's metrics "
                                    "(optional).", redact.URL)
     log_level: LogLevel = setting("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR.")
+    # Scoring new samples (etl/predict.py, etl/scoring.py) and their drift (etl/drift.py).
+    predict_run: str = setting("PREDICT_RUN", "", "Published run (folder name under RESULTS_DIR) that scores "
+                               "samples; empty: the champion (RESULTS_DIR/champion.json), else the newest run.")
+    incoming_dir: Path = setting("INCOMING_DIR", PROJECT_ROOT / "data" / "incoming", "Where batches of samples "
+                                 "(CSV files) wait for the scoring DAG.")
+    processed_dir: Path = setting("PROCESSED_DIR", PROJECT_ROOT / "data" / "processed", "Where the scoring DAG "
+                                  "moves a batch once its predictions are published.")
+    drift_psi_threshold: float = setting("DRIFT_PSI_THRESHOLD", 0.2, "A feature drifts when its population "
+                                         "stability index against the training rows is above this.", gt=0)
 
     @field_validator("data_allowed_dirs", mode="before")
     @classmethod
@@ -99,7 +108,8 @@ class Settings(BaseSettings):
         return tuple(item.strip() if isinstance(item, str) else item for item in items
                      if not (isinstance(item, str) and not item.strip()))
 
-    @field_validator("bundled_data_path", "runs_dir", "results_dir", "google_credentials", "data_allowed_dirs")
+    @field_validator("bundled_data_path", "runs_dir", "results_dir", "google_credentials", "data_allowed_dirs",
+                     "incoming_dir", "processed_dir")
     @classmethod
     def _inside_the_project(cls, value: Path | tuple[Path, ...]) -> Path | tuple[Path, ...]:
         """Relative paths are relative to the project, wherever the command runs."""

@@ -1,0 +1,214 @@
+"""Score samples with the published champion: `python -m etl.predict INPUT.csv [--output predictions.csv]`
+(`make predict INPUT=...`).
+
+The model is the run named by RESULTS_DIR/champion.json (or by PREDICT_RUN; with neither, the newest published
+run, `results/latest`, and the summary says so); its sha256 is checked against the pointer and the run's
+manifest before it is loaded. The input follows the training data's rules (etl/preprocess.py) with `Class`
+optional: when present it gives the accuracy. Bad input is an error naming the file, line and column, and
+nothing is written; the predictions file appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from etl import catalog
+from etl.dataset import FEATURES, ID, TARGET
+from etl.publishers.local import LATEST_LINK
+from utils.config import Settings, load_settings
+from utils.errors import ArtifactError, DataValidationError, PipelineError
+from utils.files import atomic_path, read_json, verify_checksum
+from utils.logger import configure_cli_logging, get_logger
+from utils.telemetry import Sample
+
+STEP = "predict"
+DEFAULT_THRESHOLD = 0.5  # a plain Pipeline's predict(): the larger class probability
+PREDICTION_COLUMNS = [ID, "probability_malignant", "predicted_class", "model_run_id", "model_sha256"]
+log = get_logger(STEP)
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    """A published run's model, checked and loaded, with where it came from and its training profile."""
+
+    name: str  # the published folder: <stamp>_<run id>
+    run_id: str
+    sha256: str
+    threshold: float
+    source: str  # how it was chosen, for people
+    model: Any
+    profile: dict[str, Any] | None  # None for runs published before training profiles existed
+
+    def describe(self) -> dict[str, Any]:
+        """The model's identity for summaries."""
+        return {"name": self.name, "run_id": self.run_id, "model_sha256": self.sha256,
+                "operating_threshold": self.threshold, "source": self.source}
+
+
+def read_champion(results_dir: Path) -> dict[str, Any] | None:
+    """RESULTS_DIR/champion.json (`name`, `run_id`, `model_sha256`, ...), or None when no run was promoted yet."""
+    path = results_dir / catalog.CHAMPION
+    if not path.is_file():
+        return None
+    pointer = read_json(path)
+    missing = [key for key in ("name", "run_id", "model_sha256") if not isinstance(pointer.get(key), str)]
+    if missing:
+        raise ArtifactError(f"{path}: expected the keys name, run_id and model_sha256 (strings); "
+                            f"missing or not text: {', '.join(missing)}")
+    return pointer
+
+
+def choose_run(settings: Settings) -> tuple[str, str | None, str]:
+    """The published run to score with, the model sha256 its pointer pins (if any), and why it was chosen."""
+    if settings.predict_run:
+        return settings.predict_run, None, f"PREDICT_RUN={settings.predict_run}"
+    pointer = read_champion(settings.results_dir)
+    if pointer is not None:
+        return pointer["name"], pointer["model_sha256"], f"champion ({settings.results_dir / catalog.CHAMPION})"
+    latest = settings.results_dir / LATEST_LINK
+    if latest.is_symlink() and latest.resolve().is_dir():
+        return latest.resolve().name, None, (f"newest published run ({latest}): no {catalog.CHAMPION} yet, "
+                                             "no run has been promoted")
+    raise ArtifactError(f"no published model in RESULTS_DIR={settings.results_dir}: neither {catalog.CHAMPION} "
+                        f"nor {LATEST_LINK} exists; publish one with `make run` first")
+
+
+def load_published(settings: Settings) -> PublishedModel:
+    """The chosen run's model after its sha256 matched the pointer's and the manifest's."""
+    import joblib
+
+    name, pinned, source = choose_run(settings)
+    folder = settings.results_dir / name
+    manifest = read_json(folder / catalog.MANIFEST)
+    recorded = manifest.get("files", {}).get(catalog.MODEL)
+    if not recorded:
+        raise ArtifactError(f"{folder / catalog.MANIFEST} lists no sha256 for {catalog.MODEL}")
+    if pinned is not None and pinned != recorded:
+        raise ArtifactError(f"{settings.results_dir / catalog.CHAMPION} pins model sha256 {pinned}, but "
+                            f"{folder / catalog.MANIFEST} records {recorded}: the pointer names another model")
+    path = folder / catalog.MODEL
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing: the published run {name} is incomplete")
+    verify_checksum(path, recorded)
+    model = joblib.load(path)
+    profile_path = folder / catalog.TRAINING_PROFILE
+    return PublishedModel(name=name, run_id=str(manifest.get("run_id", name)), sha256=recorded,
+                          threshold=float(getattr(model, "threshold", DEFAULT_THRESHOLD)), source=source,
+                          model=model, profile=read_json(profile_path) if profile_path.is_file() else None)
+
+
+def read_samples(path: Path) -> pd.DataFrame:
+    """The samples of `path`, typed, after the training data's cell rules (`Class` optional); an error naming
+    the file, and the first lines and columns that break them."""
+    from etl import preprocess
+
+    if not path.is_file():
+        raise DataValidationError(f"{path}: no such file; expected a CSV of samples to score")
+    raw = preprocess.read_raw(path, optional=(TARGET,))
+    clean, violations = preprocess.normalise(raw)
+    if violations:
+        raise DataValidationError(preprocess.failure_message(path, None, violations, []))
+    return clean
+
+
+def predict(published: PublishedModel, samples: pd.DataFrame) -> pd.DataFrame:
+    """One row per sample: Id, probability of malignant, label at the operating threshold, the model's identity."""
+    features = samples[FEATURES].astype("float64")
+    return pd.DataFrame({ID: samples[ID].to_numpy(),
+                         "probability_malignant": published.model.predict_proba(features)[:, 1],
+                         "predicted_class": np.asarray(published.model.predict(features), dtype="int64"),
+                         "model_run_id": published.run_id, "model_sha256": published.sha256},
+                        columns=PREDICTION_COLUMNS)
+
+
+def write_predictions(predictions: pd.DataFrame, target: Path) -> Path:
+    """The predictions as CSV at `target`, atomically."""
+    with atomic_path(target) as tmp:
+        predictions.to_csv(tmp, index=False, float_format="%.6f")
+    return target
+
+
+def summarise(path: Path, samples: pd.DataFrame, predictions: pd.DataFrame, published: PublishedModel,
+              settings: Settings) -> dict[str, Any]:
+    """Counts, the model, the accuracy when the input has `Class`, and the drift against the training rows."""
+    from etl.drift import drift_summary
+
+    labels = predictions["predicted_class"].to_numpy()
+    share = float(labels.mean())
+    summary: dict[str, Any] = {"input": str(path), "rows": len(samples), "model": published.describe(),
+                               "predicted_malignant": int(labels.sum()), "predicted_malignant_share": round(share, 6)}
+    if TARGET in samples:
+        summary["accuracy"] = round(float((samples[TARGET].to_numpy(dtype="int64") == labels).mean()), 6)
+    summary["drift"] = (drift_summary(published.profile, samples, share, settings.drift_psi_threshold)
+                        if published.profile else
+                        {"note": f"run {published.name} has no {catalog.TRAINING_PROFILE}: republish it to measure "
+                                 "drift"})
+    return summary
+
+
+def drift_samples(summary: dict[str, Any]) -> list[Sample]:
+    """The batch's drift as gauges: each feature's PSI, the threshold, and both malignant shares."""
+    drift = summary["drift"]
+    if "psi" not in drift:
+        return []
+    return [*(Sample("scoring_feature_psi", value, {"feature": name},
+                     "Population stability index of the feature, last scored batch against the training rows.")
+              for name, value in drift["psi"].items()),
+            Sample("scoring_psi_threshold", drift["threshold"], help="DRIFT_PSI_THRESHOLD."),
+            Sample("scoring_predicted_malignant_share", drift["predicted_malignant_share"],
+                   help="Share of the last scored batch predicted malignant."),
+            Sample("scoring_training_malignant_share", drift["training_malignant_share"],
+                   help="Share of malignant rows among the champion's training rows."),
+            Sample("scoring_rows", summary["rows"], help="Rows of the last scored batch."),
+            Sample("scoring_last_batch_timestamp_seconds", time.time(), help="Unix time of the last scored batch.")]
+
+
+def score_file(path: Path, output: Path, published: PublishedModel, settings: Settings) -> dict[str, Any]:
+    """Validate and score `path` into `output` (atomically); returns the summary and pushes its drift gauges."""
+    from utils.telemetry import push_metrics
+
+    started = time.perf_counter()
+    samples = read_samples(path)
+    predictions = predict(published, samples)
+    write_predictions(predictions, output)
+    summary = {**summarise(path, samples, predictions, published, settings), "output": str(output),
+               "seconds": round(time.perf_counter() - started, 3)}
+    push_metrics(settings, "scoring", drift_samples(summary))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line: score INPUT, print the summary as JSON, or one error line (exit status 1)."""
+    parser = argparse.ArgumentParser(prog="python -m etl.predict", description=__doc__.splitlines()[0])
+    parser.add_argument("input", type=Path, help="CSV with Id and the nine features (Class optional)")
+    parser.add_argument("--output", type=Path, default=Path(catalog.PREDICTIONS),
+                        help=f"where to write the predictions (default: ./{catalog.PREDICTIONS})")
+    parser.add_argument("--run", default=None, help="a published run's folder name under RESULTS_DIR to score "
+                        "with instead of the champion (default: PREDICT_RUN, else the champion)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(predict_run=args.run)
+        configure_cli_logging(settings.log_level)
+        published = load_published(settings)
+        log.info("scoring %s with run %s (%s)", args.input, published.name, published.source)
+        summary = score_file(args.input, args.output, published, settings)
+    except PipelineError as exc:
+        configure_cli_logging()
+        log.error("%s", exc)
+        return 1
+    json.dump(summary, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
