@@ -1,5 +1,5 @@
-"""The pandera schemas of the data contract: the cleaned frame, samples to score, and the train/test splits (the column names and
-accepted raw encodings are in etl/dataset.py)."""
+"""The pandera schemas of the data contract: the cleaned frame, samples to score, and the train/test splits (the
+column names and accepted raw encodings are in etl/dataset.py)."""
 
 from __future__ import annotations
 
