@@ -59,7 +59,7 @@ standalone-dag-start: venv ## Trigger a run in `make standalone` (CONF='{"model"
 	$(AIRFLOW) dags trigger $(AIRFLOW_DAG) $(if $(CONF),--conf '$(CONF)')
 
 standalone-announce-batch: venv ## Announce the CSV files put in INCOMING_DIR to `make standalone`, like announce-batch
-	$(AIRFLOW_ENV) $(AIRFLOW_PYTHON) -m etl.announce $(if $(NOTE),--note '$(NOTE)')
+	$(AIRFLOW_ENV) AIRFLOW_API_URL=$(AIRFLOW_URL) $(AIRFLOW_PYTHON) -m etl.announce $(if $(NOTE),--note '$(NOTE)')
 
 standalone-dag-task-list: venv ## List the DAG's tasks, like dag-task-list
 	$(AIRFLOW) tasks list $(AIRFLOW_DAG)
