@@ -53,7 +53,8 @@ def batch(rows: int, seed: int, drift: bool = False, with_class: bool = False) -
     if drift:
         for name in FEATURES:
             scores = pd.to_numeric(frame[name], errors="coerce")
-            frame[name] = scores.add(3).clip(upper=10).astype("Int64").astype(str).replace("<NA>", "NA")
+            shifted = scores.add(3).clip(upper=10).fillna(0).astype(int).astype(str)
+            frame[name] = shifted.where(scores.notna(), "NA")
     return frame if with_class else frame.drop(columns=[TARGET])
 
 

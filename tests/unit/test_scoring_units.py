@@ -1,0 +1,122 @@
+"""The pure parts of scoring: PSI on synthetic batches, the training profile, the champion pointer, the samples'
+validation (Class optional) and its fast path, and the predictions file's format."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from etl import catalog, drift, preprocess
+from etl.dataset import FEATURES, ID, TARGET
+from etl.predict import read_champion, read_samples, write_predictions
+from tests.support.data import BUNDLED_CSV
+from tests.support.scoring import batch
+from utils.errors import ArtifactError, DataValidationError
+
+
+def typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """A batch as normalise types it."""
+    clean, violations = preprocess.normalise(frame.astype(str).apply(lambda c: c.replace("nan", "NA")))
+    assert violations == []
+    return clean
+
+
+@pytest.fixture(scope="module")
+def profile() -> dict:
+    """The profile of the bundled rows, as preprocess writes it for training rows."""
+    clean, _ = preprocess.normalise(preprocess.read_raw(BUNDLED_CSV))
+    return drift.training_profile(clean)
+
+
+def test_the_profile_counts_each_score_and_the_missing_cells(profile):
+    assert profile["rows"] == 699 and profile["bins"] == [*map(str, range(1, 11)), "missing"]
+    assert profile["features"]["Bare.nuclei"]["missing"] == 16
+    assert all(sum(counts.values()) == 699 for counts in profile["features"].values())
+    assert 0.3 < profile["malignant_share"] < 0.4
+
+
+def test_psi_is_zero_for_the_same_shares_and_grows_with_the_shift():
+    even = dict.fromkeys(drift.BINS, 10)
+    assert drift.psi(even, {name: 3 * count for name, count in even.items()}) == pytest.approx(0)
+    small = {**even, "1": 14, "2": 6}
+    large = {**even, "1": 40, "2": 0}
+    assert 0 < drift.psi(even, small) < 0.1 < drift.psi(even, large)
+    assert np.isfinite(drift.psi(even, {"5": 100}))  # empty bins count at PSI_EPSILON, not as infinity
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_resampled_batch_does_not_drift_and_a_shifted_one_does(profile, seed):
+    calm = drift.drift_summary(profile, typed(batch(400, seed)), 0.35, threshold=0.2)
+    shifted = drift.drift_summary(profile, typed(batch(400, seed, drift=True)), 0.9, threshold=0.2)
+    assert calm["drifted"] is False and calm["max_psi"] < 0.1 and calm["drifted_features"] == []
+    assert shifted["drifted"] is True and set(shifted["drifted_features"]) == set(FEATURES)
+    assert shifted["predicted_malignant_share"] == 0.9 and shifted["training_malignant_share"] == pytest.approx(
+        profile["malignant_share"], abs=1e-6)
+
+
+def test_one_feature_drifting_alone_is_named(profile):
+    frame = batch(400, 4)
+    frame["Mitoses"] = "10"
+    summary = drift.drift_summary(profile, typed(frame), 0.35, threshold=0.2)
+    assert summary["drifted_features"] == ["Mitoses"] and summary["max_psi_feature"] == "Mitoses"
+
+
+def test_the_champion_pointer_is_read_or_absent_or_refused_when_incomplete(tmp_path):
+    assert read_champion(tmp_path) is None
+    pointer = {"name": "20261201_120000_x", "run_id": "x", "model_sha256": "a" * 64, "operating_threshold": 0.4}
+    (tmp_path / catalog.CHAMPION).write_text(json.dumps(pointer))
+    assert read_champion(tmp_path) == pointer
+    (tmp_path / catalog.CHAMPION).write_text(json.dumps({"name": "n", "run_id": 3}))
+    with pytest.raises(ArtifactError, match="missing or not text: run_id, model_sha256"):
+        read_champion(tmp_path)
+
+
+def test_samples_need_every_feature_and_id_but_not_class(tmp_path):
+    path = tmp_path / "s.csv"
+    batch(5, 1).to_csv(path, index=False)
+    assert list(read_samples(path).columns) == [ID, *FEATURES]
+    batch(5, 1, with_class=True).to_csv(path, index=False)
+    assert list(read_samples(path).columns) == [ID, *FEATURES, TARGET]
+    batch(5, 1).drop(columns=[ID]).to_csv(path, index=False)
+    with pytest.raises(DataValidationError, match=r"missing column\(s\) Id\. Expected exactly: Id, .*Mitoses, "
+                                                  r"optionally Class"):
+        read_samples(path)
+
+
+@pytest.mark.parametrize(("cell", "problem"), [("0", "'0' fails in_range"), ("2.5", "'2.5' not a whole number"),
+                                               ("NA", "'NA' missing value"), (" x", "'x' not a whole number")])
+def test_a_bad_sample_cell_is_named_with_its_line_and_column(tmp_path, cell, problem):
+    frame = batch(5, 1).astype(str)
+    frame.loc[3, "Cell.size"] = cell
+    path = tmp_path / "s.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataValidationError, match=rf"line 5, column Cell.size: {problem}"):
+        read_samples(path)
+
+
+@pytest.mark.parametrize("with_class", [False, True])
+def test_the_fast_path_types_a_valid_file_as_the_string_path_does(tmp_path, with_class):
+    frame = batch(300, 2, with_class=with_class).astype(str)
+    frame.loc[7, "Bare.nuclei"] = " NA "  # read by the string path only: the result must be the same
+    path = tmp_path / "s.csv"
+    frame.to_csv(path, index=False)
+    optional = (TARGET,)
+    slow, violations = preprocess.normalise(preprocess.read_raw(path, optional))
+    assert violations == []
+    assert preprocess.read_valid_numbers(preprocess.read_checked(path, optional)) is None  # not a number
+    pd.testing.assert_frame_equal(read_samples(path), slow)
+    frame.loc[7, "Bare.nuclei"] = "?"
+    frame.to_csv(path, index=False)
+    fast = preprocess.read_valid_numbers(preprocess.read_checked(path, optional))
+    pd.testing.assert_frame_equal(fast, preprocess.normalise(preprocess.read_raw(path, optional))[0])
+
+
+def test_predictions_are_written_with_six_decimals_and_quoted_identity(tmp_path):
+    predictions = pd.DataFrame({ID: [7, 8], "probability_malignant": [0.1234567, 1.0], "predicted_class": [0, 1],
+                                "model_run_id": "manual__2026,x", "model_sha256": "f" * 64})
+    text = write_predictions(predictions, tmp_path / "p.csv").read_text()
+    assert text.splitlines() == ["Id,probability_malignant,predicted_class,model_run_id,model_sha256",
+                                 f'7,0.123457,0,"manual__2026,x",{"f" * 64}', f'8,1.000000,1,"manual__2026,x",{"f" * 64}']
