@@ -46,6 +46,7 @@ from tests.support.monitoring_tools import (
     series_names,
 )
 from tests.support.processes import Processes, wait_until
+from tests.support.scoring import batch, write_batch
 from tests.support.servers import Answer, free_port, scripted_server
 from utils.config import PROJECT_ROOT
 
@@ -252,6 +253,7 @@ def test_dashboard_provider_reads_the_folder_compose_mounts() -> None:
 class Live:
     prometheus: str  # base URL
     metrics: dict[str, Any]  # metrics.json of the pipeline run whose metrics were pushed
+    scoring: dict[str, Any]  # the summary of a drifting batch scored with the run's model (`python -m etl.predict`)
 
 
 @pytest.fixture(scope="module")
@@ -262,8 +264,9 @@ def metrics_page(exporter: StatsdExporter) -> Iterator[str]:
         yield urlsplit(server.url).netloc
 
 
-def run_pipeline(folder: Path, pushgateway: str) -> dict[str, Any]:
-    """The real pipeline, all five steps, pushing to `pushgateway`; returns the run's metrics.json."""
+def run_pipeline(folder: Path, pushgateway: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The real pipeline, all five steps, then a drifting batch scored with its model, pushing to `pushgateway`;
+    returns the run's metrics.json and the batch's summary."""
     env = {key: value for key, value in os.environ.items() if key not in SETTING_VARIABLES}
     env.update(ENV_FILE=str(folder / "absent.env"), RUNS_DIR=str(folder / "runs"),
                RESULTS_DIR=str(folder / "results"), DATA_URL=BUNDLED_CSV.as_uri(),
@@ -271,7 +274,12 @@ def run_pipeline(folder: Path, pushgateway: str) -> dict[str, Any]:
     result = subprocess.run([sys.executable, "-m", "etl.pipeline"], cwd=PROJECT_ROOT, env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    return json.loads((folder / "runs" / safe_run_id(env["RUN_ID"]) / catalog.METRICS).read_text(encoding="utf-8"))
+    drifting = write_batch(folder, "drifting", batch(300, seed=11, drift=True))
+    scored = subprocess.run([sys.executable, "-m", "etl.predict", str(drifting), "--output", str(folder / "p.csv")],
+                            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert scored.returncode == 0, scored.stderr
+    return (json.loads((folder / "runs" / safe_run_id(env["RUN_ID"]) / catalog.METRICS).read_text(encoding="utf-8")),
+            json.loads(scored.stdout))
 
 
 def wait_for_data(base_url: str, expression: str) -> None:
@@ -304,11 +312,12 @@ def live(tmp_path_factory: pytest.TempPathFactory, metrics_page: str) -> Iterato
         start_server(processes, [pushgateway, f"--web.listen-address={gateway}"], f"http://{gateway}/-/ready")
         start_server(processes, [prometheus, f"--config.file={config}", f"--storage.tsdb.path={folder / 'tsdb'}",
                                  f"--web.listen-address={address}"], f"http://{address}/-/ready")
-        metrics = run_pipeline(folder, f"http://{gateway}")
+        metrics, scoring = run_pipeline(folder, f"http://{gateway}")
         base_url = f"http://{address}"
         wait_for_data(base_url, f"count(count_over_time(up[1m]) >= {SCRAPES_BEFORE_QUERYING} and up == 1) == 3")
         wait_for_data(base_url, "pipeline_last_success_timestamp_seconds")
-        yield Live(base_url, metrics)
+        wait_for_data(base_url, "pipeline_scoring_feature_psi")
+        yield Live(base_url, metrics, scoring)
     finally:
         processes.stop_all()
 
@@ -342,16 +351,33 @@ EXPECTED: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, float]]] = 
     ("Gate minimums", "A"): lambda m: dict(gate(m)),
     ("Metrics over time", "A"): lambda m: {name: m[name] for name in PUSHED_METRICS},
 }
+# The same for the scoring panels, by `feature` label, from the scored batch's summary.
+SCORING_EXPECTED: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, float]]] = {
+    ("Drift of the last scored batch (PSI per feature)", "A"): lambda s: dict(s["drift"]["psi"]),
+    ("Predicted malignant: last batch vs training", "A"): lambda s: {"": s["drift"]["predicted_malignant_share"]},
+    ("Predicted malignant: last batch vs training", "B"): lambda s: {"": s["drift"]["training_malignant_share"]},
+    ("Rows of the last scored batch", "A"): lambda s: {"": s["rows"]},
+}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("query", dashboard_queries(QUALITY), ids=lambda query: query.source)
 def test_every_model_quality_panel_shows_the_numbers_of_metrics_json(live: Live, query: Query) -> None:
-    expected = EXPECTED.get((query.panel, query.ref_id))
-    assert expected is not None, f"{query.source}: add the values this panel must show to EXPECTED"
-    shown = {series["metric"].get("metric", ""): float(series["value"][1])
+    key = (query.panel, query.ref_id)
+    assert key in EXPECTED or key in SCORING_EXPECTED, f"{query.source}: add the values this panel must show"
+    wanted = EXPECTED[key](live.metrics) if key in EXPECTED else SCORING_EXPECTED[key](live.scoring)
+    shown = {series["metric"].get("metric", series["metric"].get("feature", "")): float(series["value"][1])
              for series in prometheus_query(live.prometheus, query.expression)}
-    assert shown == pytest.approx(expected(live.metrics), rel=1e-9)
+    assert shown == pytest.approx(wanted, rel=1e-9)
+
+
+@pytest.mark.slow
+def test_a_drifting_batch_fires_the_drift_alert_for_each_drifted_feature(live: Live) -> None:
+    assert live.scoring["drift"]["drifted_features"], "the batch was meant to drift"
+    query = 'ALERTS{alertname="ScoringBatchDrift",alertstate="firing"}'
+    wait_for_data(live.prometheus, query)
+    firing = {series["metric"]["feature"] for series in prometheus_query(live.prometheus, query)}
+    assert firing == set(live.scoring["drift"]["drifted_features"])
 
 
 @pytest.mark.slow
