@@ -64,9 +64,9 @@ lint: venv ## ruff on the Python code, shellcheck on the shell scripts, hadolint
 	$(VENV)/bin/hadolint Dockerfile
 	shellcheck entrypoint.sh .ci/*.sh .ci/run tests/stack/images/*/entrypoint
 
-bench: venv ## Time the pipeline (as processes, in one process, under Airflow) against baselines; load's memory
+bench: venv ## Time the pipeline (as processes, in one process, under Airflow) against baselines; load's memory; predict on 1M rows
 	@pipeline=0; $(PY) bench/bench_load.py || pipeline=$$?; $(PY) bench/bench_pipeline.py || pipeline=$$?; \
-		$(PY) bench/bench_airflow.py && exit $$pipeline
+		$(PY) bench/bench_predict.py || pipeline=$$?; $(PY) bench/bench_airflow.py && exit $$pipeline
 
 clean-runs: ## Delete the per-run working folders under data/runs/
 	rm -rf data/runs
