@@ -119,4 +119,5 @@ def test_predictions_are_written_with_six_decimals_and_quoted_identity(tmp_path)
                                 "model_run_id": "manual__2026,x", "model_sha256": "f" * 64})
     text = write_predictions(predictions, tmp_path / "p.csv").read_text()
     assert text.splitlines() == ["Id,probability_malignant,predicted_class,model_run_id,model_sha256",
-                                 f'7,0.123457,0,"manual__2026,x",{"f" * 64}', f'8,1.000000,1,"manual__2026,x",{"f" * 64}']
+                                 f'7,0.123457,0,"manual__2026,x",{"f" * 64}',
+                                 f'8,1.000000,1,"manual__2026,x",{"f" * 64}']
