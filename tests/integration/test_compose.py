@@ -233,8 +233,8 @@ def test_the_pipeline_settings_reach_the_airflow_containers_from_the_env_file(se
     for service in airflow_services(services).values():
         assert service["env_file"] == ["mk/airflow.env", "${COMPOSE_ENV_FILE:-.env}"]
         overridden = {name: str(value) for name, value in service["environment"].items() if name in SETTINGS}
-        assert set(overridden) == {"BUNDLED_DATA_PATH", "RUNS_DIR", "RESULTS_DIR", "GOOGLE_APPLICATION_CREDENTIALS",
-                                   "PUSHGATEWAY_URL"}
+        assert set(overridden) == {"BUNDLED_DATA_PATH", "RUNS_DIR", "RESULTS_DIR", "INCOMING_DIR", "PROCESSED_DIR",
+                                   "GOOGLE_APPLICATION_CREDENTIALS", "PUSHGATEWAY_URL"}
         for name, value in overridden.items():
             if "://" in value:
                 assert urlsplit(value).hostname in services, f"{name}={value} is not a service of the stack"
@@ -332,8 +332,8 @@ def test_hadolint_accepts_the_dockerfile() -> None:
 
 # --- mk/stack.mk -----------------------------------------------------------------------------------------------
 
-STACK_TARGETS = {"env", "up", "down", "rebuild", "logs", "logs-%", "ps", "dag-start", "dag-task-list", "dag-runs",
-                 "unpause", "reload", "bash", "python", "clean", "compose-v2", "stack-test"}
+STACK_TARGETS = {"env", "up", "down", "rebuild", "logs", "logs-%", "ps", "dag-start", "announce-batch", "dag-task-list",
+                 "dag-runs", "unpause", "reload", "bash", "python", "clean", "compose-v2", "stack-test"}
 
 
 def make(*args: str) -> subprocess.CompletedProcess[str]:
@@ -357,6 +357,7 @@ EXEC = "COMPOSE --file docker-compose.yml exec --no-TTY"  # no terminal here: no
     ("down", "COMPOSE --file docker-compose.yml down"),
     ("logs-airflow-scheduler", "COMPOSE --file docker-compose.yml logs --follow --tail=200 airflow-scheduler"),
     ("dag-start", f"{EXEC} airflow-scheduler airflow dags trigger {DAG_ID}"),
+    ("announce-batch", f"{EXEC} --env AIRFLOW_API_URL=http://127.0.0.1:8080 airflow-apiserver python -m etl.announce"),
     ("dag-task-list", f"{EXEC} airflow-scheduler airflow tasks list {DAG_ID}"),
     ("dag-runs", f"{EXEC} airflow-scheduler airflow dags list-runs {DAG_ID}"),
     ("unpause", f"{EXEC} airflow-scheduler airflow dags unpause {DAG_ID}"),
