@@ -121,3 +121,29 @@ def test_predictions_are_written_with_six_decimals_and_quoted_identity(tmp_path)
     assert text.splitlines() == ["Id,probability_malignant,predicted_class,model_run_id,model_sha256",
                                  f'7,0.123457,0,"manual__2026,x",{"f" * 64}',
                                  f'8,1.000000,1,"manual__2026,x",{"f" * 64}']
+
+
+def test_a_model_with_an_operating_threshold_labels_at_it_and_says_so(make_settings, tmp_path):
+    """Contract 1: model.joblib may be a FixedThresholdClassifier; its threshold decides the labels."""
+    import joblib
+    from sklearn.model_selection import FixedThresholdClassifier
+
+    from etl.dataset import features_and_labels
+    from etl.predict import load_published, predict
+    from etl.train import build_pipeline
+    from utils.files import sha256_file, write_json_atomic
+
+    clean, _ = preprocess.normalise(preprocess.read_raw(BUNDLED_CSV))
+    features, labels, _ = features_and_labels(clean)
+    model = FixedThresholdClassifier(build_pipeline("logreg", 42), threshold=0.2).fit(features, labels)
+    settings = make_settings()
+    folder = settings.results_dir / "20261201_120000_threshold"
+    folder.mkdir(parents=True)
+    joblib.dump(model, folder / catalog.MODEL)
+    write_json_atomic(folder / catalog.MANIFEST, {"run_id": "threshold",
+                                                  "files": {catalog.MODEL: sha256_file(folder / catalog.MODEL)}})
+    published = load_published(make_settings(predict_run=folder.name))
+    assert published.threshold == 0.2 and published.profile is None and published.source == f"PREDICT_RUN={folder.name}"
+    scored = predict(published, clean)
+    assert (scored["predicted_class"] == (scored["probability_malignant"] >= 0.2)).all()
+    assert scored["predicted_class"].sum() > (scored["probability_malignant"] >= 0.5).sum()
