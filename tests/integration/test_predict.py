@@ -16,6 +16,7 @@ import pytest
 from etl import catalog, scoring
 from etl.predict import PREDICTION_COLUMNS
 from tests.support.data import BUNDLED_CSV
+from tests.support.drive_fake import FOLDER_MIME, FakeDrive
 from tests.support.scoring import batch, pipeline_env, point_champion_at, publish_run, write_batch
 from utils.config import PROJECT_ROOT, load_settings
 from utils.errors import DataValidationError
@@ -176,3 +177,20 @@ def test_a_killed_try_leaves_its_claim_and_the_retry_publishes_the_same_predicti
     published = settings.results_dir / scoring.SCORING_RESULTS / "wednesday" / catalog.PREDICTIONS
     assert published.read_bytes() == expected.read_bytes()
     assert not claimed.exists() and (settings.processed_dir / "wednesday.csv").is_file()
+
+
+def test_a_scored_batch_is_published_to_drive_too_when_configured(results, tmp_path, make_settings):
+    point_champion_at(next(results.glob("*_first")))
+    with FakeDrive() as fake:
+        settings = make_settings(
+            storage_backend="gdrive", gdrive_api_root=fake.root_url,
+            google_credentials=fake.write_service_account_key(tmp_path / "secrets" / "drive_sa.json"),
+            gdrive_folder_id=fake.create_folder("pipeline runs", shared_drive=True), results_dir=results,
+            incoming_dir=tmp_path / "incoming", processed_dir=tmp_path / "processed")
+        write_batch(settings.incoming_dir, "friday", batch(50, seed=8))
+        outcome = scoring.score_pending(settings)
+        (folder,) = [item for item in fake.files_in(settings.gdrive_folder_id) if item.mime_type == FOLDER_MIME]
+        files = {item.name: item.content for item in fake.files_in(folder.id)}
+    local = settings.results_dir / scoring.SCORING_RESULTS / "friday"
+    assert folder.name == "scoring_friday" and [item["batch"] for item in outcome["scored"]] == ["friday"]
+    assert files == {name: (local / name).read_bytes() for name in (catalog.PREDICTIONS, catalog.SCORING_SUMMARY)}
