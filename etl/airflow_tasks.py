@@ -43,10 +43,16 @@ def run_and_settings(context: Context) -> tuple[RunFolder, Settings]:
     return RunFolder.open(settings.runs_dir, context["run_id"], run_start(context)), settings
 
 
-def run_step(step: str, **context: Any) -> dict[str, Any]:
-    """Run the step `step` (etl/steps.py) for this DAG run; its small summary becomes the task's XCom. A
-    permanent error (not `transient`: a 404, bad settings, bad data, a failed quality gate) fails the task at
-    once, without retries."""
+def list_candidates(step: str, **context: Any) -> list[dict[str, str]]:
+    """The keyword arguments of each mapped task instance of the per-candidate step `step`: one per candidate of
+    this run's CANDIDATES (the Param `candidates` overrides the environment)."""
+    return [{"step": step, "candidate": name} for name in settings_for(context).candidates]
+
+
+def run_step(step: str, candidate: str | None = None, **context: Any) -> dict[str, Any]:
+    """Run the step `step` (etl/steps.py; a per-candidate step for `candidate`) for this DAG run; its small summary
+    becomes the task's XCom. A permanent error (not `transient`: a 404, bad settings, bad data, a candidate that
+    cannot be fitted, a failed quality gate) fails the task at once, without retries."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from etl import notify
@@ -56,7 +62,7 @@ def run_step(step: str, **context: Any) -> dict[str, Any]:
     try:
         run, settings = run_and_settings(context)
         notify.clear_failure(run.path)
-        return execute_step(STEP[step], run, settings)
+        return execute_step(STEP[step], run, settings, candidate)
     except PipelineError as exc:
         if exc.transient:
             raise
