@@ -33,7 +33,7 @@ log = get_logger(STEP)
 def reliability(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
     """The calibration check beside the Brier score: the Brier score of always predicting the test rows'
     malignant share, and the reliability curve (per equal-width bin: rows, mean predicted probability, observed
-    malignant share) with its largest gap."""
+    malignant share) and its distance from the diagonal weighted by rows (the expected calibration error)."""
     bins = np.searchsorted(np.linspace(0, 1, CALIBRATION_BINS + 1)[1:-1], probabilities)  # as sklearn bins them
     curve = [{"bin": f"{index / CALIBRATION_BINS:.1f}-{(index + 1) / CALIBRATION_BINS:.1f}",
               "rows": int(np.sum(bins == index)), "mean_predicted": float(np.mean(probabilities[bins == index])),
@@ -41,7 +41,8 @@ def reliability(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]
              for index in range(CALIBRATION_BINS) if np.any(bins == index)]
     share = float(np.mean(labels))
     return {"brier_score_of_prevalence": share * (1 - share), "bins": curve,
-            "largest_gap": max(abs(point["observed"] - point["mean_predicted"]) for point in curve)}
+            "expected_calibration_error": sum(point["rows"] * abs(point["observed"] - point["mean_predicted"])
+                                              for point in curve) / len(labels)}
 
 
 def quality_gate(metrics: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -67,27 +68,37 @@ def save_charts(run: RunFolder, labels: np.ndarray, probabilities: np.ndarray, c
         write_bytes_atomic(run.file(name), charts.png(figure))
 
 
-def cv_table(candidates: dict[str, dict[str, Any]], winner: str) -> str:
+def cv_table(candidates: list[dict[str, Any]], winner: str) -> str:
     """Every candidate's cross-validation (mean ± std per metric), or why it failed; the winner in bold."""
     header = "| candidate | " + " | ".join(CV_METRICS) + " |\n|---|" + "---|" * len(CV_METRICS)
-    rows = [f"| **{name}** (selected) |" if name == winner else f"| {name} |" for name in candidates]
+    rows = [f"| **{result['name']}** (selected) |" if result["name"] == winner else f"| {result['name']} |"
+            for result in candidates]
     cells = [" | ".join(f"{result['cv'][metric]['mean']:.4f} ± {result['cv'][metric]['std']:.4f}"
                         for metric in CV_METRICS) if result["status"] == "trained"
-             else f"failed: {result['error'][:200]}" + " |" * (len(CV_METRICS) - 1)
-             for result in candidates.values()]
+             else f"failed: {_markdown_cell(result['error'])}" + " |" * (len(CV_METRICS) - 1)
+             for result in candidates]
     return "\n".join([header, *(f"{row} {cell} |" for row, cell in zip(rows, cells, strict=True))])
+
+
+def _markdown_cell(text: str) -> str:
+    """`text` shortened to fit a table cell, with no `|` to split it."""
+    return text[:200].replace("|", "/").replace("\n", " ")
 
 
 def calibration_sentence(metrics: dict[str, Any]) -> str:
     """The calibration check read for people."""
     check = metrics["calibration"]
-    worst = max(check["bins"], key=lambda point: abs(point["observed"] - point["mean_predicted"]))
+    bins = "\n".join(f"| {point['bin']} | {point['rows']} | {point['mean_predicted']:.2f} | {point['observed']:.2f} |"
+                     for point in check["bins"])
+    edges = (check["bins"][0]["bin"], check["bins"][-1]["bin"]) if len(check["bins"]) > 1 else ()
+    middle = sum(point["rows"] for point in check["bins"] if point["bin"] not in edges)
     return (f"Brier score {metrics['brier_score']:.4f} (always predicting the test rows' malignant share would "
-            f"score {check['brier_score_of_prevalence']:.4f}; lower is better). On the reliability curve the "
-            f"largest gap between the predicted probability and the observed malignant share is "
-            f"{check['largest_gap']:.2f}, in the bin {worst['bin']} ({worst['rows']} rows: predicted "
-            f"{worst['mean_predicted']:.2f}, observed {worst['observed']:.2f}); a well calibrated model stays close "
-            "to the diagonal, so its probabilities can be read as risks.")
+            f"score {check['brier_score_of_prevalence']:.4f}; lower is better). Weighted by rows, the reliability "
+            f"curve lies {check['expected_calibration_error']:.3f} from the diagonal (expected calibration error): "
+            "where it is close, a predicted probability can be read as the share of such cases that are "
+            f"malignant. {middle} of {metrics['rows_test']} rows fall in the middle bins, so their points are "
+            "noisy.\n\n| predicted probability | rows | mean predicted | observed malignant share |\n|---|---|---|---|\n"
+            + bins)
 
 
 def render_report(metrics: dict[str, Any]) -> str:
@@ -101,6 +112,9 @@ def render_report(metrics: dict[str, Any]) -> str:
     charts = "\n".join(f"![{name.removesuffix('.png').replace('_', ' ')}]({name})" for name in catalog.CHARTS
                        if name != catalog.CALIBRATION_CURVE)  # shown under Calibration
     oof = metrics["out_of_fold"]
+    cm_oof = oof["confusion_matrix"]
+    reached = ("reached" if metrics["target_reached"] else "NOT reachable with so few malignant training rows, so the "
+               "threshold is the lowest malignant case's probability and flags every one of them")
     threshold = metrics["operating_threshold"]
     return f"""# Breast cancer model: run {metrics['run_id']}
 
@@ -122,8 +136,10 @@ Label metrics at 0.5; the winner is the candidate with the best mean `{metrics['
 ## How the threshold was chosen
 
 From the winner's out-of-fold probabilities on the training rows (each row scored by the fold model that did not
-see it), the highest threshold whose recall reaches the target {metrics['target_recall']}: there, out of fold,
-recall {oof['recall']:.4f} and specificity {oof['specificity']:.4f} (the best specificity at that sensitivity).
+see it), the highest threshold whose recall reaches the target {metrics['target_recall']} with
+{metrics['target_confidence']:.0%} confidence (the one-sided Clopper-Pearson lower bound of the out-of-fold recall
+reaches it, so that the target holds beyond the cases the threshold was tuned on): {reached}. There, out of fold, recall {oof['recall']:.4f} ({cm_oof['fn']} of {cm_oof['fn'] + cm_oof['tp']}
+malignant missed) and specificity {oof['specificity']:.4f}, the best specificity at that sensitivity.
 
 ## Test-set metrics (malignant = positive)
 
@@ -183,7 +199,8 @@ def run(run: RunFolder, settings: Settings) -> StepResult:
     facts = {"run_id": run.run_id, "started_at": run.started_at().isoformat(), "rows_test": len(test),
              "operating_threshold": float(model.threshold),
              **{key: selected[key] for key in ("model", "seed", "cv", "cv_folds", "rows_train", "model_sha256",
-                                              "target_recall", "out_of_fold", "selection_metric", "tie_tolerance",
+                                              "target_recall", "target_confidence", "target_reached", "out_of_fold",
+                                              "selection_metric", "tie_tolerance",
                                               "candidates")},
              "data_sha256": loaded["sha256"], "data_source": loaded["source"], "data_location": loaded["location"]}
     metrics = test_metrics(labels, probabilities, facts["operating_threshold"], facts, settings)

@@ -42,12 +42,27 @@ def score(labels: np.ndarray, probabilities: np.ndarray, threshold: float = DEFA
     }
 
 
-def operating_threshold(labels: np.ndarray, probabilities: np.ndarray, target_recall: float) -> float:
-    """The highest threshold at which at least `target_recall` of the positives are flagged: the best
-    specificity that reaches the target, since raising the threshold only clears more negatives. It always
-    exists: at the lowest positive's probability every positive is flagged (recall 1)."""
+def recall_lower_bound(flagged: np.ndarray, positives: int, confidence: float) -> np.ndarray:
+    """The one-sided lower confidence bound (Clopper-Pearson) on the recall when `flagged` of `positives` malignant
+    cases are flagged; with confidence 0, the observed recall itself."""
+    if confidence == 0:
+        return flagged / positives
+    from scipy.stats import beta  # scipy comes with scikit-learn
+
+    return beta.ppf(1 - confidence, flagged, positives - flagged + 1)
+
+
+def operating_threshold(labels: np.ndarray, probabilities: np.ndarray, target_recall: float,
+                        confidence: float) -> tuple[float, bool]:
+    """The highest threshold at which the recall reaches `target_recall` with `confidence` (the lower bound of
+    its confidence interval reaches the target): the best specificity that does, since raising the threshold
+    only clears more negatives. When none does (too few malignant cases to be that sure), the lowest malignant
+    case's probability, flagging every one of them; the flag says whether the target was reached."""
     positives = np.sort(probabilities[labels == 1])[::-1]
     if not len(positives):
         raise ValueError("no positive labels: a threshold for a target recall needs malignant cases")
-    needed = math.ceil(round(target_recall * len(positives), 9))  # round: 0.97 * 100 is 97.00000000000001
-    return float(positives[max(needed, 1) - 1])
+    flagged = np.arange(1, len(positives) + 1)  # at the k-th highest positive's probability, k are flagged
+    reaching = np.flatnonzero(recall_lower_bound(flagged, len(positives), confidence) >= target_recall - 1e-12)
+    if not len(reaching):
+        return float(positives[-1]), False
+    return float(positives[reaching[0]]), True

@@ -83,8 +83,13 @@ class Settings(BaseSettings):
         "SELECTION_METRIC", "roc_auc", "Cross-validated metric that picks the winning candidate: roc_auc or pr_auc "
         "(threshold-free: the operating threshold is chosen after).")
     target_recall: float = setting("TARGET_RECALL", 0.97, "Sensitivity the operating threshold must reach on the "
-                                   "out-of-fold predictions; the highest such threshold is used (0 < x <= 1).",
+                                   "out-of-fold predictions (with TARGET_CONFIDENCE); the highest such threshold "
+                                   "is used: the best specificity there (0 < x <= 1).",
                                    gt=0, le=1)
+    target_confidence: float = setting(
+        "TARGET_CONFIDENCE", 0.95, "How sure the threshold must be of TARGET_RECALL: the one-sided lower "
+        "confidence bound (Clopper-Pearson) of its out-of-fold recall must reach it; 0 = the observed recall must "
+        "(0 <= x < 1).", ge=0, lt=1)
     min_recall: float = setting("MIN_RECALL", 0.90, "Quality gate: lowest acceptable recall (malignant).",
                                 ge=0, le=1)
     min_roc_auc: float = setting("MIN_ROC_AUC", 0.95, "Quality gate: lowest acceptable ROC-AUC.", ge=0, le=1)
