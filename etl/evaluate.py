@@ -97,7 +97,8 @@ def calibration_sentence(metrics: dict[str, Any]) -> str:
             f"curve lies {check['expected_calibration_error']:.3f} from the diagonal (expected calibration error): "
             "where it is close, a predicted probability can be read as the share of such cases that are "
             f"malignant. {middle} of {metrics['rows_test']} rows fall in the middle bins, so their points are "
-            "noisy.\n\n| predicted probability | rows | mean predicted | observed malignant share |\n|---|---|---|---|\n"
+            "noisy.\n\n| predicted probability | rows | mean predicted | observed malignant share |\n"
+            "|---|---|---|---|\n"
             + bins)
 
 
@@ -138,8 +139,9 @@ Label metrics at 0.5; the winner is the candidate with the best mean `{metrics['
 From the winner's out-of-fold probabilities on the training rows (each row scored by the fold model that did not
 see it), the highest threshold whose recall reaches the target {metrics['target_recall']} with
 {metrics['target_confidence']:.0%} confidence (the one-sided Clopper-Pearson lower bound of the out-of-fold recall
-reaches it, so that the target holds beyond the cases the threshold was tuned on): {reached}. There, out of fold, recall {oof['recall']:.4f} ({cm_oof['fn']} of {cm_oof['fn'] + cm_oof['tp']}
-malignant missed) and specificity {oof['specificity']:.4f}, the best specificity at that sensitivity.
+reaches it, so that the target holds beyond the cases the threshold was tuned on): {reached}. There, out of fold,
+recall {oof['recall']:.4f} ({cm_oof['fn']} of {cm_oof['fn'] + cm_oof['tp']} malignant missed) and specificity
+{oof['specificity']:.4f}, the best specificity at that sensitivity.
 
 ## Test-set metrics (malignant = positive)
 

@@ -3,7 +3,6 @@ the choice of the operating threshold and the test-set evaluation."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np

@@ -1,8 +1,8 @@
 """Step 4, select: among the candidates that trained, pick the winner by its cross-validated SELECTION_METRIC on the
 training rows (within TIE_TOLERANCE of the best, the earliest of CANDIDATES: the simpler one), choose its operating
 threshold from its out-of-fold probabilities (the highest one whose recall reaches TARGET_RECALL with
-TARGET_CONFIDENCE, i.e. the best specificity at that sensitivity), and save model.joblib: the winner's fitted pipeline deciding at that threshold.
-The test rows are not read here: evaluate scores the winner alone, once."""
+TARGET_CONFIDENCE, i.e. the best specificity at that sensitivity), and save model.joblib: the winner's fitted
+pipeline deciding at that threshold. The test rows are not read here: evaluate scores the winner alone, once."""
 
 from __future__ import annotations
 
@@ -92,7 +92,8 @@ def run(run: RunFolder, settings: Settings) -> StepResult:
             log.warning("candidate %s is left out: %s", result["name"], result["error"])
     log.info("selected %s by CV %s %.4f (tie tolerance %s); operating threshold %.4f: out-of-fold recall %.4f "
              "(target %s) with specificity %.4f; model sha256 %s", chosen, settings.selection_metric,
-             run.record("train", chosen)["cv"][settings.selection_metric]["mean"], TIE_TOLERANCE, choice["operating_threshold"],
+             run.record("train", chosen)["cv"][settings.selection_metric]["mean"], TIE_TOLERANCE,
+             choice["operating_threshold"],
              choice["out_of_fold"]["recall"], settings.target_recall, choice["out_of_fold"]["specificity"], digest)
     trained = run.record("train", chosen)
     summary = {"model": chosen, "operating_threshold": choice["operating_threshold"], "failed_candidates": failed,

@@ -263,7 +263,7 @@ def metrics_page(exporter: StatsdExporter) -> Iterator[str]:
 
 
 def run_pipeline(folder: Path, pushgateway: str) -> dict[str, Any]:
-    """The real pipeline, all five steps, pushing to `pushgateway`; returns the run's metrics.json."""
+    """The real pipeline, all six steps, pushing to `pushgateway`; returns the run's metrics.json."""
     env = {key: value for key, value in os.environ.items() if key not in SETTING_VARIABLES}
     env.update(ENV_FILE=str(folder / "absent.env"), RUNS_DIR=str(folder / "runs"),
                RESULTS_DIR=str(folder / "results"), DATA_URL=BUNDLED_CSV.as_uri(),
@@ -340,6 +340,7 @@ EXPECTED: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, float]]] = 
     ("Test-set metrics", "A"): lambda m: {name: m[name] for name in PUSHED_METRICS},
     ("Margin over the gate", "A"): lambda m: {name: m[name] - minimum for name, minimum in gate(m).items()},
     ("Gate minimums", "A"): lambda m: dict(gate(m)),
+    ("Operating threshold", "A"): lambda m: {"": m["operating_threshold"]},
     ("Metrics over time", "A"): lambda m: {name: m[name] for name in PUSHED_METRICS},
 }
 

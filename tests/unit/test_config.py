@@ -24,7 +24,8 @@ def test_defaults_need_no_environment(tmp_path):
 
 def test_environment_beats_env_file_and_overrides_beat_both(tmp_path, monkeypatch):
     env_file = tmp_path / ".env"
-    env_file.write_text('# comment\nexport SEED=7\nCANDIDATES="linear_svm, logreg"\nTEST_SIZE=0.3\nCV_FOLDS=3\nUNRELATED=x\n')
+    env_file.write_text('# comment\nexport SEED=7\nCANDIDATES="linear_svm, logreg"\nTEST_SIZE=0.3\nCV_FOLDS=3\n'
+                        'UNRELATED=x\n')
     monkeypatch.setenv("SEED", "11")
     monkeypatch.setenv("TEST_SIZE", "0.35")
     settings = load_settings(env_file=env_file, test_size=0.25)

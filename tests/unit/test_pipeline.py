@@ -94,7 +94,7 @@ def test_default_run_reaches_the_target_recall_on_the_test_rows(finished_run):
 
 
 def test_every_candidate_is_cross_validated_and_the_winner_chosen_by_the_selection_metric(finished_run):
-    run, settings, summaries = finished_run
+    run, _, summaries = finished_run
     metrics = json.loads(run.file(catalog.METRICS).read_text())
     assert [candidate["name"] for candidate in metrics["candidates"]] == list(CANDIDATE_NAMES)
     assert all(candidate["status"] == "trained" and set(candidate["cv"]) == set(catalog.CV_METRICS)

@@ -229,8 +229,9 @@ def test_the_reliability_curve_bins_as_the_chart_does():
     assert [(point["bin"], point["rows"]) for point in check["bins"]] == [("0.0-0.2", 2), ("0.2-0.4", 1),
                                                                           ("0.4-0.6", 1), ("0.8-1.0", 2)]
     assert check["bins"][0]["observed"] == 0 and check["bins"][1]["observed"] == 1
-    gaps = [0.125, 0.7, 0.5, 0.05]  # |observed - mean predicted| per bin
-    assert check["expected_calibration_error"] == pytest.approx(sum(g * n for g, n in zip(gaps, (2, 1, 1, 2))) / 6)
+    gaps, rows = [0.125, 0.7, 0.5, 0.05], [2, 1, 1, 2]  # |observed - mean predicted| and rows per bin
+    expected = sum(gap * count for gap, count in zip(gaps, rows, strict=True)) / 6
+    assert check["expected_calibration_error"] == pytest.approx(expected)
     assert check["brier_score_of_prevalence"] == pytest.approx(0.25)
 
 
