@@ -4,12 +4,14 @@ step starts, and the cleaning of temporaries left by a killed writer."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,22 @@ def pipeline_process(tmp_path: Path, run_id: str, seed: int, data_url: str) -> s
            "SEED": str(seed), "DATA_URL": data_url, "DATA_FALLBACK": "false", "STORAGE_BACKEND": "local"}
     return subprocess.Popen([sys.executable, "-m", "etl.pipeline"], env=env, cwd=tmp_path, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@contextlib.contextmanager
+def holding_process(run, activity: str, candidate: str | None = None) -> Iterator[subprocess.Popen]:
+    """Another process holding `run` (for `candidate`, its folder) for `activity` until the block ends."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from etl.run_folder import RunFolder\n"
+        "with RunFolder.open(Path(sys.argv[1]), sys.argv[2]).hold(sys.argv[3], sys.argv[4] or None):\n"
+        "    print('held', flush=True); time.sleep(60)\n"), str(run.path.parent), run.run_id, activity,
+        candidate or ""], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def wait_for_holder(lock_file: Path, timeout: float = 30.0) -> str:
@@ -105,20 +123,11 @@ def test_a_killed_holder_releases_the_run(tmp_path):
 def test_a_step_is_refused_while_another_process_holds_the_run(make_settings):
     settings = make_settings()
     run = open_run(settings, "held")
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from etl.run_folder import RunFolder\n"
-        "with RunFolder.open(Path(sys.argv[1]), 'held').hold('a test holder'):\n"
-        "    print('held', flush=True); time.sleep(60)\n"), str(settings.runs_dir)],
-        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline() == "held\n"
+    with holding_process(run, "a test holder") as holder:
         with pytest.raises(RunLockedError, match=rf"run 'held' is in use: .* held by pid {holder.pid} on .*"
                                                  r"running a test holder since"):
             run_steps(run, settings, "load")
         assert not run.file(catalog.RAW).exists()
-    finally:
-        holder.kill()
-        holder.wait()
     run_steps(run, settings, "load")
     with run.hold("outer"), run.hold("inner"):
         pass  # one process may nest holds (the in-process pipeline holds the run around each step)
@@ -129,13 +138,7 @@ def test_candidates_train_side_by_side_but_each_one_and_the_whole_run_only_once(
     but not logreg again, and no other step (which holds the run exclusively)."""
     settings = make_settings()
     run = open_run(settings, "side-by-side")
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from etl.run_folder import RunFolder\n"
-        "with RunFolder.open(Path(sys.argv[1]), 'side-by-side').hold('step train[logreg]', 'logreg'):\n"
-        "    print('held', flush=True); time.sleep(60)\n"), str(settings.runs_dir)],
-        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline() == "held\n"
+    with holding_process(run, "step train[logreg]", "logreg") as holder:
         with run.hold("step train[random_forest]", "random_forest"):
             pass
         with pytest.raises(RunLockedError, match=rf"run 'side-by-side, candidate logreg' is in use: .* held by "
@@ -143,9 +146,6 @@ def test_candidates_train_side_by_side_but_each_one_and_the_whole_run_only_once(
             execute_step(STEP["train"], run, settings, "logreg")
         with pytest.raises(RunLockedError, match="run 'side-by-side' is in use: .* candidates being trained"):
             run_steps(run, settings, "load")
-    finally:
-        holder.kill()
-        holder.wait()
     run_steps(run, settings, "load")
 
 
