@@ -1,5 +1,5 @@
 """Benchmark: what Airflow adds. The DAG file's import time on top of Airflow's own imports (next to `import
-airflow` and to a one-task DAG), and the wall time of `make run` (a full `airflow dags test`) against the five steps run
+airflow` and to a one-task DAG), and the wall time of `make run` (a full `airflow dags test`) against the six steps run
 in one process (`python -m etl.pipeline`).
 
 Import times are medians over BENCH_IMPORT_REPEAT fresh interpreters (default 7), measured inside each one, so

@@ -1,4 +1,4 @@
-"""Benchmark: the pipeline as five processes and in one process, against `import pandas, sklearn`.
+"""Benchmark: the pipeline as six processes and in one process, against `import pandas, sklearn`.
 
 Every figure is a median wall time over BENCH_REPEAT runs (default 3), reported as a ratio to the baseline
 measured in the same run, so that figures compare across machines. They are reported without goals: the
@@ -49,7 +49,7 @@ def report(rows: dict[str, list[tuple[float, float]]], repeat: int) -> None:
     print(f"{'what':<22}{'seconds':>9}{'x baseline':>12}{'max RSS MiB':>13}")
     lines = [("baseline", baseline, median("baseline", 1))]
     lines += [(f"step {step}", median(step, 0), median(step, 1)) for step in STEPS]
-    lines += [("five processes total", separate_total, max(median(s, 1) for s in STEPS)),
+    lines += [("six processes total", separate_total, max(median(s, 1) for s in STEPS)),
               ("in-process total", median("in-process", 0), median("in-process", 1))]
     for name, seconds, rss in lines:
         print(f"{name:<22}{seconds:>9.2f}{seconds / baseline:>12.2f}{rss:>13.0f}")

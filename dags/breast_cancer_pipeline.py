@@ -1,8 +1,12 @@
-"""Breast-cancer diagnosis model: load, preprocess, train, evaluate and publish, one task per step.
+"""Breast-cancer diagnosis model: load, preprocess, train the candidate models, select one, evaluate and publish.
 
-    start -> load -> preprocess -> train -> evaluate -> upload -> success_end
-    failure_end (one_failed) <- each of the five steps
+    start -> load -> preprocess -> candidates -> train[<candidate>] x N -> select -> evaluate -> upload -> success_end
+    failure_end (one_failed) <- every task from load on but the candidates' training
 
+`train` is a mapped task: one instance per candidate of the run's CANDIDATES (the Param `candidates`), listed by
+`candidates`, shown by name in the grid, trained side by side. `select` runs once all of them are done and at
+least one succeeded: a failed candidate stays red in the grid and is reported, the run goes on with the others
+and can end in success; when none succeeded, select is upstream_failed and the run fails (failure_end alerts).
 Both ends are leaves, so a failed step fails the DAG run (success_end becomes upstream_failed) while
 failure_end records and sends the alert. Steps exchange files in `<RUNS_DIR>/<run_id>/` and only their small
 summaries (counts, checksums, where the run was published) through XCom. "Trigger DAG w/ config" in the UI sets
@@ -26,21 +30,25 @@ from utils.config import Settings, data_url_pattern, load_settings
 
 # The settings a user may change per run ("Trigger DAG w/ config"); their types, bounds and choices come from
 # utils/config.py. Any other key of a trigger's conf is ignored (etl/airflow_tasks.py).
-PER_RUN_SETTINGS = ("model", "test_size", "min_recall", "min_roc_auc", "storage_backend", "data_url")
+PER_RUN_SETTINGS = ("candidates", "test_size", "min_recall", "min_roc_auc", "storage_backend", "data_url")
 # Retries and timeouts of each step, and the arguments every task shares, are in etl/steps.py.
-PARAM_KEYWORDS = ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+PARAM_KEYWORDS = ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "items", "minItems")
+CANDIDATE_LABEL = "{{ task.op_kwargs['candidate'] }}"  # a mapped train instance's name in the grid
 
 
 def run_params(defaults: Settings) -> dict[str, Param]:
     """A Param for each per-run setting: its current value as default, its description, its JSON schema from
     the settings (and for `data_url` a pattern no wider than DATA_ALLOWED_DIRS), checked before a run is made."""
     schema = Settings.model_json_schema(by_alias=False)["properties"]
-    extra = {"data_url": {"pattern": data_url_pattern(defaults.data_allowed_dirs)}}
+    extra = {"data_url": {"pattern": data_url_pattern(defaults.data_allowed_dirs)},
+             "candidates": {"uniqueItems": True}}
     fields = Settings.model_fields
-    return {name: Param(getattr(defaults, name), description=f"{fields[name].alias}: {fields[name].description}",
+    values = {name: getattr(defaults, name) for name in PER_RUN_SETTINGS}
+    return {name: Param(list(value) if isinstance(value, tuple) else value,
+                        description=f"{fields[name].alias}: {fields[name].description}",
                         **{key: value for key, value in schema[name].items() if key in PARAM_KEYWORDS},
                         **extra.get(name, {}))
-            for name in PER_RUN_SETTINGS}
+            for name, value in values.items()}
 
 
 with DAG(
@@ -61,14 +69,25 @@ with DAG(
     failure_end = PythonOperator(task_id="failure_end", python_callable=airflow_tasks.end_with_failure,
                                  trigger_rule=TriggerRule.ONE_FAILED, **FAILURE_END)
 
-    upstream = start
+    upstream, mapped = start, False
     for step in STEPS:
-        task = PythonOperator(task_id=step.name, python_callable=airflow_tasks.run_step, op_kwargs={"step": step.name},
-                              retries=step.retries, execution_timeout=step.timeout,
-                              on_failure_callback=airflow_tasks.record_step_failure,
-                              outlets=[assets.champion()] if step.name == "upload" else [])  # the scoring DAG's trigger
-        upstream >> task >> failure_end
-        upstream = task
+        task_settings = {"task_id": step.name, "python_callable": airflow_tasks.run_step, "retries": step.retries,
+                         "execution_timeout": step.timeout}
+        if step.per_candidate:  # failure_end is not downstream: the next step decides whether enough succeeded
+            listed = PythonOperator(task_id="candidates", python_callable=airflow_tasks.list_candidates,
+                                    op_kwargs={"step": step.name})
+            upstream >> listed >> failure_end
+            task = PythonOperator.partial(**task_settings, map_index_template=CANDIDATE_LABEL).expand(
+                op_kwargs=listed.output)
+            listed >> task
+        else:
+            task = PythonOperator(**task_settings, op_kwargs={"step": step.name},
+                                  on_failure_callback=airflow_tasks.record_step_failure,
+                                  outlets=[assets.champion()] if step.name == "upload" else [],  # scoring's trigger
+                                  trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS if mapped
+                                  else TriggerRule.ALL_SUCCESS)
+            upstream >> task >> failure_end
+        upstream, mapped = task, step.per_candidate
     upstream >> success_end
 
 

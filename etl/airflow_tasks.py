@@ -44,6 +44,12 @@ def run_and_settings(context: Context) -> tuple[RunFolder, Settings]:
     return RunFolder.open(settings.runs_dir, context["run_id"], run_start(context)), settings
 
 
+def list_candidates(step: str, **context: Any) -> list[dict[str, str]]:
+    """The keyword arguments of each mapped task instance of the per-candidate step `step`: one per candidate of
+    this run's CANDIDATES (the Param `candidates` overrides the environment)."""
+    return [{"step": step, "candidate": name} for name in settings_for(context).candidates]
+
+
 @contextlib.contextmanager
 def failing_at_once() -> Iterator[None]:
     """Turn a permanent PipelineError into AirflowFailException (no retries); transient ones propagate as they are."""
@@ -57,10 +63,10 @@ def failing_at_once() -> Iterator[None]:
         raise AirflowFailException(str(exc)) from exc
 
 
-def run_step(step: str, **context: Any) -> dict[str, Any]:
-    """Run the step `step` (etl/steps.py) for this DAG run; its small summary becomes the task's XCom. A
-    permanent error (not `transient`: a 404, bad settings, bad data, a failed quality gate) fails the task at
-    once, without retries."""
+def run_step(step: str, candidate: str | None = None, **context: Any) -> dict[str, Any]:
+    """Run the step `step` (etl/steps.py; a per-candidate step for `candidate`) for this DAG run; its small summary
+    becomes the task's XCom. A permanent error (not `transient`: a 404, bad settings, bad data, a candidate that
+    cannot be fitted, a failed quality gate) fails the task at once, without retries."""
     from etl import notify
     from etl.pipeline import execute_step
     from etl.steps import STEP
@@ -68,7 +74,7 @@ def run_step(step: str, **context: Any) -> dict[str, Any]:
     with failing_at_once():
         run, settings = run_and_settings(context)
         notify.clear_failure(run.path)
-        return execute_step(STEP[step], run, settings)
+        return execute_step(STEP[step], run, settings, candidate)
 
 
 def step_error(context: Context) -> BaseException | None:

@@ -9,8 +9,14 @@ TRAIN = "train.csv"
 TEST = "test.csv"
 TRAINING_PROFILE = "training_profile.json"  # per feature, the count of each value over the training rows
 PREPROCESS_INFO = "preprocess.json"  # preprocess's record: counts
-MODEL = "model.joblib"  # the fitted sklearn Pipeline
-TRAIN_INFO = "train.json"  # train's record: model sha256, cross-validation scores
+# Each candidate model is trained in its own folder `candidates/<name>/` (etl/train.py), with its own lock.
+CANDIDATES_DIR = "candidates"
+CANDIDATE_MODEL = "model.joblib"  # the candidate's sklearn Pipeline (impute, scale, classify) fitted on train.csv
+OUT_OF_FOLD = "out_of_fold.csv"  # Id, Class and the out-of-fold probability of malignant of every training row
+TRAIN_INFO = "train.json"  # the candidate's record: its cross-validation scores, model sha256
+CANDIDATE_FAILURE = "failure.json"  # why the candidate's training failed (instead of its record)
+MODEL = "model.joblib"  # the model every prediction uses: the winner's pipeline at its operating threshold
+SELECT_INFO = "select.json"  # select's record: every candidate's scores, the winner, the threshold and why
 METRICS = "metrics.json"
 ROC_CURVE = "roc_curve.png"
 PRECISION_RECALL_CURVE = "precision_recall_curve.png"
@@ -24,11 +30,18 @@ UPLOAD_INFO = "upload.json"  # upload's record: where the run was published
 CHAMPION = "champion.json"  # RESULTS_DIR's pointer to the published run that scores new samples
 PREDICTIONS = "predictions.csv"  # a scored batch: Id, probability, label, the model's run id and sha256
 SCORING_SUMMARY = "summary.json"  # a scored batch's counts, model and drift
-LOCK = ".lock"  # held by the process running a step of the run
+LOCK = ".lock"  # held by the process running a step of the run (or of a candidate, in its folder)
 
 # What metrics.json holds (malignant = positive): the report and the manifest list every test metric; the headline
-# ones are also cross-validated on the training rows and shown in summaries; the pushed ones feed the dashboard.
+# ones are shown in summaries; the CV ones are each candidate's on the training rows (label metrics at 0.5), from
+# which etl/select.py picks the winner (by SELECTION_METRIC); the pushed ones feed the dashboard.
 TEST_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "balanced_accuracy", "roc_auc", "pr_auc",
                 "brier_score")
 HEADLINE_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+CV_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "brier_score")
 PUSHED_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc")
+
+
+def candidate_file(candidate: str, name: str) -> str:
+    """The run-folder path of the candidate's file `name`: `candidates/<candidate>/<name>`."""
+    return f"{CANDIDATES_DIR}/{candidate}/{name}"

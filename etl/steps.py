@@ -3,6 +3,11 @@
 The DAG, the in-process pipeline, the command line, the bench and the tests all read this table. It imports no
 heavy library (the DAG file imports it at parse time): each step's code is imported when the step runs, by the
 two-line function named in its row (go to its definition, then to the step's `run`).
+
+A step `per_candidate` runs once for each model of the CANDIDATES setting, each in the candidate's own folder
+`candidates/<name>/` (its `produces` are named inside it): in Airflow as mapped task instances side by side, in
+the in-process pipeline and the command line as a loop. A failed candidate does not stop the others; the next
+step works with the candidates that succeeded (and fails when none did).
 """
 
 from __future__ import annotations
@@ -46,7 +51,11 @@ class StepResult:
     failure: PipelineError | None = None
 
 
+    consumed: tuple[str, ...] = ()  # inputs known only when the step ran (select: the candidates that succeeded)
+
+
 StepFunction = Callable[["RunFolder", "Settings"], StepResult]
+CandidateStepFunction = Callable[["RunFolder", "Settings", str], StepResult]  # also given the candidate's name
 
 
 @dataclass(frozen=True)
@@ -54,17 +63,26 @@ class Step:
     """One step: its code, its files, and its retries (a step retries only when its failure can be transient)."""
 
     name: str
-    run: StepFunction
+    run: StepFunction | CandidateStepFunction
     consumes: tuple[str, ...]  # files of earlier steps it reads; their checksums go into its record
     produces: tuple[str, ...]  # its outputs, its record last
     retries: int
     timeout: timedelta
     retry_reason: str
+    per_candidate: bool = False  # once per candidate model, in `candidates/<name>/`
 
     @property
     def record(self) -> str:
         """The step's record: the sha256 of what it consumed and produced, and its own facts."""
         return self.produces[-1]
+
+    def outputs(self, candidate: str | None = None) -> tuple[str, ...]:
+        """The run-folder paths of what the step (for a per-candidate step: for `candidate`) writes, record last."""
+        if not self.per_candidate:
+            return self.produces
+        if candidate is None:
+            raise ValueError(f"step {self.name} runs per candidate: name the candidate")
+        return tuple(catalog.candidate_file(candidate, name) for name in self.produces)
 
 
 def _load(run: RunFolder, settings: Settings) -> StepResult:
@@ -77,9 +95,14 @@ def _preprocess(run: RunFolder, settings: Settings) -> StepResult:
     return preprocess.run(run, settings)
 
 
-def _train(run: RunFolder, settings: Settings) -> StepResult:
+def _train(run: RunFolder, settings: Settings, candidate: str) -> StepResult:
     from etl import train
-    return train.run(run, settings)
+    return train.run(run, settings, candidate)
+
+
+def _select(run: RunFolder, settings: Settings) -> StepResult:
+    from etl import select
+    return select.run(run, settings)
 
 
 def _evaluate(run: RunFolder, settings: Settings) -> StepResult:
@@ -101,8 +124,11 @@ STEPS = (
          produces=(catalog.VALIDATION_REPORT, catalog.TRAIN, catalog.TEST, catalog.TRAINING_PROFILE,
                    catalog.PREPROCESS_INFO),
          retries=0, timeout=timedelta(minutes=5), retry_reason="bad data stays bad"),
-    Step("train", _train, consumes=(catalog.TRAIN,), produces=(catalog.MODEL, catalog.TRAIN_INFO),
+    Step("train", _train, consumes=(catalog.TRAIN,),
+         produces=(catalog.CANDIDATE_MODEL, catalog.OUT_OF_FOLD, catalog.TRAIN_INFO), per_candidate=True,
          retries=1, timeout=timedelta(minutes=30), retry_reason="a worker killed for memory may fit on another try"),
+    Step("select", _select, consumes=(catalog.TRAIN,), produces=(catalog.MODEL, catalog.SELECT_INFO),
+         retries=0, timeout=timedelta(minutes=5), retry_reason="the same scores choose the same model"),
     Step("evaluate", _evaluate, consumes=(catalog.MODEL, catalog.TEST),
          produces=(catalog.METRICS, *catalog.CHARTS, catalog.REPORT, catalog.EVALUATE_INFO),
          retries=0, timeout=timedelta(minutes=5), retry_reason="a failed quality gate stays failed"),
@@ -110,4 +136,11 @@ STEPS = (
          retries=3, timeout=timedelta(minutes=15), retry_reason="Google Drive can answer 5xx / rate-limit"),
 )
 STEP = {step.name: step for step in STEPS}
-PRODUCED_BY = {name: step.name for step in STEPS for name in step.produces}
+PRODUCED_BY = {name: step.name for step in STEPS if not step.per_candidate for name in step.produces}
+
+
+def produced_by(name: str) -> str:
+    """The step that writes the run-folder file `name` (a candidate's file: the per-candidate step)."""
+    if name.startswith(f"{catalog.CANDIDATES_DIR}/"):
+        return next(step.name for step in STEPS if step.per_candidate)
+    return PRODUCED_BY[name]

@@ -1,5 +1,6 @@
-"""Step 3, train: one sklearn Pipeline (median imputation, standard scaling, classifier) fitted on the training
-rows only, cross-validated on them grouped by Id, and saved atomically with its sha256."""
+"""Step 3, train (once per candidate model): one sklearn Pipeline (median imputation, standard scaling, classifier)
+cross-validated on the training rows grouped by Id, then fitted on all of them; saved in the candidate's folder
+with its out-of-fold probabilities (from which select chooses the operating threshold) and its CV scores."""
 
 from __future__ import annotations
 
@@ -9,94 +10,132 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pandas as pd
-from sklearn.base import ClassifierMixin
+from sklearn.base import ClassifierMixin, clone
 from sklearn.impute import SimpleImputer
-from sklearn.model_selection import StratifiedGroupKFold, cross_validate
+from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from etl import catalog
-from etl.catalog import HEADLINE_METRICS
-from etl.dataset import features_and_labels
+from etl.catalog import CV_METRICS
+from etl.dataset import ID, TARGET, features_and_labels
+from etl.metrics import score
 from etl.pipeline import cli_main
 from etl.run_folder import RunFolder
 from etl.steps import StepResult
 from utils.config import Settings
-from utils.files import atomic_path, sha256_file
+from utils.errors import TrainingError
+from utils.files import atomic_path, sha256_file, write_text_atomic
 from utils.logger import get_logger
 
 STEP = "train"
-CV_SCORING = HEADLINE_METRICS
+PROBABILITY = "probability"  # out_of_fold.csv: the column of the out-of-fold probability of malignant
 log = get_logger(STEP)
+Folds = list[tuple[np.ndarray, np.ndarray]]
 
 
-def make_classifier(model: str, seed: int) -> ClassifierMixin:
-    """The estimator named by the MODEL setting, seeded.
+def make_classifier(candidate: str, seed: int) -> ClassifierMixin:
+    """The estimator of the candidate `candidate` (a name of CANDIDATES), seeded: every constructor parameter of
+    the candidates is here. Each stays practical on a million rows on one core (n_jobs=1: candidates train side
+    by side): a bounded forest, histogram boosting, a linear SVM rather than a kernel one.
 
-    Classes are weighted by inverse frequency: malignant cases are the minority, and a missed malignancy
-    (recall) costs more than a false alarm, which is also what the quality gate checks.
+    Classes are weighted by inverse frequency where the estimator allows it: malignant cases are the minority,
+    and a missed malignancy (recall) costs more than a false alarm, which is also what the quality gate checks.
     Each estimator's module is imported only when chosen: the ensemble and SVM modules cost start-up time.
     """
-    if model == "logreg":
+    if candidate == "logreg":
         from sklearn.linear_model import LogisticRegression
 
         return LogisticRegression(max_iter=1000, class_weight="balanced", random_state=seed)
-    if model == "random_forest":
+    if candidate == "random_forest":
         from sklearn.ensemble import RandomForestClassifier
 
-        return RandomForestClassifier(n_estimators=300, class_weight="balanced", random_state=seed, n_jobs=1)
-    if model == "gradient_boosting":
-        from sklearn.ensemble import GradientBoostingClassifier
+        return RandomForestClassifier(n_estimators=100, min_samples_leaf=3, class_weight="balanced",
+                                      random_state=seed, n_jobs=1)
+    if candidate == "hist_gradient_boosting":
+        from sklearn.ensemble import HistGradientBoostingClassifier
 
-        return GradientBoostingClassifier(random_state=seed)
-    if model == "svm":
+        return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, max_leaf_nodes=15,
+                                              l2_regularization=1.0, class_weight="balanced", random_state=seed)
+    if candidate == "linear_svm":
         from sklearn.calibration import CalibratedClassifierCV
-        from sklearn.svm import SVC
+        from sklearn.svm import LinearSVC
 
-        return CalibratedClassifierCV(SVC(class_weight="balanced", random_state=seed), ensemble=False)
-    raise ValueError(f"unknown model {model!r}")
+        # A margin, not a probability: Platt scaling on 3 internal folds turns it into one.
+        return CalibratedClassifierCV(LinearSVC(class_weight="balanced", random_state=seed), cv=3, ensemble=False)
+    raise ValueError(f"unknown candidate {candidate!r}")
 
 
-def build_pipeline(model: str, seed: int) -> Pipeline:
+def build_pipeline(candidate: str, seed: int) -> Pipeline:
     """Impute, scale and classify in one object, so prediction repeats the training preprocessing exactly."""
     return Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler()),
-                     ("model", make_classifier(model, seed))])
+                     ("model", make_classifier(candidate, seed))])
 
 
-def cross_validation_scores(pipeline: Pipeline, features: pd.DataFrame, labels: np.ndarray, groups: np.ndarray,
-                            folds: int, seed: int) -> dict[str, dict[str, float]]:
-    """Mean and standard deviation of each score over stratified folds that keep an Id in one fold."""
+def grouped_folds(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> Folds:
+    """Stratified folds that keep an Id in one fold: (training, held-out) row indices of each."""
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    scores = cross_validate(pipeline, features, labels, groups=groups, cv=splitter, scoring=CV_SCORING, n_jobs=1)
-    return {name: {"mean": float(np.mean(scores[f"test_{name}"])), "std": float(np.std(scores[f"test_{name}"]))}
-            for name in CV_SCORING}
+    return list(splitter.split(np.zeros(len(labels)), labels, groups))
 
 
-def save_model(pipeline: Pipeline, path: Path) -> str:
-    """Dump the fitted pipeline atomically; returns its sha256."""
+def out_of_fold(pipeline: Pipeline, features: pd.DataFrame, labels: np.ndarray,
+                folds: Folds) -> tuple[np.ndarray, list[dict[str, float]]]:
+    """Each row's probability of malignant from the fold model that did not see it, and each fold's scores."""
+    probabilities = np.full(len(labels), np.nan)
+    scores = []
+    for fit_rows, held_out in folds:
+        model = clone(pipeline).fit(features.iloc[fit_rows], labels[fit_rows])
+        probabilities[held_out] = model.predict_proba(features.iloc[held_out])[:, 1]
+        fold = score(labels[held_out], probabilities[held_out])
+        scores.append({name: fold[name] for name in CV_METRICS})
+    return probabilities, scores
+
+
+def summarise(fold_scores: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean and standard deviation of each CV metric over the folds."""
+    return {name: {"mean": float(np.mean([fold[name] for fold in fold_scores])),
+                   "std": float(np.std([fold[name] for fold in fold_scores]))} for name in CV_METRICS}
+
+
+def save_model(pipeline: object, path: Path) -> str:
+    """Dump the fitted model atomically; returns its sha256."""
     with atomic_path(path) as tmp:
         joblib.dump(pipeline, tmp)
     return sha256_file(path)
 
 
-def fit(train: pd.DataFrame, model: str, folds: int, seed: int) -> tuple[Pipeline, dict[str, dict[str, float]]]:
-    """The pipeline fitted on every training row, and its cross-validation scores on those rows."""
+def fit(train: pd.DataFrame, candidate: str, folds: int,
+        seed: int) -> tuple[Pipeline, np.ndarray, list[dict[str, float]]]:
+    """The candidate's pipeline fitted on every training row, its out-of-fold probabilities and fold scores; one
+    thread (candidates train side by side on few cores). A candidate that cannot fit these rows fails for good."""
     features, labels, groups = features_and_labels(train)
-    pipeline = build_pipeline(model, seed)
-    cv = cross_validation_scores(pipeline, features, labels, groups, folds, seed)
-    return pipeline.fit(features, labels), cv
+    pipeline = build_pipeline(candidate, seed)
+    try:
+        with threadpool_limits(limits=1):
+            probabilities, fold_scores = out_of_fold(pipeline, features, labels,
+                                                     grouped_folds(labels, groups, folds, seed))
+            return pipeline.fit(features, labels), probabilities, fold_scores
+    except ValueError as exc:  # sklearn's word for data an estimator cannot fit
+        raise TrainingError(f"candidate {candidate} cannot be fitted on the {len(train)} training rows: {exc}") from exc
 
 
-def run(run: RunFolder, settings: Settings) -> StepResult:
-    """Fit the model on train.csv and save model.joblib; its checksum and CV scores go into the record."""
+def run(run: RunFolder, settings: Settings, candidate: str) -> StepResult:
+    """Cross-validate and fit `candidate` on train.csv; save its model and out-of-fold probabilities in its
+    folder; its CV scores and the model's checksum go into its record."""
     train = pd.read_csv(run.file(catalog.TRAIN))
-    pipeline, cv = fit(train, settings.model, settings.cv_folds, settings.seed)
-    digest = save_model(pipeline, run.file(catalog.MODEL))
-    log.info("trained %s on %d rows; CV recall %.3f±%.3f, ROC-AUC %.3f±%.3f; model sha256 %s", settings.model,
+    pipeline, probabilities, fold_scores = fit(train, candidate, settings.cv_folds, settings.seed)
+    digest = save_model(pipeline, run.file(catalog.candidate_file(candidate, catalog.CANDIDATE_MODEL)))
+    write_text_atomic(run.file(catalog.candidate_file(candidate, catalog.OUT_OF_FOLD)),
+                      train[[ID, TARGET]].assign(**{PROBABILITY: probabilities}).to_csv(index=False))
+    cv = summarise(fold_scores)
+    log.info("trained %s on %d rows; CV recall %.3f±%.3f, ROC-AUC %.3f±%.3f; model sha256 %s", candidate,
              len(train), cv["recall"]["mean"], cv["recall"]["std"], cv["roc_auc"]["mean"], cv["roc_auc"]["std"],
              digest)
-    summary = {"model": settings.model, "rows_train": len(train), "model_sha256": digest}
-    return StepResult(record={**summary, "seed": settings.seed, "cv_folds": settings.cv_folds, "cv": cv},
+    summary = {"candidate": candidate, "rows_train": len(train), "model_sha256": digest,
+               "cv_roc_auc": cv["roc_auc"]["mean"]}
+    return StepResult(record={**summary, "seed": settings.seed, "cv_folds": settings.cv_folds, "cv": cv,
+                              "cv_folds_scores": fold_scores},
                       summary=summary)
 
 

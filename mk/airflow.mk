@@ -55,7 +55,7 @@ standalone: venv ## Start Airflow (UI on 127.0.0.1:8080, scheduler, this project
 standalone-stop: ## Stop the background Airflow started by `make standalone`
 	@$(AIRFLOW_PYTHON) mk/standalone.py stop $(AIRFLOW_PID) $(AIRFLOW_STOP_WAIT_SECONDS)
 
-standalone-dag-start: venv ## Trigger a run in `make standalone` (CONF='{"model": "svm"}' sets Params), like dag-start
+standalone-dag-start: venv ## Trigger a run in `make standalone` (CONF='{"candidates": ["linear_svm"]}' sets Params), like dag-start
 	$(AIRFLOW) dags trigger $(AIRFLOW_DAG) $(if $(CONF),--conf '$(CONF)')
 
 standalone-announce-batch: venv ## Announce the CSV files put in INCOMING_DIR to `make standalone`, like announce-batch

@@ -26,14 +26,16 @@ from utils.errors import ConfigError, excerpt
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_DATA = PROJECT_ROOT / "data" / "BreastCancer.csv"
 DEFAULT_DATA_URL = "https://raw.githubusercontent.com/selva86/datasets/master/BreastCancer.csv"
-Model = Literal["logreg", "random_forest", "gradient_boosting", "svm"]
+Candidate = Literal["logreg", "random_forest", "hist_gradient_boosting", "linear_svm"]  # simplest first
+SelectionMetric = Literal["roc_auc", "pr_auc"]
 StorageBackend = Literal["local", "gdrive", "auto"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
-MODELS: tuple[str, ...] = get_args(Model)
+CANDIDATE_NAMES: tuple[str, ...] = get_args(Candidate)
 STORAGE_BACKENDS: tuple[str, ...] = get_args(StorageBackend)
 DATA_URL_SCHEMES = ("http", "https", "file")
 MAX_SEED = 2**32 - 1  # what numpy's RandomState accepts
 Folders = Annotated[tuple[Path, ...], NoDecode]  # comma-separated in the environment, not JSON
+Candidates = Annotated[tuple[Candidate, ...], NoDecode]  # likewise
 
 
 def setting(variable: str, default: Any, description: str, redact_rule: str = "", **constraints: Any) -> Any:
@@ -72,7 +74,22 @@ class Settings(BaseSettings):
                         ge=0, le=MAX_SEED)
     test_size: float = setting("TEST_SIZE", 0.2, "Share of Ids held out for the test split (0 < x < 1).", gt=0, lt=1)
     cv_folds: int = setting("CV_FOLDS", 5, "Folds of the grouped cross-validation on the training rows.", ge=2)
-    model: Model = setting("MODEL", "logreg", "Classifier: " + ", ".join(MODELS) + ".")
+    # Choosing the model (etl/train.py trains each candidate, etl/select.py picks one and its threshold).
+    candidates: Candidates = setting(
+        "CANDIDATES", CANDIDATE_NAMES, "Comma-separated candidate models, each cross-validated on the training rows: "
+        + ", ".join(CANDIDATE_NAMES) + " (simplest first: a tie in SELECTION_METRIC goes to the earlier one).",
+        min_length=1)
+    selection_metric: SelectionMetric = setting(
+        "SELECTION_METRIC", "roc_auc", "Cross-validated metric that picks the winning candidate: roc_auc or pr_auc "
+        "(threshold-free: the operating threshold is chosen after).")
+    target_recall: float = setting("TARGET_RECALL", 0.97, "Sensitivity the operating threshold must reach on the "
+                                   "out-of-fold predictions (with TARGET_CONFIDENCE); the highest such threshold "
+                                   "is used: the best specificity there (0 < x <= 1).",
+                                   gt=0, le=1)
+    target_confidence: float = setting(
+        "TARGET_CONFIDENCE", 0.95, "How sure the threshold must be of TARGET_RECALL: the one-sided lower "
+        "confidence bound (Clopper-Pearson) of its out-of-fold recall must reach it; 0 = the observed recall must "
+        "(0 <= x < 1).", ge=0, lt=1)
     min_recall: float = setting("MIN_RECALL", 0.90, "Quality gate: lowest acceptable recall (malignant).",
                                 ge=0, le=1)
     min_roc_auc: float = setting("MIN_ROC_AUC", 0.95, "Quality gate: lowest acceptable ROC-AUC.", ge=0, le=1)
@@ -104,9 +121,19 @@ class Settings(BaseSettings):
     @classmethod
     def _split_folders(cls, value: Any) -> Any:
         """`a, b,` from the environment as two folders; empty items are dropped."""
-        items = value.split(",") if isinstance(value, str) else value
-        return tuple(item.strip() if isinstance(item, str) else item for item in items
-                     if not (isinstance(item, str) and not item.strip()))
+        return comma_separated(value)
+
+    @field_validator("candidates", mode="before")
+    @classmethod
+    def _split_candidates(cls, value: Any) -> Any:
+        """`logreg, linear_svm` from the environment as two names; at least one, each at most once."""
+        names = comma_separated(value)
+        if not names:
+            raise ValueError(f"expected at least one of {', '.join(CANDIDATE_NAMES)}")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"expected each candidate once, got {', '.join(map(str, repeated))} more than once")
+        return names
 
     @field_validator("bundled_data_path", "runs_dir", "results_dir", "google_credentials", "data_allowed_dirs",
                      "incoming_dir", "processed_dir")
@@ -133,6 +160,13 @@ class Settings(BaseSettings):
 VARIABLES = {name: field.alias for name, field in Settings.model_fields.items()}  # field name -> variable
 _REDACT_RULES = {field.alias: (field.json_schema_extra or {}).get("redact", "")
                  for field in Settings.model_fields.values()}
+
+
+def comma_separated(value: Any) -> Any:
+    """A comma-separated string as a tuple of its stripped, non-empty items; a sequence with the same cleaning."""
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(item.strip() if isinstance(item, str) else item for item in items
+                 if not (isinstance(item, str) and not item.strip()))
 
 
 def project_path(path: Path) -> Path:

@@ -51,3 +51,7 @@ class RunLockedError(PipelineError):
     """Another process is running a step of the same run; the message names the run and the holder."""
 
     transient = True  # the holder may finish; Airflow's retry then gets the run
+
+
+class TrainingError(PipelineError):
+    """A candidate model cannot be fitted on the training rows (too few cases of a class for it, say)."""

@@ -280,7 +280,7 @@ def test_make_env_creates_env_with_fresh_secrets_once(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("existing", "status", "message"), [
     ("POSTGRES_PASSWORD=mine\n", 0, "exists, left as it is"),
-    ("POSTGRES_PASSWORD=change-me\nGRAFANA_ADMIN_PASSWORD=change-me\nMODEL=svm\n", 1,
+    ("POSTGRES_PASSWORD=change-me\nGRAFANA_ADMIN_PASSWORD=change-me\nCANDIDATES=linear_svm\n", 1,
      "still has the placeholder 'change-me' for: POSTGRES_PASSWORD, GRAFANA_ADMIN_PASSWORD."),
 ], ids=["complete", "placeholders-left"])
 def test_make_env_never_changes_an_existing_env(tmp_path: Path, existing: str, status: int, message: str) -> None:

@@ -265,7 +265,7 @@ def metrics_page(exporter: StatsdExporter) -> Iterator[str]:
 
 
 def run_pipeline(folder: Path, pushgateway: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The real pipeline, all five steps, then a drifting batch scored with its model, pushing to `pushgateway`;
+    """The real pipeline, every step, then a drifting batch scored with its model, pushing to `pushgateway`;
     returns the run's metrics.json and the batch's summary."""
     env = {key: value for key, value in os.environ.items() if key not in SETTING_VARIABLES}
     env.update(ENV_FILE=str(folder / "absent.env"), RUNS_DIR=str(folder / "runs"),
@@ -349,6 +349,7 @@ EXPECTED: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, float]]] = 
     ("Test-set metrics", "A"): lambda m: {name: m[name] for name in PUSHED_METRICS},
     ("Margin over the gate", "A"): lambda m: {name: m[name] - minimum for name, minimum in gate(m).items()},
     ("Gate minimums", "A"): lambda m: dict(gate(m)),
+    ("Operating threshold", "A"): lambda m: {"": m["operating_threshold"]},
     ("Metrics over time", "A"): lambda m: {name: m[name] for name in PUSHED_METRICS},
 }
 # The same for the scoring panels, by `feature` label, from the scored batch's summary.

@@ -29,7 +29,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pat
     root = tmp_path_factory.mktemp("published")
     env = pipeline_env(root)
     first = publish_run(env, "first")
-    second = publish_run(env, "second", MODEL="random_forest")
+    second = publish_run(env, "second", CANDIDATES="random_forest")
     return root, first, second
 
 

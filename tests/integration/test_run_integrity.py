@@ -4,18 +4,20 @@ step starts, and the cleaning of temporaries left by a killed writer."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from etl import catalog, train
-from etl.pipeline import execute_step, run_all
+from etl import catalog, select, train
+from etl.pipeline import execute_for_candidates, execute_step, run_all
 from etl.steps import PUBLISHED, STEP, STEPS
 from tests.support.data import BAD_INPUTS, BUNDLED_CSV, open_run
 from tests.support.servers import Answer, scripted_server
@@ -28,14 +30,17 @@ SLOW_ANSWER_SECONDS = 4.0  # long enough for the test to start a second process 
 def run_steps(run, settings, *names: str) -> None:
     """Run the named steps the way the CLI and the DAG do (lock, clean-up, chain check, the step, its record)."""
     for name in names:
-        execute_step(STEP[name], run, settings)
+        if STEP[name].per_candidate:
+            execute_for_candidates(STEP[name], run, settings)
+        else:
+            execute_step(STEP[name], run, settings)
 
 
 def evaluated_run(make_settings, run_id: str):
     """A run of `run_id` that went through evaluate, and its settings."""
     settings = make_settings()
     run = open_run(settings, run_id)
-    run_steps(run, settings, "load", "preprocess", "train", "evaluate")
+    run_steps(run, settings, "load", "preprocess", "train", "select", "evaluate")
     return run, settings
 
 
@@ -51,6 +56,22 @@ def pipeline_process(tmp_path: Path, run_id: str, seed: int, data_url: str) -> s
            "SEED": str(seed), "DATA_URL": data_url, "DATA_FALLBACK": "false", "STORAGE_BACKEND": "local"}
     return subprocess.Popen([sys.executable, "-m", "etl.pipeline"], env=env, cwd=tmp_path, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@contextlib.contextmanager
+def holding_process(run, activity: str, candidate: str | None = None) -> Iterator[subprocess.Popen]:
+    """Another process holding `run` (for `candidate`, its folder) for `activity` until the block ends."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from etl.run_folder import RunFolder\n"
+        "with RunFolder.open(Path(sys.argv[1]), sys.argv[2]).hold(sys.argv[3], sys.argv[4] or None):\n"
+        "    print('held', flush=True); time.sleep(60)\n"), str(run.path.parent), run.run_id, activity,
+        candidate or ""], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def wait_for_holder(lock_file: Path, timeout: float = 30.0) -> str:
@@ -83,7 +104,7 @@ def test_a_second_process_with_the_same_run_id_is_refused_and_the_first_is_untou
     alone = make_settings(seed=1, results_dir=tmp_path / "reference")
     reference = run_all(open_run(alone, "seed-1-alone"), alone)
     assert published["evaluate"]["accuracy"] == reference["evaluate"]["accuracy"]
-    assert published["train"]["model_sha256"] == reference["train"]["model_sha256"]
+    assert published["select"]["model_sha256"] == reference["select"]["model_sha256"]
 
 
 def test_a_killed_holder_releases_the_run(tmp_path):
@@ -102,29 +123,36 @@ def test_a_killed_holder_releases_the_run(tmp_path):
 def test_a_step_is_refused_while_another_process_holds_the_run(make_settings):
     settings = make_settings()
     run = open_run(settings, "held")
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from etl.run_folder import RunFolder\n"
-        "with RunFolder.open(Path(sys.argv[1]), 'held').hold('a test holder'):\n"
-        "    print('held', flush=True); time.sleep(60)\n"), str(settings.runs_dir)],
-        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline() == "held\n"
+    with holding_process(run, "a test holder") as holder:
         with pytest.raises(RunLockedError, match=rf"run 'held' is in use: .* held by pid {holder.pid} on .*"
                                                  r"running a test holder since"):
             run_steps(run, settings, "load")
         assert not run.file(catalog.RAW).exists()
-    finally:
-        holder.kill()
-        holder.wait()
     run_steps(run, settings, "load")
     with run.hold("outer"), run.hold("inner"):
         pass  # one process may nest holds (the in-process pipeline holds the run around each step)
 
 
+def test_candidates_train_side_by_side_but_each_one_and_the_whole_run_only_once(make_settings):
+    """A process training candidate logreg holds the run shared: another candidate may train at the same time,
+    but not logreg again, and no other step (which holds the run exclusively)."""
+    settings = make_settings()
+    run = open_run(settings, "side-by-side")
+    with holding_process(run, "step train[logreg]", "logreg") as holder:
+        with run.hold("step train[random_forest]", "random_forest"):
+            pass
+        with pytest.raises(RunLockedError, match=rf"run 'side-by-side, candidate logreg' is in use: .* held by "
+                                                 rf"pid {holder.pid} on .* running step train\[logreg\]"):
+            execute_step(STEP["train"], run, settings, "logreg")
+        with pytest.raises(RunLockedError, match="run 'side-by-side' is in use: .* candidates being trained"):
+            run_steps(run, settings, "load")
+    run_steps(run, settings, "load")
+
+
 def test_retraining_after_evaluate_cannot_publish_the_old_metrics(make_settings):
     run, settings = evaluated_run(make_settings, "retrained")
-    run_steps(run, make_settings(model="gradient_boosting"), "train")
-    with pytest.raises(ArtifactError, match="evaluate.json is missing"):
+    run_steps(run, make_settings(candidates="hist_gradient_boosting"), "train")
+    with pytest.raises(ArtifactError, match="select.json is missing"):
         run_steps(run, settings, "upload")
     assert published_runs(settings) == []
 
@@ -133,10 +161,20 @@ def test_the_chain_refuses_a_model_that_is_not_the_one_evaluated(make_settings):
     """Even when a step's outputs are replaced behind the runner's back (here train's code called directly, with
     no clean-up of downstream files), upload refuses the mix and names the file and the step to rerun."""
     run, settings = evaluated_run(make_settings, "swapped")
-    retrained = make_settings(model="gradient_boosting")
-    run.write_record(STEP["train"], train.run(run, retrained).record)
+    reselected = select.run(run, make_settings(target_recall=0.5, target_confidence=0.0))
+    run.write_record(STEP["select"], reselected.record, consumed=reselected.consumed)
     with pytest.raises(ArtifactError, match=r"model\.joblib: step evaluate consumed a version .* not the one "
-                                            r"train recorded.*rerun from train"):
+                                            r"select recorded.*rerun from select"):
+        run_steps(run, settings, "upload")
+    assert published_runs(settings) == []
+
+
+def test_the_chain_refuses_a_candidate_that_is_not_the_one_selected(make_settings):
+    """A candidate retrained behind the runner's back (another seed) no longer matches what select consumed."""
+    run, settings = evaluated_run(make_settings, "swapped-candidate")
+    run.write_record(STEP["train"], train.run(run, make_settings(seed=7), "logreg").record, "logreg")
+    with pytest.raises(ArtifactError, match=r"candidates/logreg/model\.joblib: step select consumed a version .* "
+                                            r"not the one train recorded.*rerun from train"):
         run_steps(run, settings, "upload")
     assert published_runs(settings) == []
 
@@ -165,11 +203,13 @@ def test_bad_data_into_a_run_that_had_a_good_model_publishes_nothing(make_settin
 
 def test_a_failed_train_leaves_no_model_behind(make_settings):
     run, settings = evaluated_run(make_settings, "train-fails")
-    with pytest.raises(ValueError, match="n_splits"):
-        run_steps(run, make_settings(cv_folds=10_000), "train")
-    assert not run.file(catalog.MODEL).exists() and not run.file(catalog.TRAIN_INFO).exists()
+    run_steps(run, make_settings(cv_folds=10_000), "train")  # every candidate fails: more folds than Ids
+    assert run.trained_candidates() == [] and not run.file(catalog.MODEL).exists()
+    assert "n_splits" in run.candidate_failure("logreg")["error"]
+    with pytest.raises(PipelineError, match="no candidate could be trained.*logreg: TrainingError"):
+        run_steps(run, settings, "select")
     for later in ("evaluate", "upload"):
-        with pytest.raises(ArtifactError, match="train.json is missing"):
+        with pytest.raises(ArtifactError, match="select.json is missing"):
             run_steps(run, settings, later)
     assert published_runs(settings) == []
 
@@ -179,9 +219,12 @@ def test_each_step_records_the_checksums_it_consumed_and_wrote(make_settings):
     run = open_run(settings, "recorded")
     run_all(run, settings)
     run.verify_chain(before=None)
-    consumed = {step.name: set(run.record(step.name)["inputs"]) for step in STEPS}
-    assert consumed == {"load": set(), "preprocess": {catalog.RAW}, "train": {catalog.TRAIN},
+    consumed = {step.name: set(run.record(step.name)["inputs"]) for step in STEPS if not step.per_candidate}
+    candidates = {catalog.candidate_file(name, file) for name in settings.candidates
+                  for file in (catalog.CANDIDATE_MODEL, catalog.OUT_OF_FOLD)}
+    assert consumed == {"load": set(), "preprocess": {catalog.RAW}, "select": {catalog.TRAIN, *candidates},
                         "evaluate": {catalog.MODEL, catalog.TEST}, "upload": set(PUBLISHED)}
+    assert all(set(run.record("train", name)["inputs"]) == {catalog.TRAIN} for name in settings.candidates)
     assert run.record("load")["outputs"][catalog.RAW] == run.record("preprocess")["inputs"][catalog.RAW]
 
 
@@ -197,6 +240,6 @@ def test_temporaries_of_a_killed_writer_are_removed_when_the_next_step_starts(ma
         cwd=PROJECT_ROOT, timeout=60, check=False)
     assert writer.returncode == -signal.SIGKILL
     (leftover,) = run.path.glob(".model.joblib.*.tmp")
-    run_steps(run, settings, "train")
+    run_steps(run, settings, "train", "select")
     assert not leftover.exists() and not list(run.path.glob(".*.tmp"))
     assert run.file(catalog.MODEL).is_file()

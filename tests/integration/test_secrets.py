@@ -96,12 +96,13 @@ def test_a_trigger_conf_changes_only_the_settings_declared_as_params(tmp_path):
     assert set(dag.params) == set(PER_RUN_SETTINGS) and "data_allowed_dirs" not in PER_RUN_SETTINGS
     key = fake_key(tmp_path / "secrets")
     started = datetime(2030, 1, 1, tzinfo=UTC)
-    conf = {"model": "svm", "data_allowed_dirs": "/", "bundled_data_path": str(key), "google_credentials": "/x",
-            "alert_webhook_url": "http://127.0.0.1:9/steal", "runs_dir": str(tmp_path)}  # as Airflow merges them
+    conf = {"candidates": ["linear_svm"], "data_allowed_dirs": "/", "bundled_data_path": str(key),
+            "google_credentials": "/x", "alert_webhook_url": "http://127.0.0.1:9/steal",
+            "runs_dir": str(tmp_path)}  # as Airflow merges them
     settings = airflow_tasks.settings_for({"params": conf, "run_id": "r", "dag": dag,
                                            "dag_run": SimpleNamespace(logical_date=started, run_after=started)})
     defaults = Settings()
-    assert settings.model == "svm"
+    assert settings.candidates == ("linear_svm",)
     assert (settings.data_allowed_dirs, settings.bundled_data_path, settings.google_credentials,
             settings.alert_webhook_url, settings.runs_dir) == (
         defaults.data_allowed_dirs, defaults.bundled_data_path, defaults.google_credentials,

@@ -63,7 +63,7 @@ def test_standalone_runs_the_dag_takes_a_triggered_run_and_stops_cleanly(tmp_pat
         (scheduled,) = wait_for_runs(home, port, env, 1)
         assert scheduled["state"] == "success"
 
-        triggered = make("standalone-dag-start", home, port, env, 'CONF={"model": "random_forest"}')
+        triggered = make("standalone-dag-start", home, port, env, 'CONF={"candidates": ["random_forest"]}')
         assert triggered.returncode == 0, triggered.stdout + triggered.stderr
         assert {run["state"] for run in wait_for_runs(home, port, env, 2)} == {"success"}
         models = {json.loads(path.read_text())["model"] for path in (tmp_path / "runs").glob("*/metrics.json")}

@@ -38,7 +38,7 @@ from utils.files import file_digest
 
 pytestmark = pytest.mark.stack
 
-TASKS = {"start", *(step.name for step in STEPS), "success_end", "failure_end"}
+TASKS = {"start", "candidates", *(step.name for step in STEPS), "success_end", "failure_end"}
 SCREENSHOTS = PROJECT_ROOT / "results" / "ui-screenshots"  # the README's docs/img/airflow-*.png are copies
 EXPECTED_SERVICES = {"postgres", "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                      "airflow-triggerer", "statsd-exporter", "pushgateway", "prometheus"}
@@ -102,7 +102,7 @@ def test_the_once_run_starts_by_itself_and_publishes_files_owned_by_the_user(sta
 
 
 def test_a_run_triggered_over_the_rest_api_with_params_succeeds(stack: Stack, api: AirflowApi) -> None:
-    run = triggered_run(api, {"model": "random_forest"})
+    run = triggered_run(api, {"candidates": ["random_forest"]})
     assert run["state"] == "success", run
     assert latest_metrics(stack)["model"] == "random_forest"
 

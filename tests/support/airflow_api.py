@@ -27,6 +27,7 @@ def http_json(url: str, payload: Any = None, headers: Mapping[str, str] | None =
 
 
 FINISHED_RUN_STATES = frozenset({"success", "failed"})
+MAPPED_STATE_ORDER = ("running", "failed", "up_for_retry", "queued", "scheduled")  # how instances combine
 
 
 @dataclass
@@ -71,9 +72,14 @@ class AirflowApi:
         return wait_until(finished, timeout, f"run {run_id} of {dag_id} to finish", interval=2.0)
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
-        """task id -> state of the run's task instances."""
+        """task id -> state of the run's task instances; a mapped task's instances (train: one per candidate) as
+        one state: the one they share, else the first of MAPPED_STATE_ORDER any of them is in."""
         answer = self.call(f"{self.run_path(dag_id, run_id)}/taskInstances?limit=100")
-        return {ti["task_id"]: ti["state"] for ti in answer["task_instances"]}
+        states: dict[str, set[str]] = {}
+        for ti in answer["task_instances"]:
+            states.setdefault(ti["task_id"], set()).add(ti["state"])
+        return {task: found.pop() if len(found) == 1 else next(
+            (state for state in MAPPED_STATE_ORDER if state in found), "mixed") for task, found in states.items()}
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
         """The text of one try of a task instance's log, as the UI shows it."""

@@ -20,12 +20,21 @@ from etl.run_folder import safe_run_id
 from etl.steps import DAG_ID
 from etl.steps import STEPS as STEP_TABLE
 from tests.support.data import BUNDLED_CSV
-from utils.config import PROJECT_ROOT
+from utils.config import CANDIDATE_NAMES, PROJECT_ROOT
 
 STEPS = tuple(step.name for step in STEP_TABLE)  # the task ids of the pipeline's steps, in order
-# The task states of a good run: every step succeeded, the failure path was skipped.
-SUCCESSFUL_RUN = {"start": "success", **dict.fromkeys(STEPS, "success"), "success_end": "success",
-                  "failure_end": "skipped"}
+
+
+def step_instances(candidates: tuple[str, ...] = CANDIDATE_NAMES) -> tuple[str, ...]:
+    """The task instances of the steps as `finish` names them: a per-candidate step's as `train[<candidate>]`."""
+    return tuple(name for step in STEP_TABLE
+                 for name in ([f"{step.name}[{candidate}]" for candidate in candidates] if step.per_candidate
+                              else [step.name]))
+
+
+# The task states of a good run: every step (each candidate) succeeded, the failure path was skipped.
+SUCCESSFUL_RUN = {"start": "success", "candidates": "success", **dict.fromkeys(step_instances(), "success"),
+                  "success_end": "success", "failure_end": "skipped"}
 DAGS_FOLDER = PROJECT_ROOT / "dags"
 DAG_FILE = DAGS_FOLDER / f"{DAG_ID}.py"
 AIRFLOW_ENV_FILE = PROJECT_ROOT / "mk" / "airflow.env"
@@ -112,7 +121,7 @@ class DagRunOutcome:
     output: str
     run_id: str
     state: str
-    task_states: dict[str, str]
+    task_states: dict[str, str]  # by task id; a mapped instance as `<task id>[<its name in the grid>]`
     try_numbers: dict[str, int]
     xcom_values: dict[str, str]
 
@@ -127,12 +136,16 @@ def finish(process: subprocess.Popen, home: Path, logical_date: datetime) -> Dag
         if row is None:
             raise AssertionError(f"no DAG run for {logical_date} in {home}; dags test said:\n{output[-3000:]}")
         run_id, state = row
-        tasks = db.execute("SELECT task_id, state, try_number FROM task_instance WHERE dag_id = ? AND run_id = ?",
-                           (DAG_ID, run_id)).fetchall()
-        xcoms = db.execute("SELECT task_id, value FROM xcom WHERE dag_id = ? AND run_id = ? AND key = 'return_value'",
-                           (DAG_ID, run_id)).fetchall()
-    return DagRunOutcome(returncode, output, run_id, state, {task: task_state for task, task_state, _ in tasks},
-                         {task: tries for task, _, tries in tasks}, dict(xcoms))
+        tasks = db.execute("SELECT task_id, map_index, rendered_map_index, state, try_number FROM task_instance "
+                           "WHERE dag_id = ? AND run_id = ?", (DAG_ID, run_id)).fetchall()
+        names = {(task, index): task if index < 0 else f"{task}[{rendered or index}]"
+                 for task, index, rendered, _, _ in tasks}
+        xcoms = db.execute("SELECT task_id, map_index, value FROM xcom WHERE dag_id = ? AND run_id = ? AND "
+                           "key = 'return_value'", (DAG_ID, run_id)).fetchall()
+    return DagRunOutcome(returncode, output, run_id, state,
+                         {names[task, index]: task_state for task, index, _, task_state, _ in tasks},
+                         {names[task, index]: tries for task, index, _, _, tries in tasks},
+                         {names[task, index]: value for task, index, value in xcoms})
 
 
 def dags_test(home: Path, logical_date: datetime, settings: Mapping[str, str],

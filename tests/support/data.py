@@ -31,3 +31,20 @@ def fake_key(folder: Path) -> Path:
     path = folder / "drive_sa.json"
     path.write_text(FAKE_KEY_FILE, encoding="utf-8")
     return path
+
+
+def few_malignant_csv(path: Path, malignant_ids: int = 4, benign_ids: int = 60) -> Path:
+    """The bundled data cut to its first `benign_ids` benign and `malignant_ids` malignant Ids (each Id with all
+    its rows): too few malignant cases for linear_svm's internal 3-fold calibration with CV_FOLDS=2, while the
+    other candidates fit them."""
+    header, *lines = BUNDLED_CSV.read_text(encoding="utf-8").splitlines()
+    wanted: dict[str, list[str]] = {"0": [], "1": []}
+    for line in lines:
+        row_id, label = line.split(",")[0], line.rsplit(",", 1)[1]
+        ids = wanted[label]
+        if row_id not in ids and len(ids) < (malignant_ids if label == "1" else benign_ids):
+            ids.append(row_id)
+    kept = {row_id for ids in wanted.values() for row_id in ids}
+    path.write_text("\n".join([header, *(line for line in lines if line.split(",")[0] in kept)]) + "\n",
+                    encoding="utf-8")
+    return path

@@ -16,17 +16,21 @@ from utils.errors import ConfigError
 def test_defaults_need_no_environment(tmp_path):
     settings = load_settings(env_file=tmp_path / "none.env")
     assert settings == Settings()
-    assert settings.model == "logreg" and settings.data_fallback is True and settings.seed == 42
+    assert settings.candidates == ("logreg", "random_forest", "hist_gradient_boosting", "linear_svm")
+    assert settings.selection_metric == "roc_auc" and settings.target_recall == 0.97
+    assert settings.data_fallback is True and settings.seed == 42
     assert settings.bundled_data_path == BUNDLED_CSV
 
 
 def test_environment_beats_env_file_and_overrides_beat_both(tmp_path, monkeypatch):
     env_file = tmp_path / ".env"
-    env_file.write_text('# comment\nexport SEED=7\nMODEL="svm"\nTEST_SIZE=0.3\nCV_FOLDS=3\nUNRELATED=x\n')
+    env_file.write_text('# comment\nexport SEED=7\nCANDIDATES="linear_svm, logreg"\nTEST_SIZE=0.3\nCV_FOLDS=3\n'
+                        'UNRELATED=x\n')
     monkeypatch.setenv("SEED", "11")
     monkeypatch.setenv("TEST_SIZE", "0.35")
     settings = load_settings(env_file=env_file, test_size=0.25)
-    assert (settings.seed, settings.model, settings.test_size, settings.cv_folds) == (11, "svm", 0.25, 3)
+    assert (settings.seed, settings.candidates, settings.test_size, settings.cv_folds) == (
+        11, ("linear_svm", "logreg"), 0.25, 3)
 
 
 def test_env_file_comes_from_env_file_variable_by_default(tmp_path, monkeypatch):
@@ -40,8 +44,15 @@ def test_env_file_comes_from_env_file_variable_by_default(tmp_path, monkeypatch)
     ("SEED", "forty", "SEED='forty' is invalid: input should be a valid integer"),
     ("TEST_SIZE", "1.5", "TEST_SIZE='1.5' is invalid: input should be less than 1"),
     ("TEST_SIZE", "0", "TEST_SIZE='0' is invalid: input should be greater than 0"),
-    ("MODEL", "xgboost", "MODEL='xgboost' is invalid: input should be 'logreg', 'random_forest', "
-                         "'gradient_boosting' or 'svm'"),
+    ("CANDIDATES", "logreg,xgboost", "CANDIDATES='xgboost' is invalid: input should be 'logreg', "  # the bad item
+                                      "'random_forest', 'hist_gradient_boosting' or 'linear_svm'"),
+    ("CANDIDATES", " , ", "CANDIDATES=' , ' is invalid: expected at least one of logreg, random_forest, "
+                          "hist_gradient_boosting, linear_svm"),
+    ("CANDIDATES", "logreg,svm", "CANDIDATES='svm' is invalid: input should be 'logreg'"),
+    ("CANDIDATES", "logreg,linear_svm,logreg", "CANDIDATES='logreg,linear_svm,logreg' is invalid: expected each "
+                                               "candidate once, got logreg more than once"),
+    ("SELECTION_METRIC", "recall", "SELECTION_METRIC='recall' is invalid: input should be 'roc_auc' or 'pr_auc'"),
+    ("TARGET_RECALL", "0", "TARGET_RECALL='0' is invalid: input should be greater than 0"),
     ("DATA_FALLBACK", "maybe", "DATA_FALLBACK='maybe' is invalid: input should be a valid boolean"),
     ("STORAGE_BACKEND", "s3", "STORAGE_BACKEND='s3' is invalid: input should be 'local', 'gdrive' or 'auto'"),
     ("MIN_RECALL", "2", "MIN_RECALL='2' is invalid: input should be less than or equal to 1"),
@@ -110,8 +121,8 @@ def test_malformed_env_file_line_is_reported_with_its_number(tmp_path):
     env_file.write_text("SEED=1\nthis is not a setting but a secret-looking line\nTEST_SIZE=0.3\n")
     with pytest.raises(ConfigError, match=r"\.env:2: expected KEY=VALUE, got 'this is not a setting bu…'"):
         load_settings(env_file=env_file)
-    env_file.write_text("# a comment\nexport SEED=1\nMODEL='svm'\n")
-    assert (load_settings(env_file=env_file).seed, load_settings(env_file=env_file).model) == (1, "svm")
+    env_file.write_text("# a comment\nexport SEED=1\nCANDIDATES='linear_svm'\n")
+    assert (load_settings(env_file=env_file).seed, load_settings(env_file=env_file).candidates) == (1, ("linear_svm",))
 
 
 def test_every_setting_is_documented_in_env_example_and_readmes():

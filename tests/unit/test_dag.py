@@ -27,15 +27,17 @@ from utils.config import PROJECT_ROOT, VARIABLES, Settings, data_url_pattern, lo
 
 # The settings a run may change ("Trigger DAG w/ config"): not DATA_ALLOWED_DIRS, the alert webhook, the
 # credentials or the bundled data path, which a trigger must never redirect.
-PER_RUN_SETTINGS = {"model", "test_size", "min_recall", "min_roc_auc", "storage_backend", "data_url"}
+PER_RUN_SETTINGS = {"candidates", "test_size", "min_recall", "min_roc_auc", "storage_backend", "data_url"}
 SCHEMA_ANNOTATIONS = ("title", "description", "default", "redact")  # in the settings' schema; validate nothing
 HEAVY_MODULES = ("pandas", "numpy", "sklearn", "pandera", "matplotlib", "PIL", "joblib", "googleapiclient",
                  "prometheus_client")
 EXPECTED_DOWNSTREAM = {
     "start": {"load"},
     "load": {"preprocess", "failure_end"},
-    "preprocess": {"train", "failure_end"},
-    "train": {"evaluate", "failure_end"},
+    "preprocess": {"candidates", "failure_end"},
+    "candidates": {"train", "failure_end"},
+    "train": {"select"},  # a failed candidate is not a failed run: select decides
+    "select": {"evaluate", "failure_end"},
     "evaluate": {"upload", "failure_end"},
     "upload": {"success_end", "failure_end"},
     "success_end": set(),
@@ -74,23 +76,46 @@ def test_failure_end_runs_when_any_step_fails_and_success_end_when_all_succeed(d
     from airflow.sdk import TriggerRule
 
     assert dag.get_task("failure_end").trigger_rule == TriggerRule.ONE_FAILED
-    assert set(dag.get_task("failure_end").upstream_task_ids) == set(STEPS)
+    assert set(dag.get_task("failure_end").upstream_task_ids) == {*STEPS, "candidates"} - {"train"}
+    assert dag.get_task("select").trigger_rule == TriggerRule.ALL_DONE_MIN_ONE_SUCCESS
     assert all(dag.get_task(task_id).trigger_rule == TriggerRule.ALL_SUCCESS
-               for task_id in dag.task_ids if task_id != "failure_end")
+               for task_id in dag.task_ids if task_id not in ("failure_end", "select"))
     assert dag.leaves and {task.task_id for task in dag.leaves} == {"success_end", "failure_end"}
 
 
 def test_steps_call_the_etl_functions_and_record_their_failures(dag):
     for step in STEPS:
+        if step == "train":
+            continue
         task = dag.get_task(step)
         assert task.python_callable is airflow_tasks.run_step and task.op_kwargs == {"step": step}
         assert task.on_failure_callback == [airflow_tasks.record_step_failure]
     assert dag.get_task("failure_end").python_callable is airflow_tasks.end_with_failure
 
 
+def test_train_is_mapped_over_the_candidates_task_and_named_by_candidate(dag):
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    train = dag.get_task("train")
+    assert isinstance(train, MappedOperator)
+    assert train.partial_kwargs["python_callable"] is airflow_tasks.run_step
+    assert train.map_index_template == "{{ task.op_kwargs['candidate'] }}"
+    assert train.upstream_task_ids == {"candidates"}
+    assert dag.get_task("candidates").python_callable is airflow_tasks.list_candidates
+    assert dag.get_task("candidates").op_kwargs == {"step": "train"}
+
+
+def test_the_candidates_task_lists_the_runs_candidates(dag):
+    context = {"dag": dag, "params": {"candidates": ["linear_svm", "logreg"]}}
+    assert airflow_tasks.list_candidates("train", **context) == [{"step": "train", "candidate": "linear_svm"},
+                                                                 {"step": "train", "candidate": "logreg"}]
+
+
 def test_the_tasks_are_the_step_table_in_its_order_with_its_retries_and_timeouts(dag):
     for step, after in itertools.pairwise(STEP_TABLE):
-        assert dag.get_task(step.name).downstream_task_ids == {after.name, "failure_end"}, step.name
+        expected = {"candidates" if after.per_candidate else after.name} | (set() if step.per_candidate
+                                                                            else {"failure_end"})
+        assert dag.get_task(step.name).downstream_task_ids == expected, step.name
     assert dag.get_task("start").downstream_task_ids == {STEP_TABLE[0].name}
     assert dag.get_task("success_end").upstream_task_ids == {STEP_TABLE[-1].name}
     assert {step.name: (dag.get_task(step.name).retries, dag.get_task(step.name).execution_timeout)
@@ -120,7 +145,8 @@ def test_run_policy(dag):
 def test_params_are_the_per_run_settings_and_default_to_the_settings(dag):
     defaults = load_settings()
     assert set(dag.params) == PER_RUN_SETTINGS
-    assert {name: dag.params[name] for name in dag.params} == {name: getattr(defaults, name) for name in dag.params}
+    assert {name: dag.params[name] for name in dag.params} == {
+        name: list(value) if isinstance(value := getattr(defaults, name), tuple) else value for name in dag.params}
     for name in dag.params:
         field = Settings.model_fields[name]
         assert dag.params.get_param(name).description == f"{VARIABLES[name]}: {field.description}", name
@@ -130,7 +156,8 @@ def test_params_validate_as_the_settings_json_schema_says(dag):
     """Each Param carries every constraint the settings' JSON schema has for its field (type, choices, bounds),
     and data_url also a pattern no wider than DATA_ALLOWED_DIRS (which the schema cannot express)."""
     schema = Settings.model_json_schema(by_alias=False)["properties"]
-    extra = {"data_url": {"pattern": data_url_pattern(load_settings().data_allowed_dirs)}}
+    extra = {"data_url": {"pattern": data_url_pattern(load_settings().data_allowed_dirs)},
+             "candidates": {"uniqueItems": True}}
     for name in dag.params:
         expected = {key: value for key, value in schema[name].items() if key not in SCHEMA_ANNOTATIONS}
         assert expected.get("type") or expected.get("enum"), f"{name}: the settings' schema constrains nothing"
@@ -138,7 +165,8 @@ def test_params_validate_as_the_settings_json_schema_says(dag):
 
 
 @pytest.mark.parametrize(("name", "value"), [
-    ("model", "xgboost"), ("test_size", 0), ("test_size", 1), ("test_size", "0.2"), ("min_recall", 1.5),
+    ("candidates", ["xgboost"]), ("candidates", []), ("candidates", ["logreg", "logreg"]), ("candidates", "logreg"),
+    ("test_size", 0), ("test_size", 1), ("test_size", "0.2"), ("min_recall", 1.5),
     ("min_roc_auc", -0.1), ("storage_backend", "s3"), ("data_url", "ftp://example.org/data.csv"),
 ])
 def test_params_reject_bad_values(dag, name, value):
@@ -151,16 +179,16 @@ def test_params_reject_bad_values(dag, name, value):
 
 def test_params_accept_good_values(dag):
     params = copy.deepcopy(dag.params)
-    for name, value in {"model": "svm", "test_size": 0.3, "min_recall": 1, "min_roc_auc": 0,
+    for name, value in {"candidates": ["linear_svm", "logreg"], "test_size": 0.3, "min_recall": 1, "min_roc_auc": 0,
                         "storage_backend": "local", "data_url": (PROJECT_ROOT / "data" / "x.csv").as_uri()}.items():
         params[name] = value
-    assert params.validate()["model"] == "svm"
+    assert params.validate()["candidates"] == ["linear_svm", "logreg"]
 
 
 # --- the task adapters ------------------------------------------------------------------------------------------
 
 def test_params_override_the_environment_and_the_run_start_is_the_logical_date(dag, monkeypatch, tmp_path):
-    monkeypatch.setenv("MODEL", "random_forest")
+    monkeypatch.setenv("CANDIDATES", "random_forest")
     monkeypatch.setenv("SEED", "7")
     monkeypatch.setenv("RUNS_DIR", str(tmp_path / "runs"))
     logical = datetime(2030, 5, 6, 7, 8, 9, tzinfo=UTC)
@@ -168,12 +196,12 @@ def test_params_override_the_environment_and_the_run_start_is_the_logical_date(d
     # Undeclared conf keys reach the params unvalidated: a non-setting, and settings a trigger must not change.
     undeclared = {"not_a_setting": 1, "data_allowed_dirs": "/", "alert_webhook_url": "http://evil.example/hook",
                   "runs_dir": str(tmp_path / "elsewhere")}
-    context = {"dag": dag, "params": {"model": "svm", **undeclared}, "run_id": run_id,
+    context = {"dag": dag, "params": {"candidates": ["linear_svm"], **undeclared}, "run_id": run_id,
                "dag_run": SimpleNamespace(logical_date=logical, run_after=logical + timedelta(hours=1))}
 
     run, settings = airflow_tasks.run_and_settings(context)
 
-    assert (settings.model, settings.seed) == ("svm", 7)
+    assert (settings.candidates, settings.seed) == (("linear_svm",), 7)
     assert settings.alert_webhook_url == "" and settings.runs_dir == tmp_path / "runs"
     assert settings.data_allowed_dirs == Settings.model_fields["data_allowed_dirs"].default
     assert (run.run_id, run.path, run.declared_start) == (run_id, tmp_path / "runs" / safe_run_id(run_id), logical)
@@ -216,9 +244,9 @@ def test_retry_delay_comes_from_airflow_config(tmp_path):
 
 
 def test_a_bad_setting_in_the_environment_breaks_the_dag_with_its_name(tmp_path):
-    result = import_dag_in_subprocess(tmp_path, {"MODEL": "xgboost"})
+    result = import_dag_in_subprocess(tmp_path, {"CANDIDATES": "logreg,xgboost"})
     assert result.returncode != 0
-    assert "ConfigError" in result.stderr and "MODEL='xgboost'" in result.stderr
+    assert "ConfigError" in result.stderr and "CANDIDATES='xgboost'" in result.stderr
 
 
 # --- failure_end's notifier (no Airflow) ------------------------------------------------------------------------

@@ -11,9 +11,10 @@ import pytest
 from matplotlib import pyplot
 from matplotlib.figure import Figure
 
-from etl import charts, evaluate, preprocess, train
+from etl import charts, evaluate, metrics, preprocess, select, train
 from etl.dataset import EXPECTED_COLUMNS, FEATURES, ID, TARGET, features_and_labels
-from utils.errors import EXCERPT_CHARS, DataValidationError, excerpt
+from utils.config import CANDIDATE_NAMES
+from utils.errors import EXCERPT_CHARS, DataValidationError, TrainingError, excerpt
 from utils.telemetry import Sample, build_registry, step_samples
 
 
@@ -153,28 +154,85 @@ def test_pipeline_learns_imputation_from_training_rows_only():
     assert pipeline.named_steps["impute"].statistics_[FEATURES.index("Bare.nuclei")] == expected_median
 
 
-@pytest.mark.parametrize("model", ["logreg", "random_forest", "gradient_boosting", "svm"])
-def test_every_model_is_a_seeded_three_stage_pipeline(model):
-    pipeline = train.build_pipeline(model, seed=3)
+@pytest.mark.parametrize("candidate", CANDIDATE_NAMES)
+def test_every_candidate_is_a_seeded_single_threaded_three_stage_pipeline(candidate):
+    pipeline = train.build_pipeline(candidate, seed=3)
     assert [name for name, _ in pipeline.steps] == ["impute", "scale", "model"]
-    assert "random_state" in str(pipeline.named_steps["model"].get_params())
+    parameters = pipeline.named_steps["model"].get_params()
+    assert "random_state" in str(parameters) and parameters.get("n_jobs", 1) in (1, None)
+    assert hasattr(pipeline, "predict_proba")
 
 
-def test_grouped_cross_validation_reports_mean_and_std():
+def test_out_of_fold_scores_every_row_with_a_model_that_did_not_see_its_id():
     frame = clean_frame(30, rows_per_id=2)
     features, labels, groups = features_and_labels(frame)
-    scores = train.cross_validation_scores(train.build_pipeline("logreg", 0), features, labels, groups, 3, 0)
-    assert set(scores) == set(train.CV_SCORING)
-    assert all(0.0 <= s["mean"] <= 1.0 and s["std"] >= 0.0 for s in scores.values())
+    folds = train.grouped_folds(labels, groups, 3, 0)
+    assert all(not set(groups[fit]) & set(groups[held]) for fit, held in folds)
+    probabilities, fold_scores = train.out_of_fold(train.build_pipeline("logreg", 0), features, labels, folds)
+    assert not np.isnan(probabilities).any() and len(fold_scores) == 3
+    summary = train.summarise(fold_scores)
+    assert set(summary) == set(train.CV_METRICS)
+    assert all(0.0 <= s["mean"] <= 1.0 and s["std"] >= 0.0 for s in summary.values())
+
+
+def test_a_candidate_that_cannot_fit_fails_for_good_naming_it():
+    with pytest.raises(TrainingError, match="candidate linear_svm cannot be fitted on the 8 training rows") as error:
+        train.fit(clean_frame(8), "linear_svm", 2, 0)  # 2 malignant rows per fold: too few to calibrate on 3
+    assert error.value.transient is False
 
 
 def test_score_uses_malignant_as_positive():
     labels = np.array([0, 0, 0, 1, 1, 1])
     probabilities = np.array([0.1, 0.2, 0.7, 0.4, 0.8, 0.9])
-    metrics = evaluate.score(labels, probabilities)
-    assert metrics["confusion_matrix"] == {"tn": 2, "fp": 1, "fn": 1, "tp": 2}
-    assert metrics["recall"] == pytest.approx(2 / 3) and metrics["precision"] == pytest.approx(2 / 3)
-    assert metrics["specificity"] == pytest.approx(2 / 3) and metrics["roc_auc"] == pytest.approx(8 / 9)
+    scores = metrics.score(labels, probabilities)
+    assert scores["confusion_matrix"] == {"tn": 2, "fp": 1, "fn": 1, "tp": 2}
+    assert scores["recall"] == pytest.approx(2 / 3) and scores["precision"] == pytest.approx(2 / 3)
+    assert scores["specificity"] == pytest.approx(2 / 3) and scores["roc_auc"] == pytest.approx(8 / 9)
+    assert metrics.score(labels, probabilities, 0.4)["confusion_matrix"] == {"tn": 2, "fp": 1, "fn": 0, "tp": 3}
+
+
+def test_the_operating_threshold_is_the_highest_that_reaches_the_target_recall():
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    probabilities = np.array([0.1, 0.3, 0.5, 0.65, 0.2, 0.6, 0.8, 0.9])
+    assert metrics.operating_threshold(labels, probabilities, 0.75, confidence=0) == (0.6, True)
+    assert metrics.operating_threshold(labels, probabilities, 0.74, confidence=0) == (0.6, True)
+    assert metrics.operating_threshold(labels, probabilities, 1.0, confidence=0) == (0.2, True)
+    assert metrics.operating_threshold(labels, probabilities, 0.5, confidence=0) == (0.8, True)
+    # 4 malignant cases cannot show 75% recall with 95% confidence: every one of them is flagged instead
+    assert metrics.operating_threshold(labels, probabilities, 0.75, confidence=0.95) == (0.2, False)
+
+
+def test_the_recall_lower_bound_is_clopper_pearsons():
+    bounds = metrics.recall_lower_bound(np.array([188, 189, 190]), 190, 0.95)
+    assert bounds[2] == pytest.approx(0.05 ** (1 / 190))  # no miss: the bound solves p**n = 1 - confidence
+    assert bounds[0] < 0.97 <= bounds[1] < bounds[2]  # of 190 malignant cases, 97% needs at most 1 miss
+    assert metrics.recall_lower_bound(np.array([3]), 4, 0).tolist() == [0.75]
+
+
+def trained(name: str, roc_auc: float) -> dict:
+    return {"name": name, "status": "trained", "cv": {"roc_auc": {"mean": roc_auc, "std": 0.01}}}
+
+
+def test_the_winner_is_the_best_and_a_tie_goes_to_the_earlier_candidate():
+    failed = {"name": "random_forest", "status": "failed", "error": "MemoryError: "}
+    assert select.winner([trained("logreg", 0.990), failed, trained("linear_svm", 0.9909)], "roc_auc") == "logreg"
+    assert select.winner([trained("logreg", 0.990), trained("linear_svm", 0.9911)], "roc_auc") == "linear_svm"
+    assert select.winner([failed, trained("linear_svm", 0.5)], "roc_auc") == "linear_svm"
+    with pytest.raises(TrainingError, match="no candidate could be trained.*random_forest: MemoryError"):
+        select.winner([failed], "roc_auc")
+
+
+def test_the_reliability_curve_bins_as_the_chart_does():
+    labels = np.array([0, 0, 1, 0, 1, 1])
+    probabilities = np.array([0.05, 0.2, 0.3, 0.5, 0.9, 1.0])
+    check = evaluate.reliability(labels, probabilities)
+    assert [(point["bin"], point["rows"]) for point in check["bins"]] == [("0.0-0.2", 2), ("0.2-0.4", 1),
+                                                                          ("0.4-0.6", 1), ("0.8-1.0", 2)]
+    assert check["bins"][0]["observed"] == 0 and check["bins"][1]["observed"] == 1
+    gaps, rows = [0.125, 0.7, 0.5, 0.05], [2, 1, 1, 2]  # |observed - mean predicted| and rows per bin
+    expected = sum(gap * count for gap, count in zip(gaps, rows, strict=True)) / 6
+    assert check["expected_calibration_error"] == pytest.approx(expected)
+    assert check["brier_score_of_prevalence"] == pytest.approx(0.25)
 
 
 def test_quality_gate_lists_each_metric_below_its_threshold(make_settings):

@@ -1,0 +1,115 @@
+"""Step 4, select: among the candidates that trained, pick the winner by its cross-validated SELECTION_METRIC on the
+training rows (within TIE_TOLERANCE of the best, the earliest of CANDIDATES: the simpler one), choose its operating
+threshold from its out-of-fold probabilities (the highest one whose recall reaches TARGET_RECALL with
+TARGET_CONFIDENCE, i.e. the best specificity at that sensitivity), and save model.joblib: the winner's fitted
+pipeline deciding at that threshold. The test rows are not read here: evaluate scores the winner alone, once."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import joblib
+import pandas as pd
+from sklearn.frozen import FrozenEstimator
+from sklearn.model_selection import FixedThresholdClassifier
+
+from etl import catalog
+from etl.dataset import TARGET, features_and_labels
+from etl.metrics import operating_threshold, score
+from etl.pipeline import cli_main
+from etl.run_folder import RunFolder
+from etl.steps import StepResult
+from etl.train import PROBABILITY, save_model
+from utils.config import Settings
+from utils.errors import TrainingError
+from utils.logger import get_logger
+from utils.telemetry import Sample
+
+STEP = "select"
+TIE_TOLERANCE = 0.001  # CV means closer than this are a tie: fold noise, not a better model
+log = get_logger(STEP)
+
+
+def candidate_results(run: RunFolder, settings: Settings) -> list[dict[str, Any]]:
+    """Each of CANDIDATES, in order: its CV scores when it trained, else why not."""
+    trained = set(run.trained_candidates())
+    results = []
+    for name in settings.candidates:
+        if name in trained:
+            results.append({"name": name, "status": "trained", "cv": run.record("train", name)["cv"]})
+        else:
+            failure = run.candidate_failure(name) or {
+                "error_type": "missing", "error": "no record and no failure: its training did not run or was killed"}
+            results.append({"name": name, "status": "failed", "error": f"{failure['error_type']}: {failure['error']}"})
+    return results
+
+
+def winner(results: list[dict[str, Any]], metric: str) -> str:
+    """The earliest trained candidate whose mean `metric` is within TIE_TOLERANCE of the best one's."""
+    means = {result["name"]: result["cv"][metric]["mean"] for result in results if result["status"] == "trained"}
+    if not means:
+        raise TrainingError("no candidate could be trained, so there is no model to select: " + "; ".join(
+            f"{result['name']}: {result['error']}" for result in results))
+    best = max(means.values())
+    return next(name for name, mean in means.items() if mean >= best - TIE_TOLERANCE)
+
+
+def threshold_choice(run: RunFolder, candidate: str, settings: Settings) -> dict[str, Any]:
+    """The operating threshold from `candidate`'s out-of-fold probabilities, whether it reaches the target with
+    the confidence asked, and the recall and specificity it had there."""
+    oof = pd.read_csv(run.file(catalog.candidate_file(candidate, catalog.OUT_OF_FOLD)))
+    labels, probabilities = oof[TARGET].to_numpy(dtype=int), oof[PROBABILITY].to_numpy()
+    threshold, reached = operating_threshold(labels, probabilities, settings.target_recall,
+                                             settings.target_confidence)
+    at_threshold = score(labels, probabilities, threshold)
+    return {"operating_threshold": threshold, "target_recall": settings.target_recall,
+            "target_confidence": settings.target_confidence, "target_reached": reached,
+            "out_of_fold": {name: at_threshold[name] for name in ("recall", "specificity", "confusion_matrix")}}
+
+
+def thresholded_model(run: RunFolder, candidate: str, threshold: float) -> FixedThresholdClassifier:
+    """The candidate's fitted pipeline, frozen (not refitted), deciding malignant at `threshold`."""
+    pipeline = joblib.load(run.file(catalog.candidate_file(candidate, catalog.CANDIDATE_MODEL)))
+    features, labels, _ = features_and_labels(pd.read_csv(run.file(catalog.TRAIN)))
+    model = FixedThresholdClassifier(FrozenEstimator(pipeline), threshold=threshold, response_method="predict_proba")
+    return model.fit(features, labels)  # FrozenEstimator's fit does nothing: this only records the classes
+
+
+def run(run: RunFolder, settings: Settings) -> StepResult:
+    """Pick the winner among the trained candidates, choose its threshold, save model.joblib; every candidate's
+    scores (or failure) go into the record."""
+    results = candidate_results(run, settings)
+    chosen = winner(results, settings.selection_metric)
+    choice = threshold_choice(run, chosen, settings)
+    if not choice["target_reached"]:
+        log.warning("too few malignant training rows to reach recall %s with confidence %s: the threshold flags "
+                    "every malignant training row out of fold", settings.target_recall, settings.target_confidence)
+    digest = save_model(thresholded_model(run, chosen, choice["operating_threshold"]), run.file(catalog.MODEL))
+    failed = [result["name"] for result in results if result["status"] == "failed"]
+    for result in results:
+        if result["status"] == "failed":
+            log.warning("candidate %s is left out: %s", result["name"], result["error"])
+    log.info("selected %s by CV %s %.4f (tie tolerance %s); operating threshold %.4f: out-of-fold recall %.4f "
+             "(target %s) with specificity %.4f; model sha256 %s", chosen, settings.selection_metric,
+             run.record("train", chosen)["cv"][settings.selection_metric]["mean"], TIE_TOLERANCE,
+             choice["operating_threshold"],
+             choice["out_of_fold"]["recall"], settings.target_recall, choice["out_of_fold"]["specificity"], digest)
+    trained = run.record("train", chosen)
+    summary = {"model": chosen, "operating_threshold": choice["operating_threshold"], "failed_candidates": failed,
+               "model_sha256": digest}
+    consumed = tuple(catalog.candidate_file(result["name"], file) for result in results
+                     if result["status"] == "trained" for file in (catalog.CANDIDATE_MODEL, catalog.OUT_OF_FOLD))
+    return StepResult(
+        record={**summary, **choice, "selection_metric": settings.selection_metric, "tie_tolerance": TIE_TOLERANCE,
+                "candidates": results, **{key: trained[key] for key in ("seed", "cv_folds", "rows_train", "cv")}},
+        summary=summary, consumed=consumed,
+        samples=[Sample("candidates_failed", len(failed), help="Candidate models that could not be trained.")])
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli_main(STEP, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
