@@ -75,7 +75,7 @@ def test_assets_trigger_scoring_a_bad_batch_fails_alone_and_a_new_champion_resco
 
         # A new champion (a second training run) triggers a rescore of the processed batch; the unchanged bad
         # batch waits for a fix without failing the run again.
-        retrained = api.trigger(DAG_ID, {"model": "random_forest"})
+        retrained = api.trigger(DAG_ID, {"candidates": ["random_forest"]})
         assert api.wait_for_run(DAG_ID, retrained, RUN_TIMEOUT_SECONDS)["state"] == "success"
         third = finished_runs(api, SCORING_DAG_ID, 3)[-1]
         assert third["state"] == "success"
