@@ -62,7 +62,9 @@ def test_make_predict_scores_the_bundled_file_with_the_champion(results: Path, t
         pointer["model_sha256"]}
     assert predictions["probability_malignant"].between(0, 1).all()
     assert set(predictions["predicted_class"]) == {0, 1}
-    assert ((predictions["probability_malignant"] >= 0.5) == predictions["predicted_class"].astype(bool)).all()
+    labelled_at = pointer["operating_threshold"]  # the model's own threshold, not 0.5
+    assert 0 < labelled_at < 0.5
+    assert ((predictions["probability_malignant"] >= labelled_at) == predictions["predicted_class"].astype(bool)).all()
     assert summary["model"]["source"].startswith("champion") and summary["model"]["name"] == pointer["name"]
     assert summary["accuracy"] > 0.93  # the bundled rows carry Class
     assert summary["drift"]["drifted"] is False and summary["drift"]["max_psi"] < 0.05

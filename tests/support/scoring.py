@@ -41,7 +41,7 @@ def point_champion_at(published: Path) -> Path:
     metrics = read_json(published / catalog.METRICS)
     return write_json_atomic(published.parent / catalog.CHAMPION, {
         "name": published.name, "run_id": manifest["run_id"], "model_sha256": manifest["files"][catalog.MODEL],
-        "promoted_at": "2026-12-01T12:00:00+00:00", "operating_threshold": 0.5,
+        "promoted_at": "2026-12-01T12:00:00+00:00", "operating_threshold": metrics["operating_threshold"],
         "metrics": {key: metrics[key] for key in catalog.HEADLINE_METRICS}})
 
 
