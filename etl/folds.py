@@ -68,8 +68,9 @@ def back_and_forth(count: int, n_splits: int) -> np.ndarray:
 
 
 def deal(counts: np.ndarray, classes: np.ndarray, n_splits: int, rng: np.random.Generator) -> np.ndarray:
-    """The fold of each group from its rows per class (`counts`, groups x classes) and its class. Per class, groups of several rows go first, largest first (ties shuffled), back and forth; then the
-    one-row groups of each class, shuffled, bring every fold's rows of that class to within one of each other.
+    """The fold of each group from its rows per class (`counts`, groups x classes) and its class. Per class,
+    groups of several rows go first, largest first (ties shuffled), back and forth; then the one-row groups of
+    each class, shuffled, bring every fold's rows of that class to within one of each other.
     A class whose folds would not all get one of its groups (few groups, far larger than the rest) is dealt
     round-robin instead. The loops run over the classes, never over the groups."""
     sizes = counts.sum(axis=1)
