@@ -91,14 +91,19 @@ def run(command: list[str], env: dict[str, str], timeout: float) -> tuple[Measur
         started = time.perf_counter()
         process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=err)
         stopped = False
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                break
-            if not stopped and time.perf_counter() - started > timeout:
-                process.kill()
-                stopped = True
-            time.sleep(0.05)
+        try:
+            while True:
+                pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+                if pid:
+                    break
+                if not stopped and time.perf_counter() - started > timeout:
+                    process.kill()
+                    stopped = True
+                time.sleep(0.05)
+        except BaseException:  # interrupted: leave no measuring process behind
+            process.kill()
+            process.wait()
+            raise
         elapsed = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
