@@ -7,7 +7,8 @@ each candidate model's cross-validation + fit on that run's train.csv, one proce
 RSS of the process); then the grouped folds alone, etl/folds.py and sklearn's StratifiedGroupKFold (seconds, and
 the spread of the malignant share over the test folds; StratifiedGroupKFold only up to SGKF_MAX_ROWS rows, its
 per-group Python loop takes minutes beyond). A process that runs longer than BENCH_SCALE_TIMEOUT seconds (default
-600) is stopped and reported as such (after a step, the later steps of that size are skipped).
+300: already more than the whole pipeline may take) is stopped and reported as such (after a step, the later
+steps of that size are skipped).
 
 Goals, at the largest size: the whole pipeline (the steps' sum) within PIPELINE_GOAL_S, every process under
 MEMORY_GOAL_MIB, and the pipeline's seconds per row growing at most LINEAR_GOAL times from the second-largest size
@@ -200,7 +201,7 @@ def report(by_size: dict[int, dict[str, Measure]]) -> None:
 
 def main() -> int:
     sizes = [int(size) for size in os.environ.get("BENCH_SCALE_ROWS", ",".join(map(str, SIZES))).split(",")]
-    timeout = float(os.environ.get("BENCH_SCALE_TIMEOUT", "600"))
+    timeout = float(os.environ.get("BENCH_SCALE_TIMEOUT", "300"))
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     try:
         report({rows: bench_size(rows, work, timeout) for rows in sizes})
