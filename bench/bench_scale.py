@@ -170,8 +170,8 @@ def report(by_size: dict[int, dict[str, Measure]]) -> None:
     """The table (seconds, microseconds per row, peak RSS MiB per size) and the goals at the largest size."""
     sizes = sorted(by_size)
     names = list(dict.fromkeys(name for size in sizes for name in by_size[size]))
-    print("\nscale benchmark: per size, seconds, microseconds per row, peak RSS MiB; growth = seconds per row at "
-          f"{sizes[-1]} / at {sizes[-2] if len(sizes) > 1 else sizes[-1]}")
+    growth = f"; growth = seconds per row at {sizes[-1]} / at {sizes[-2]}" if len(sizes) > 1 else ""
+    print(f"\nscale benchmark: per size, seconds, microseconds per row, peak RSS MiB{growth}")
     print(f"{'what':<36}" + "".join(f"{size:>26}" for size in sizes) + "   growth")
     for name in names:
         cells = [by_size[size].get(name) for size in sizes]
