@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT))  # run as a script: `python bench/bench_scale.py`
 from bench.make_data import generate, write  # noqa: E402
 from etl import catalog  # noqa: E402
 from etl.steps import STEPS  # noqa: E402
-from utils.config import MODELS  # noqa: E402
+from utils.config import CANDIDATE_NAMES  # noqa: E402
 
-CANDIDATES = MODELS  # the candidate models the train step compares (one line to adapt if their place moves)
+CANDIDATES = CANDIDATE_NAMES  # the default candidates (CANDIDATES setting), each cross-validated and fitted
 SIZES = (10_000, 100_000, 1_000_000)
 SGKF_MAX_ROWS = 100_000
 PIPELINE_GOAL_S = 90.0
