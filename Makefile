@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 
 # local-% is a pattern rule, so it cannot be .PHONY (make skips implicit rules for phony targets).
-.PHONY: help install-requirements venv system-deps local-test-all local-pipeline predict gdrive-check settings test test-fast lint bench clean-runs
+.PHONY: help install-requirements venv system-deps local-test-all local-pipeline predict gdrive-check settings test test-fast lint bench bench-scale clean-runs
 
 help: ## List the targets with what they do
 	@awk 'BEGIN {FS = ":.*## "} /^##@ / {printf "\n\033[1m%s\033[0m\n", substr($$0, 5)} \
@@ -64,9 +64,13 @@ lint: venv ## ruff on the Python code, shellcheck on the shell scripts, hadolint
 	$(VENV)/bin/hadolint Dockerfile
 	shellcheck entrypoint.sh .ci/*.sh .ci/run tests/stack/images/*/entrypoint
 
-bench: venv ## Time the pipeline (as processes, in one process, under Airflow) against baselines; load's memory; predict on 1M rows
+bench: venv ## Time the pipeline (as processes, in one process, under Airflow) against baselines; load's memory; predict on 1M rows; at scale
 	@pipeline=0; $(PY) bench/bench_load.py || pipeline=$$?; $(PY) bench/bench_pipeline.py || pipeline=$$?; \
-		$(PY) bench/bench_predict.py || pipeline=$$?; $(PY) bench/bench_airflow.py && exit $$pipeline
+		$(PY) bench/bench_predict.py || pipeline=$$?; $(PY) bench/bench_airflow.py || pipeline=$$?; \
+		$(PY) bench/bench_scale.py && exit $$pipeline
+
+bench-scale: venv ## Only the scale bench: each step and candidate on 10k, 100k, 1M generated rows (BENCH_SCALE_ROWS)
+	$(PY) bench/bench_scale.py
 
 clean-runs: ## Delete the per-run working folders under data/runs/
 	rm -rf data/runs
