@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 from sklearn.base import ClassifierMixin, clone
 from sklearn.impute import SimpleImputer
-from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
@@ -20,6 +19,7 @@ from threadpoolctl import threadpool_limits
 from etl import catalog
 from etl.catalog import CV_METRICS
 from etl.dataset import ID, TARGET, features_and_labels
+from etl.folds import grouped_stratified_folds
 from etl.metrics import score
 from etl.pipeline import cli_main
 from etl.run_folder import RunFolder
@@ -51,13 +51,13 @@ def make_classifier(candidate: str, seed: int) -> ClassifierMixin:
     if candidate == "random_forest":
         from sklearn.ensemble import RandomForestClassifier
 
-        return RandomForestClassifier(n_estimators=100, min_samples_leaf=3, class_weight="balanced",
+        return RandomForestClassifier(n_estimators=30, max_samples=0.1, min_samples_leaf=5, class_weight="balanced",
                                       random_state=seed, n_jobs=1)
     if candidate == "hist_gradient_boosting":
         from sklearn.ensemble import HistGradientBoostingClassifier
 
-        return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, max_leaf_nodes=15,
-                                              l2_regularization=1.0, class_weight="balanced", random_state=seed)
+        return HistGradientBoostingClassifier(max_iter=30, learning_rate=0.2, early_stopping=False,
+                                              class_weight="balanced", random_state=seed)
     if candidate == "linear_svm":
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.svm import LinearSVC
@@ -71,12 +71,6 @@ def build_pipeline(candidate: str, seed: int) -> Pipeline:
     """Impute, scale and classify in one object, so prediction repeats the training preprocessing exactly."""
     return Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler()),
                      ("model", make_classifier(candidate, seed))])
-
-
-def grouped_folds(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> Folds:
-    """Stratified folds that keep an Id in one fold: (training, held-out) row indices of each."""
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros(len(labels)), labels, groups))
 
 
 def out_of_fold(pipeline: Pipeline, features: pd.DataFrame, labels: np.ndarray,
@@ -114,7 +108,7 @@ def fit(train: pd.DataFrame, candidate: str, folds: int,
     try:
         with threadpool_limits(limits=1):
             probabilities, fold_scores = out_of_fold(pipeline, features, labels,
-                                                     grouped_folds(labels, groups, folds, seed))
+                                                     grouped_stratified_folds(labels, groups, folds, seed))
             return pipeline.fit(features, labels), probabilities, fold_scores
     except ValueError as exc:  # sklearn's word for data an estimator cannot fit
         raise TrainingError(f"candidate {candidate} cannot be fitted on the {len(train)} training rows: {exc}") from exc

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 from etl import charts, evaluate, metrics, preprocess, select, train
 from etl.dataset import EXPECTED_COLUMNS, FEATURES, ID, TARGET, features_and_labels
+from etl.folds import grouped_stratified_folds
 from utils.config import CANDIDATE_NAMES
 from utils.errors import EXCERPT_CHARS, DataValidationError, TrainingError, excerpt
 from utils.telemetry import Sample, build_registry, step_samples
@@ -166,7 +167,7 @@ def test_every_candidate_is_a_seeded_single_threaded_three_stage_pipeline(candid
 def test_out_of_fold_scores_every_row_with_a_model_that_did_not_see_its_id():
     frame = clean_frame(30, rows_per_id=2)
     features, labels, groups = features_and_labels(frame)
-    folds = train.grouped_folds(labels, groups, 3, 0)
+    folds = grouped_stratified_folds(labels, groups, 3, 0)
     assert all(not set(groups[fit]) & set(groups[held]) for fit, held in folds)
     probabilities, fold_scores = train.out_of_fold(train.build_pipeline("logreg", 0), features, labels, folds)
     assert not np.isnan(probabilities).any() and len(fold_scores) == 3
