@@ -40,7 +40,7 @@ local-%: venv ## One step without Airflow: local-<step> for each step of etl/ste
 local-test-all: venv ## Run the pipeline's steps one process each, in order (not the tests: see `make test`)
 	@for step in $(STEP_NAMES); do echo "$(PY) -m etl.$$step"; $(PY) -m etl.$$step || exit 1; done
 
-local-pipeline: venv ## All six steps in one process
+local-pipeline: venv ## All the steps in one process
 	$(PY) -m etl.pipeline
 
 predict: venv ## Score a CSV with the champion model (INPUT=path.csv, default the bundled file; OUTPUT=predictions.csv)

@@ -1,6 +1,8 @@
-"""Breast-cancer diagnosis model: load, preprocess, train the candidate models, select one, evaluate and publish.
+"""Breast-cancer diagnosis model: load, preprocess, train the candidate models, select one, evaluate, compare
+with the champion, publish and promote.
 
-    start -> load -> preprocess -> candidates -> train[<candidate>] x N -> select -> evaluate -> upload -> success_end
+    start -> load -> preprocess -> candidates -> train[<candidate>] x N -> select -> evaluate -> compare -> upload
+          [-> approve] -> promote -> success_end
     failure_end (one_failed) <- every task from load on but the candidates' training
 
 `train` is a mapped task: one instance per candidate of the run's CANDIDATES (the Param `candidates`), listed by
@@ -8,7 +10,11 @@
 least one succeeded: a failed candidate stays red in the grid and is reported, the run goes on with the others
 and can end in success; when none succeeded, select is upstream_failed and the run fails (failure_end alerts).
 Both ends are leaves, so a failed step fails the DAG run (success_end becomes upstream_failed) while
-failure_end records and sends the alert. Steps exchange files in `<RUNS_DIR>/<run_id>/` and only their small
+failure_end records and sends the alert. `promote` ends skipped when the run's model did not become the champion
+(worse than the champion, rejected, or the approval timed out); the run still succeeds (success_end: none_failed).
+With APPROVAL_REQUIRED (read when this file is parsed) `approve`, a human-in-the-loop task, asks a reviewer in the
+UI or the REST API; it is skipped when compare kept the champion, and no answer within APPROVAL_TIMEOUT counts as
+a rejection. Steps exchange files in `<RUNS_DIR>/<run_id>/` and only their small
 summaries (counts, checksums, where the run was published) through XCom. "Trigger DAG w/ config" in the UI sets
 the Params below; their defaults come from the environment / `.env` (utils/config.py).
 
@@ -22,7 +28,7 @@ from datetime import timedelta
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.python import PythonOperator
-from airflow.sdk import DAG, Param, TriggerRule
+from airflow.sdk import DAG, BaseOperator, Param, TriggerRule
 
 from etl import airflow_tasks, assets
 from etl.steps import DAG_ID, DEFAULT_ARGS, FAILURE_END, STEPS
@@ -30,10 +36,13 @@ from utils.config import Settings, data_url_pattern, load_settings
 
 # The settings a user may change per run ("Trigger DAG w/ config"); their types, bounds and choices come from
 # utils/config.py. Any other key of a trigger's conf is ignored (etl/airflow_tasks.py).
-PER_RUN_SETTINGS = ("candidates", "test_size", "min_recall", "min_roc_auc", "storage_backend", "data_url")
+PER_RUN_SETTINGS = ("candidates", "test_size", "min_recall", "min_roc_auc", "promotion_metric", "promotion_tolerance",
+                    "storage_backend", "data_url")
 # Retries and timeouts of each step, and the arguments every task shares, are in etl/steps.py.
 PARAM_KEYWORDS = ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "items", "minItems")
 CANDIDATE_LABEL = "{{ task.op_kwargs['candidate'] }}"  # a mapped train instance's name in the grid
+REVIEW = ("{{ ti.xcom_pull(task_ids='compare')['review'] }}\n\n"
+          "Published to: {{ ti.xcom_pull(task_ids='upload')['destinations'] }}")  # what the reviewer reads
 
 
 def run_params(defaults: Settings) -> dict[str, Param]:
@@ -51,6 +60,20 @@ def run_params(defaults: Settings) -> dict[str, Param]:
             for name, value in values.items()}
 
 
+def approval_task(timeout_minutes: float) -> BaseOperator:
+    """The reviewer's Approve / Reject between upload and promote; no answer in time is a Reject. Imported only
+    when APPROVAL_REQUIRED asks for it, so that the DAG without it parses no faster or slower than before."""
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    return HITLOperator(task_id=airflow_tasks.APPROVAL_TASK, subject="Make run {{ run_id }} the champion?",
+                        body=REVIEW, options=[airflow_tasks.APPROVE, airflow_tasks.REJECT],
+                        defaults=[airflow_tasks.REJECT], response_timeout=timedelta(minutes=timeout_minutes),
+                        pre_execute=airflow_tasks.skip_unless_promoting,
+                        on_failure_callback=airflow_tasks.record_step_failure)
+
+
+SETTINGS = load_settings()
+
 with DAG(
     dag_id=DAG_ID,
     description="Train, check and publish the breast-cancer diagnosis model",
@@ -61,16 +84,21 @@ with DAG(
     dagrun_timeout=timedelta(hours=2),  # a hung run cannot hold the single run slot forever
     is_paused_upon_creation=False,  # the stack runs the pipeline as soon as it is up
     default_args=DEFAULT_ARGS,
-    params=run_params(load_settings()),
+    params=run_params(SETTINGS),
     tags=["ml", "breast-cancer"],
 ) as dag:
     start = EmptyOperator(task_id="start")
-    success_end = EmptyOperator(task_id="success_end")
+    success_end = EmptyOperator(task_id="success_end", trigger_rule=TriggerRule.NONE_FAILED)
     failure_end = PythonOperator(task_id="failure_end", python_callable=airflow_tasks.end_with_failure,
                                  trigger_rule=TriggerRule.ONE_FAILED, **FAILURE_END)
 
     upstream, mapped = start, False
     for step in STEPS:
+        approving = step.name == airflow_tasks.PROMOTE_STEP and SETTINGS.approval_required
+        if approving:
+            approve = approval_task(SETTINGS.approval_timeout)
+            upstream >> approve >> failure_end
+            upstream = approve
         task_settings = {"task_id": step.name, "python_callable": airflow_tasks.run_step, "retries": step.retries,
                          "execution_timeout": step.timeout}
         if step.per_candidate:  # failure_end is not downstream: the next step decides whether enough succeeded
@@ -83,9 +111,10 @@ with DAG(
         else:
             task = PythonOperator(**task_settings, op_kwargs={"step": step.name},
                                   on_failure_callback=airflow_tasks.record_step_failure,
-                                  outlets=[assets.champion()] if step.name == "upload" else [],  # scoring's trigger
+                                  # the scoring DAG's trigger: an event only when promote succeeds (a new champion)
+                                  outlets=[assets.champion()] if step.name == airflow_tasks.PROMOTE_STEP else [],
                                   trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS if mapped
-                                  else TriggerRule.ALL_SUCCESS)
+                                  else TriggerRule.NONE_FAILED if approving else TriggerRule.ALL_SUCCESS)
             upstream >> task >> failure_end
         upstream, mapped = task, step.per_candidate
     upstream >> success_end

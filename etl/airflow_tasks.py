@@ -19,7 +19,11 @@ from utils.config import Settings, load_settings
 from utils.errors import PipelineError
 from utils.logger import ROOT_LOGGER
 
+COMPARE_STEP, PROMOTE_STEP = "compare", "promote"  # etl/steps.py's steps whose tasks the approval sits between
+
 Context = Mapping[str, Any]  # the Airflow task context
+APPROVAL_TASK = "approve"  # the human-in-the-loop task between upload and promote (APPROVAL_REQUIRED)
+APPROVE, REJECT = "Approve", "Reject"  # its options; no answer before APPROVAL_TIMEOUT counts as REJECT
 
 
 def run_start(context: Context) -> datetime:
@@ -67,6 +71,8 @@ def run_step(step: str, candidate: str | None = None, **context: Any) -> dict[st
     """Run the step `step` (etl/steps.py; a per-candidate step for `candidate`) for this DAG run; its small summary
     becomes the task's XCom. A permanent error (not `transient`: a 404, bad settings, bad data, a candidate that
     cannot be fitted, a failed quality gate) fails the task at once, without retries."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
     from etl import notify
     from etl.pipeline import execute_step
     from etl.steps import STEP
@@ -74,7 +80,38 @@ def run_step(step: str, candidate: str | None = None, **context: Any) -> dict[st
     with failing_at_once():
         run, settings = run_and_settings(context)
         notify.clear_failure(run.path)
-        return execute_step(STEP[step], run, settings, candidate)
+        inputs = {"approval": approval_answer(context)} if step == PROMOTE_STEP else {}
+        summary = execute_step(STEP[step], run, settings, candidate, **inputs)
+    if step == PROMOTE_STEP and not summary["promoted"]:
+        raise AirflowSkipException(f"not promoted: {summary['reason']}")  # the DAG run still succeeds
+    return summary
+
+
+def approval_answer(context: Context) -> dict[str, Any] | None:
+    """The reviewer's answer as promote records it (`approved`, `by`, `reason`); None when the DAG has no approval
+    task or it was skipped (compare kept the champion: nothing to approve)."""
+    if APPROVAL_TASK not in context["dag"].task_ids:
+        return None
+    answer = context["ti"].xcom_pull(task_ids=APPROVAL_TASK)
+    if not answer:
+        return None
+    user = answer.get("responded_by_user") or {}
+    approved = answer.get("chosen_options") == [APPROVE]
+    if not user:
+        return {"approved": False, "by": None, "reason": "approval timed out (APPROVAL_TIMEOUT): counted as a "
+                "rejection; the champion stays"}
+    name = user.get("name") or user.get("id")
+    return {"approved": approved, "by": name,
+            "reason": f"approved by {name}" if approved else f"rejected by {name}; the champion stays"}
+
+
+def skip_unless_promoting(context: Context) -> None:
+    """pre_execute of the approval task: nobody is asked when compare already kept the champion."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    compared = context["ti"].xcom_pull(task_ids=COMPARE_STEP) or {}
+    if compared.get("decision") != "promote":
+        raise AirflowSkipException(f"nothing to approve: {compared.get('reason', 'compare kept the champion')}")
 
 
 def step_error(context: Context) -> BaseException | None:

@@ -8,6 +8,7 @@ VALIDATION_REPORT = "validation_report.json"  # every violation, or the data's p
 TRAIN = "train.csv"
 TEST = "test.csv"
 TRAINING_PROFILE = "training_profile.json"  # per feature, the count of each value over the training rows
+TRAINING_IDS = "training_ids.json"  # the Ids of the training rows: left out when this model is a champion scored
 PREPROCESS_INFO = "preprocess.json"  # preprocess's record: counts
 # Each candidate model is trained in its own folder `candidates/<name>/` (etl/train.py), with its own lock.
 CANDIDATES_DIR = "candidates"
@@ -25,11 +26,15 @@ CALIBRATION_CURVE = "calibration_curve.png"
 CHARTS = (ROC_CURVE, PRECISION_RECALL_CURVE, CONFUSION_MATRIX, CALIBRATION_CURVE)
 REPORT = "report.md"
 EVALUATE_INFO = "evaluate.json"  # evaluate's record
+COMPARISON = "comparison.json"  # challenger vs champion on this run's test rows, and the decision
+COMPARISON_REPORT = "comparison.md"  # the same for people, with the history of runs before this one
+COMPARE_INFO = "compare.json"  # compare's record
 MANIFEST = "manifest.json"  # checksums, settings, versions: published with the run
 UPLOAD_INFO = "upload.json"  # upload's record: where the run was published
 CHAMPION = "champion.json"  # RESULTS_DIR's pointer to the published run that scores new samples
 PREDICTIONS = "predictions.csv"  # a scored batch: Id, probability, label, the model's run id and sha256
 SCORING_SUMMARY = "summary.json"  # a scored batch's counts, model and drift
+PROMOTE_INFO = "promote.json"  # promote's record: promoted or not, and why
 LOCK = ".lock"  # held by the process running a step of the run (or of a candidate, in its folder)
 
 # What metrics.json holds (malignant = positive): the report and the manifest list every test metric; the headline

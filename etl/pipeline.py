@@ -47,7 +47,7 @@ def execute_step(step: Step, run: RunFolder, settings: Settings, candidate: str 
         try:
             run.begin(step, candidate)
             run.verify_chain(before=step)
-            result = step.run(run, settings, candidate) if candidate else step.run(run, settings)
+            result = step.run(run, settings, candidate) if candidate else step.run(run, settings, **inputs)
             run.write_record(step, result.record, candidate, result.consumed)
             if result.failure:
                 raise result.failure

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from etl import catalog
+from etl import catalog, champion
 from etl.dataset import FEATURES, ID, TARGET
 from etl.publishers.local import LATEST_LINK
 from utils.config import Settings, load_settings
@@ -58,24 +58,11 @@ class PublishedModel:
                 "operating_threshold": self.threshold, "source": self.source}
 
 
-def read_champion(results_dir: Path) -> dict[str, Any] | None:
-    """RESULTS_DIR/champion.json (`name`, `run_id`, `model_sha256`, ...), or None when no run was promoted yet."""
-    path = results_dir / catalog.CHAMPION
-    if not path.is_file():
-        return None
-    pointer = read_json(path)
-    missing = [key for key in ("name", "run_id", "model_sha256") if not isinstance(pointer.get(key), str)]
-    if missing:
-        raise ArtifactError(f"{path}: expected the keys name, run_id and model_sha256 (strings); "
-                            f"missing or not text: {', '.join(missing)}")
-    return pointer
-
-
 def choose_run(settings: Settings) -> tuple[str, str | None, str]:
     """The published run to score with, the model sha256 its pointer pins (if any), and why it was chosen."""
     if settings.predict_run:
         return settings.predict_run, None, f"PREDICT_RUN={settings.predict_run}"
-    pointer = read_champion(settings.results_dir)
+    pointer = champion.read_pointer(settings.results_dir)
     if pointer is not None:
         return pointer["name"], pointer["model_sha256"], f"champion ({settings.results_dir / catalog.CHAMPION})"
     latest = settings.results_dir / LATEST_LINK

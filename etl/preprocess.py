@@ -379,6 +379,7 @@ def run(run: RunFolder, settings: Settings) -> StepResult:
     write_text_atomic(run.file(catalog.TRAIN), train.to_csv(index=False))
     write_text_atomic(run.file(catalog.TEST), test.to_csv(index=False))
     write_json_atomic(run.file(catalog.TRAINING_PROFILE), training_profile(train))  # drift is measured against it
+    write_json_atomic(run.file(catalog.TRAINING_IDS), sorted(int(value) for value in train[ID].unique()))
     log.info("%d rows valid; %d exact duplicates dropped; train %d rows / test %d rows (Ids disjoint)",
              len(raw), dropped, len(train), len(test))
     counts = {"rows_in": len(raw), "duplicates_dropped": dropped, "rows_train": len(train), "rows_test": len(test)}

@@ -54,7 +54,7 @@ class StepResult:
     consumed: tuple[str, ...] = ()  # inputs known only when the step ran (select: the candidates that succeeded)
 
 
-StepFunction = Callable[["RunFolder", "Settings"], StepResult]
+StepFunction = Callable[..., StepResult]  # (run, settings, **inputs from the orchestrator) -> StepResult
 CandidateStepFunction = Callable[["RunFolder", "Settings", str], StepResult]  # also given the candidate's name
 
 
@@ -110,19 +110,30 @@ def _evaluate(run: RunFolder, settings: Settings) -> StepResult:
     return evaluate.run(run, settings)
 
 
+def _compare(run: RunFolder, settings: Settings) -> StepResult:
+    from etl import compare
+    return compare.run(run, settings)
+
+
 def _upload(run: RunFolder, settings: Settings) -> StepResult:
     from etl import upload
     return upload.run(run, settings)
 
 
+def _promote(run: RunFolder, settings: Settings, approval: dict[str, Any] | None = None) -> StepResult:
+    from etl import promote
+    return promote.run(run, settings, approval)
+
+
 PUBLISHED = (catalog.MODEL, catalog.METRICS, *catalog.CHARTS, catalog.REPORT, catalog.VALIDATION_REPORT,
-             catalog.TRAINING_PROFILE)
+             catalog.TRAINING_PROFILE, catalog.TRAINING_IDS, catalog.COMPARISON,
+             catalog.COMPARISON_REPORT)
 STEPS = (
     Step("load", _load, consumes=(), produces=(catalog.RUN_INFO, catalog.RAW, catalog.LOAD_INFO),
          retries=3, timeout=timedelta(minutes=10), retry_reason="the download source can be briefly down"),
     Step("preprocess", _preprocess, consumes=(catalog.RAW,),
          produces=(catalog.VALIDATION_REPORT, catalog.TRAIN, catalog.TEST, catalog.TRAINING_PROFILE,
-                   catalog.PREPROCESS_INFO),
+                   catalog.TRAINING_IDS, catalog.PREPROCESS_INFO),
          retries=0, timeout=timedelta(minutes=5), retry_reason="bad data stays bad"),
     Step("train", _train, consumes=(catalog.TRAIN,),
          produces=(catalog.CANDIDATE_MODEL, catalog.OUT_OF_FOLD, catalog.TRAIN_INFO), per_candidate=True,
@@ -132,8 +143,13 @@ STEPS = (
     Step("evaluate", _evaluate, consumes=(catalog.MODEL, catalog.TEST),
          produces=(catalog.METRICS, *catalog.CHARTS, catalog.REPORT, catalog.EVALUATE_INFO),
          retries=0, timeout=timedelta(minutes=5), retry_reason="a failed quality gate stays failed"),
+    Step("compare", _compare, consumes=(catalog.MODEL, catalog.TEST, catalog.METRICS),
+         produces=(catalog.COMPARISON, catalog.COMPARISON_REPORT, catalog.COMPARE_INFO),
+         retries=0, timeout=timedelta(minutes=5), retry_reason="a missing or altered champion stays so"),
     Step("upload", _upload, consumes=PUBLISHED, produces=(catalog.MANIFEST, catalog.UPLOAD_INFO),
          retries=3, timeout=timedelta(minutes=15), retry_reason="Google Drive can answer 5xx / rate-limit"),
+    Step("promote", _promote, consumes=(catalog.COMPARISON, catalog.MANIFEST), produces=(catalog.PROMOTE_INFO,),
+         retries=3, timeout=timedelta(minutes=5), retry_reason="Google Drive can answer 5xx / rate-limit"),
 )
 STEP = {step.name: step for step in STEPS}
 PRODUCED_BY = {name: step.name for step in STEPS if not step.per_candidate for name in step.produces}

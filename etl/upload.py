@@ -58,12 +58,19 @@ def build_manifest(run: RunFolder, settings: Settings, checksums: dict[str, str]
             "files": checksums}
 
 
+def gated_metrics(run: RunFolder) -> dict[str, Any]:
+    """The run's metrics, or QualityGateError when they record a failed quality gate (nothing after evaluate runs)."""
+    metrics = read_json(run.file(catalog.METRICS))
+    if not metrics["quality_gate"]["passed"]:
+        raise QualityGateError(f"{run.file(catalog.METRICS)} records a failed quality gate: the run is neither "
+                               "compared with the champion nor published")
+    return metrics
+
+
 def run(run: RunFolder, settings: Settings) -> StepResult:
     """Publish model, metrics, charts, reports and manifest of a run that passed the quality gate: locally, then
     to every remote backend; `results/latest` moves only when all of them hold the run."""
-    metrics = read_json(run.file(catalog.METRICS))
-    if not metrics["quality_gate"]["passed"]:
-        raise QualityGateError(f"{run.file(catalog.METRICS)} records a failed quality gate: the run is not published")
+    metrics = gated_metrics(run)
     published = STEPS_BY_NAME[STEP].consumes
     checksums = {name: sha256_file(run.file(name)) for name in published}
     manifest = write_json_atomic(run.file(catalog.MANIFEST),

@@ -31,6 +31,10 @@ SelectionMetric = Literal["roc_auc", "pr_auc"]
 StorageBackend = Literal["local", "gdrive", "auto"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 CANDIDATE_NAMES: tuple[str, ...] = get_args(Candidate)
+# Test metrics a challenger may be compared on: the threshold-free ones, then those at the operating threshold.
+PromotionMetric = Literal["roc_auc", "pr_auc", "brier_score", "recall", "f1", "balanced_accuracy", "accuracy",
+                          "precision", "specificity"]
+PROMOTION_METRICS: tuple[str, ...] = get_args(PromotionMetric)
 STORAGE_BACKENDS: tuple[str, ...] = get_args(StorageBackend)
 DATA_URL_SCHEMES = ("http", "https", "file")
 MAX_SEED = 2**32 - 1  # what numpy's RandomState accepts
@@ -106,6 +110,19 @@ class Settings(BaseSettings):
                                      "shown as scheme://host only.", redact.ORIGIN)
     pushgateway_url: str = setting("PUSHGATEWAY_URL", "", "Prometheus Pushgateway for the pipeline's metrics "
                                    "(optional).", redact.URL)
+    # Champion and challenger (etl/compare.py, etl/promote.py).
+    promotion_metric: PromotionMetric = setting(
+        "PROMOTION_METRIC", "roc_auc", "Test metric on which a run's model (the challenger) must not be worse than "
+        "the champion to replace it: " + ", ".join(PROMOTION_METRICS) + " (brier_score: lower is better).")
+    promotion_tolerance: float = setting(
+        "PROMOTION_TOLERANCE", 0.005, "How much worse than the champion on PROMOTION_METRIC the challenger may be "
+        "and still be promoted; negative: it must be that much better.", ge=-1, le=1)
+    approval_required: bool = setting(
+        "APPROVAL_REQUIRED", False, "Ask a person in the Airflow UI (or REST API) to approve each new champion "
+        "before it is promoted (read when the DAG is parsed).")
+    approval_timeout: float = setting(
+        "APPROVAL_TIMEOUT", 1440.0, "Minutes the approval waits for an answer; no answer counts as a rejection.",
+        gt=0)
     log_level: LogLevel = setting("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR.")
     # Scoring new samples (etl/predict.py, etl/scoring.py) and their drift (etl/drift.py).
     predict_run: str = setting("PREDICT_RUN", "", "Published run (folder name under RESULTS_DIR) that scores "

@@ -34,3 +34,8 @@ class Publisher(Protocol):
     def publish(self, bundle: RunBundle) -> PublishResult:
         """Publish every file of `bundle`; raise PublishError (or ConfigError) when it cannot."""
         ...
+
+    def publish_pointer(self, path: Path) -> str:
+        """Put the file `path` (the champion pointer) at the top of the destination, replacing the one there; its
+        location."""
+        ...

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 LOGICAL_DATE = datetime(2030, 2, 1, 6, 0, tzinfo=UTC)
 PUBLISHED_NAMES = {"model.joblib", "metrics.json", "roc_curve.png", "precision_recall_curve.png",
                    "confusion_matrix.png", "calibration_curve.png", "report.md", "validation_report.json",
-                   "manifest.json"}
+                   "training_ids.json", "comparison.json", "comparison.md", "manifest.json"}
 
 
 def test_dag_run_publishes_every_artifact_to_a_shared_drive_folder_and_locally(tmp_path: Path,
@@ -43,8 +43,11 @@ def test_dag_run_publishes_every_artifact_to_a_shared_drive_folder_and_locally(t
     assert outcome.task_states == SUCCESSFUL_RUN
 
     created = drive.files_in(parent_id)
-    assert len(created) == 1, f"expected one run folder in the Drive folder, found {[f.name for f in created]}"
-    [run_folder] = created
+    folders_made = [f for f in created if f.mime_type == FOLDER_MIME]
+    assert len(folders_made) == 1, f"expected one run folder in the Drive folder, found {[f.name for f in created]}"
+    [run_folder] = folders_made
+    [pointer] = [f for f in created if f.mime_type != FOLDER_MIME]  # the first run became the champion
+    assert pointer.name == "champion.json" and pointer.content == (folders.results / "champion.json").read_bytes()
     assert run_folder.mime_type == FOLDER_MIME
     assert run_folder.name == f"{LOGICAL_DATE:%Y%m%d_%H%M%S}_{safe_run_id(outcome.run_id)}"
     assert json.loads(outcome.xcom_values["upload"]) == {

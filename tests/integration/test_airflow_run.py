@@ -53,7 +53,10 @@ SUMMARY_KEYS = {"load": {"source", "location", "rows", "sha256"},
                 "select": {"model", "operating_threshold", "failed_candidates", "model_sha256"},
                 "evaluate": {"accuracy", "precision", "recall", "f1", "roc_auc", "quality_gate_passed",
                              "operating_threshold"},
-                "upload": {"name", "destinations"}}
+                "compare": {"decision", "reason", "metric", "challenger_score", "champion", "champion_score",
+                            "rows_compared", "review"},
+                "upload": {"name", "destinations"},
+                "promote": {"promoted", "reason", "champion"}}
 
 
 def run_stamp(moment: datetime) -> str:
@@ -236,7 +239,7 @@ def test_bad_data_fails_the_run_at_preprocess(concurrent_runs: ConcurrentRuns):
     assert bad.returncode == 1
     assert bad.state == "failed"
     assert bad.task_states == {"start": "success", "load": "success", "preprocess": "failed",
-                               **dict.fromkeys(("candidates", "train", "select", "evaluate", "upload", "success_end"),
+                               **dict.fromkeys(("candidates", "train", "select", "evaluate", "compare", "upload", "promote", "success_end"),
                                                "upstream_failed"),
                                "failure_end": "success"}
 
@@ -291,7 +294,7 @@ def test_runs_one_after_another_and_concurrent_keep_to_their_own_files(concurren
 # --- permanent failures: at once, without retries, and the key shows nowhere -------------------------------------
 
 FAILED_AT_LOAD = {"start": "success", "load": "failed",
-                  **dict.fromkeys(("preprocess", "candidates", "train", "select", "evaluate", "upload", "success_end"),
+                  **dict.fromkeys(("preprocess", "candidates", "train", "select", "evaluate", "compare", "upload", "promote", "success_end"),
                                   "upstream_failed"),
                   "failure_end": "success"}
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from google.oauth2 import service_account
 from googleapiclient.http import HttpRequest
 
 from etl import gdrive_check
+from etl.pipeline import execute_step, run_all
 from etl.publishers import remote_publishers
 from etl.publishers.base import RunBundle
 from etl.publishers.gdrive.client import FOLDER_MIME, connect, folder_url
@@ -26,7 +28,8 @@ from etl.publishers.gdrive.compat import ChunkBytesUpload, ServiceAccountCredent
 from etl.publishers.gdrive.credentials import identity_from_settings
 from etl.publishers.gdrive.publisher import RUN_ID_PROPERTY, UPLOAD_GRANULARITY, GDrivePublisher, run_property
 from etl.run_folder import RunFolder, safe_run_id
-from etl.steps import STEPS
+from etl.steps import STEP, STEPS
+from tests.support.data import open_run
 from tests.support.drive_fake import DROP, FakeDrive, FakeFile, Fault
 from tests.support.servers import free_port
 from utils.config import Settings
@@ -658,3 +661,17 @@ def test_compat_googleapiclient_reads_chunks_with_getbytes_when_there_is_no_stre
     assert [begin for begin, _ in reads] == [0, CHUNK, 2 * CHUNK], f"{message} reads chunks another way: {reads}"
     assert [r.body_size for r in fake.requests_for("upload.chunk")][:2] == [CHUNK, CHUNK], (
         f"{message} resent a failed chunk incomplete")
+
+
+def test_the_champion_pointer_is_one_file_in_the_drive_folder_replaced_in_place(fake, drive_settings, sleeps):
+    settings = drive_settings()
+    run_all(open_run(settings, "first"), settings)
+    (pointer,) = [f for f in fake.files_in(settings.gdrive_folder_id) if f.name == "champion.json"]
+    assert json.loads(pointer.content) == json.loads((settings.results_dir / "champion.json").read_text())
+    second = open_run(settings, "second")
+    run_all(second, settings)
+    (replaced,) = [f for f in fake.files_in(settings.gdrive_folder_id) if f.name == "champion.json"]
+    assert replaced.id == pointer.id and json.loads(replaced.content)["run_id"] == "second"
+    assert replaced.content == (settings.results_dir / "champion.json").read_bytes()
+    execute_step(STEP["promote"], second, settings)  # a retried promotion: the same file, the same bytes
+    assert [f.id for f in fake.files_in(settings.gdrive_folder_id) if f.name == "champion.json"] == [pointer.id]

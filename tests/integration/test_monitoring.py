@@ -254,6 +254,7 @@ class Live:
     prometheus: str  # base URL
     metrics: dict[str, Any]  # metrics.json of the pipeline run whose metrics were pushed
     scoring: dict[str, Any]  # the summary of a drifting batch scored with the run's model (`python -m etl.predict`)
+    comparison: dict[str, Any]  # the run's comparison.json (the first run: promoted, no champion before it)
 
 
 @pytest.fixture(scope="module")
@@ -264,9 +265,9 @@ def metrics_page(exporter: StatsdExporter) -> Iterator[str]:
         yield urlsplit(server.url).netloc
 
 
-def run_pipeline(folder: Path, pushgateway: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_pipeline(folder: Path, pushgateway: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """The real pipeline, every step, then a drifting batch scored with its model, pushing to `pushgateway`;
-    returns the run's metrics.json and the batch's summary."""
+    returns the run's metrics.json, the batch's summary and the run's comparison.json."""
     env = {key: value for key, value in os.environ.items() if key not in SETTING_VARIABLES}
     env.update(ENV_FILE=str(folder / "absent.env"), RUNS_DIR=str(folder / "runs"),
                RESULTS_DIR=str(folder / "results"), DATA_URL=BUNDLED_CSV.as_uri(),
@@ -278,8 +279,9 @@ def run_pipeline(folder: Path, pushgateway: str) -> tuple[dict[str, Any], dict[s
     scored = subprocess.run([sys.executable, "-m", "etl.predict", str(drifting), "--output", str(folder / "p.csv")],
                             cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert scored.returncode == 0, scored.stderr
-    return (json.loads((folder / "runs" / safe_run_id(env["RUN_ID"]) / catalog.METRICS).read_text(encoding="utf-8")),
-            json.loads(scored.stdout))
+    run = folder / "runs" / safe_run_id(env["RUN_ID"])
+    return (json.loads((run / catalog.METRICS).read_text(encoding="utf-8")), json.loads(scored.stdout),
+            json.loads((run / catalog.COMPARISON).read_text(encoding="utf-8")))
 
 
 def wait_for_data(base_url: str, expression: str) -> None:
@@ -312,12 +314,13 @@ def live(tmp_path_factory: pytest.TempPathFactory, metrics_page: str) -> Iterato
         start_server(processes, [pushgateway, f"--web.listen-address={gateway}"], f"http://{gateway}/-/ready")
         start_server(processes, [prometheus, f"--config.file={config}", f"--storage.tsdb.path={folder / 'tsdb'}",
                                  f"--web.listen-address={address}"], f"http://{address}/-/ready")
-        metrics, scoring = run_pipeline(folder, f"http://{gateway}")
+        metrics, scoring, comparison = run_pipeline(folder, f"http://{gateway}")
         base_url = f"http://{address}"
         wait_for_data(base_url, f"count(count_over_time(up[1m]) >= {SCRAPES_BEFORE_QUERYING} and up == 1) == 3")
         wait_for_data(base_url, "pipeline_last_success_timestamp_seconds")
         wait_for_data(base_url, "pipeline_scoring_feature_psi")
-        yield Live(base_url, metrics, scoring)
+        wait_for_data(base_url, "pipeline_promoted")
+        yield Live(base_url, metrics, scoring, comparison)
     finally:
         processes.stop_all()
 
@@ -359,14 +362,21 @@ SCORING_EXPECTED: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, flo
     ("Predicted malignant: last batch vs training", "B"): lambda s: {"": s["drift"]["training_malignant_share"]},
     ("Rows of the last scored batch", "A"): lambda s: {"": s["rows"]},
 }
+# And for champion vs challenger, from the run's comparison.json: its model was promoted (no champion before it).
+COMPARISON_EXPECTED: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, float]]] = {
+    ("Promoted", "A"): lambda c: {"": float(c["decision"] == "promote")},
+    ("Champion vs challenger", "A"): lambda c: c["challenger"]["metrics"],
+    ("Champion vs challenger", "B"): lambda c: c["challenger"]["metrics"],  # the champion now
+}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("query", dashboard_queries(QUALITY), ids=lambda query: query.source)
 def test_every_model_quality_panel_shows_the_numbers_of_metrics_json(live: Live, query: Query) -> None:
     key = (query.panel, query.ref_id)
-    assert key in EXPECTED or key in SCORING_EXPECTED, f"{query.source}: add the values this panel must show"
-    wanted = EXPECTED[key](live.metrics) if key in EXPECTED else SCORING_EXPECTED[key](live.scoring)
+    sources = ((EXPECTED, live.metrics), (SCORING_EXPECTED, live.scoring), (COMPARISON_EXPECTED, live.comparison))
+    wanted = next((table[key](values) for table, values in sources if key in table), None)
+    assert wanted is not None, f"{query.source}: add the values this panel must show"
     shown = {series["metric"].get("metric", series["metric"].get("feature", "")): float(series["value"][1])
              for series in prometheus_query(live.prometheus, query.expression)}
     assert shown == pytest.approx(wanted, rel=1e-9)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from etl.publishers import LocalPublisher, local
 from etl.publishers.base import RunBundle
 from tests.support.data import open_run
 from tests.support.drive_fake import FakeDrive
+from tests.support.processes import killed_at
 from utils.config import Settings
 from utils.errors import PublishError
 from utils.files import sha256_file
@@ -95,20 +95,8 @@ def prepare(results: Path, republish: bool) -> None:
 
 def run_child(script: Path, results: Path, source: Path, kill_at: str) -> list[str]:
     """Run the child's publish; SIGKILL it when it announces `kill_at`; the events it announced."""
-    child = subprocess.Popen([sys.executable, str(script), str(results), str(source), kill_at, TARGET],
-                             stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    assert child.stdout is not None and child.stderr is not None
-    events = []
-    for line in child.stdout:
-        events.append(line.strip())
-        if events[-1] == kill_at:
-            os.kill(child.pid, signal.SIGKILL)
-            break
-    returncode = child.wait(timeout=30)
-    errors = child.stderr.read()
-    child.stdout.close()
-    child.stderr.close()
+    events, returncode, errors = killed_at([sys.executable, str(script), str(results), str(source), kill_at, TARGET],
+                                           kill_at, timeout=30)
     if kill_at:
         assert events[-1:] == [kill_at] and returncode == -signal.SIGKILL, f"{kill_at} never came: {errors}"
     else:

@@ -100,7 +100,7 @@ def test_a_second_process_with_the_same_run_id_is_refused_and_the_first_is_untou
 
     published = json.loads(first_out)
     results = sorted(p.name for p in (tmp_path / "results").iterdir() if not p.name.startswith("."))
-    assert results == sorted([published["upload"]["name"], "latest"])
+    assert results == sorted([published["upload"]["name"], "latest", "champion.json", "history.csv"])
     alone = make_settings(seed=1, results_dir=tmp_path / "reference")
     reference = run_all(open_run(alone, "seed-1-alone"), alone)
     assert published["evaluate"]["accuracy"] == reference["evaluate"]["accuracy"]
@@ -223,7 +223,9 @@ def test_each_step_records_the_checksums_it_consumed_and_wrote(make_settings):
     candidates = {catalog.candidate_file(name, file) for name in settings.candidates
                   for file in (catalog.CANDIDATE_MODEL, catalog.OUT_OF_FOLD)}
     assert consumed == {"load": set(), "preprocess": {catalog.RAW}, "select": {catalog.TRAIN, *candidates},
-                        "evaluate": {catalog.MODEL, catalog.TEST}, "upload": set(PUBLISHED)}
+                        "evaluate": {catalog.MODEL, catalog.TEST},
+                        "compare": {catalog.MODEL, catalog.TEST, catalog.METRICS}, "upload": set(PUBLISHED),
+                        "promote": {catalog.COMPARISON, catalog.MANIFEST}}
     assert all(set(run.record("train", name)["inputs"]) == {catalog.TRAIN} for name in settings.candidates)
     assert run.record("load")["outputs"][catalog.RAW] == run.record("preprocess")["inputs"][catalog.RAW]
 

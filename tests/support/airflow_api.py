@@ -14,10 +14,11 @@ from tests.support.processes import StackError, wait_until
 
 
 def http_json(url: str, payload: Any = None, headers: Mapping[str, str] | None = None,
-              timeout: float = 30.0) -> Any:
-    """JSON answer of a request (POST when `payload` is given); an HTTP error raises StackError with its body."""
+              timeout: float = 30.0, method: str | None = None) -> Any:
+    """JSON answer of a request (POST when `payload` is given, unless `method` says otherwise); an HTTP error
+    raises StackError with its body."""
     data = None if payload is None else json.dumps(payload).encode("utf-8")
-    request = urllib.request.Request(url, data=data, headers={
+    request = urllib.request.Request(url, data=data, method=method, headers={
         "Content-Type": "application/json", "Accept": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -46,9 +47,10 @@ class AirflowApi:
             self._token = answer["access_token"]
         return self._token
 
-    def call(self, path: str, payload: Any = None) -> Any:
-        """The JSON answer of `path` (POST when `payload` is given)."""
-        return http_json(f"{self.base_url}{path}", payload, {"Authorization": f"Bearer {self.token()}"})
+    def call(self, path: str, payload: Any = None, method: str | None = None) -> Any:
+        """The JSON answer of `path` (POST when `payload` is given, unless `method` says otherwise)."""
+        return http_json(f"{self.base_url}{path}", payload, {"Authorization": f"Bearer {self.token()}"},
+                         method=method)
 
     def run_path(self, dag_id: str, run_id: str = "") -> str:
         """/api/v2/dags/<dag_id>/dagRuns[/<run_id>] with the run id quoted (it holds ':' and '+')."""

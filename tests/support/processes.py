@@ -256,3 +256,23 @@ def postgres_server(processes: Processes, port: int, user: str, password: str, d
             processes.stop(server)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def killed_at(argv: list[str], kill_at: str, env: Mapping[str, str] | None = None,
+              timeout: float = 60) -> tuple[list[str], int, str]:
+    """Run `argv`, which prints what it is about to do one line at a time, and SIGKILL it as soon as it prints
+    `kill_at` ("": let it finish); the lines it printed, its exit status and its stderr."""
+    child = subprocess.Popen(argv, env=None if env is None else dict(env), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stderr is not None
+    lines = []
+    for line in child.stdout:
+        lines.append(line.strip())
+        if kill_at and lines[-1] == kill_at:
+            os.kill(child.pid, signal.SIGKILL)
+            break
+    returncode = child.wait(timeout=timeout)
+    errors = child.stderr.read()
+    child.stdout.close()
+    child.stderr.close()
+    return lines, returncode, errors

@@ -27,7 +27,8 @@ from utils.config import PROJECT_ROOT, VARIABLES, Settings, data_url_pattern, lo
 
 # The settings a run may change ("Trigger DAG w/ config"): not DATA_ALLOWED_DIRS, the alert webhook, the
 # credentials or the bundled data path, which a trigger must never redirect.
-PER_RUN_SETTINGS = {"candidates", "test_size", "min_recall", "min_roc_auc", "storage_backend", "data_url"}
+PER_RUN_SETTINGS = {"candidates", "test_size", "min_recall", "min_roc_auc", "promotion_metric", "promotion_tolerance",
+                    "storage_backend", "data_url"}
 SCHEMA_ANNOTATIONS = ("title", "description", "default", "redact")  # in the settings' schema; validate nothing
 HEAVY_MODULES = ("pandas", "numpy", "sklearn", "pandera", "matplotlib", "PIL", "joblib", "googleapiclient",
                  "prometheus_client")
@@ -38,24 +39,38 @@ EXPECTED_DOWNSTREAM = {
     "candidates": {"train", "failure_end"},
     "train": {"select"},  # a failed candidate is not a failed run: select decides
     "select": {"evaluate", "failure_end"},
-    "evaluate": {"upload", "failure_end"},
-    "upload": {"success_end", "failure_end"},
+    "evaluate": {"compare", "failure_end"},
+    "compare": {"upload", "failure_end"},
+    "upload": {"promote", "failure_end"},
+    "promote": {"success_end", "failure_end"},
     "success_end": set(),
     "failure_end": set(),
 }
 
 
-@pytest.fixture(scope="module")
-def dagbag(tmp_path_factory: pytest.TempPathFactory):
-    """The DAGs folder parsed by Airflow's DagBag, with no settings from the shell or `.env`."""
+def parsed_dags(tmp_path_factory: pytest.TempPathFactory, **settings: str):
+    """The DAGs folder parsed by Airflow's DagBag, with no settings from the shell or `.env` but `settings`."""
     with pytest.MonkeyPatch.context() as env:
         for name in SETTING_VARIABLES:
             env.delenv(name, raising=False)
         env.setenv("ENV_FILE", str(tmp_path_factory.mktemp("env") / "absent.env"))
         env.setenv("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow_home")))  # if this imports airflow first
+        for name, value in settings.items():
+            env.setenv(name, value)
         from airflow.dag_processing.dagbag import DagBag
 
         return DagBag(dag_folder=str(DAGS_FOLDER))
+
+
+@pytest.fixture(scope="module")
+def dagbag(tmp_path_factory: pytest.TempPathFactory):
+    return parsed_dags(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def approval_dag(tmp_path_factory: pytest.TempPathFactory):
+    """The DAG as parsed with APPROVAL_REQUIRED=true and a 30-minute APPROVAL_TIMEOUT."""
+    return parsed_dags(tmp_path_factory, APPROVAL_REQUIRED="true", APPROVAL_TIMEOUT="30").dags[DAG_ID]
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +94,42 @@ def test_failure_end_runs_when_any_step_fails_and_success_end_when_all_succeed(d
     assert set(dag.get_task("failure_end").upstream_task_ids) == {*STEPS, "candidates"} - {"train"}
     assert dag.get_task("select").trigger_rule == TriggerRule.ALL_DONE_MIN_ONE_SUCCESS
     assert all(dag.get_task(task_id).trigger_rule == TriggerRule.ALL_SUCCESS
-               for task_id in dag.task_ids if task_id not in ("failure_end", "select"))
+               for task_id in dag.task_ids if task_id not in ("failure_end", "select", "success_end"))
+    assert dag.get_task("success_end").trigger_rule == TriggerRule.NONE_FAILED  # promote may end skipped
     assert dag.leaves and {task.task_id for task in dag.leaves} == {"success_end", "failure_end"}
+
+
+def test_with_approval_required_a_reviewer_approves_between_upload_and_promote(approval_dag):
+    from airflow.providers.standard.operators.hitl import HITLOperator
+    from airflow.sdk import TriggerRule
+
+    approve = approval_dag.get_task(airflow_tasks.APPROVAL_TASK)
+    assert isinstance(approve, HITLOperator)
+    assert approve.upstream_task_ids == {"upload"} and approve.downstream_task_ids == {"promote", "failure_end"}
+    assert approve.options == ["Approve", "Reject"] and approve.defaults == ["Reject"]  # a timeout rejects
+    assert approve.response_timeout == timedelta(minutes=30)
+    assert approve._pre_execute_hook is airflow_tasks.skip_unless_promoting
+    assert approval_dag.get_task("promote").trigger_rule == TriggerRule.NONE_FAILED  # runs when approve is skipped
+    assert set(approval_dag.get_task("failure_end").upstream_task_ids) == {*STEPS, airflow_tasks.APPROVAL_TASK}
+    assert "review" in approve.body and "upload" in approve.body
+
+
+def test_the_reviewers_answer_becomes_promotes_input(dag, approval_dag):
+    def context(dag, answer):
+        return {"dag": dag, "ti": SimpleNamespace(xcom_pull=lambda task_ids: answer)}
+
+    user = {"id": "7", "name": "dr.house"}
+    assert airflow_tasks.approval_answer(context(dag, {"chosen_options": ["Approve"]})) is None
+    assert airflow_tasks.approval_answer(context(approval_dag, None)) is None
+    assert airflow_tasks.approval_answer(context(approval_dag, {"chosen_options": ["Approve"],
+                                                                "responded_by_user": user})) == {
+        "approved": True, "by": "dr.house", "reason": "approved by dr.house"}
+    rejected = airflow_tasks.approval_answer(context(approval_dag, {"chosen_options": ["Reject"],
+                                                                    "responded_by_user": user}))
+    assert not rejected["approved"] and rejected["reason"].startswith("rejected by dr.house")
+    timed_out = airflow_tasks.approval_answer(context(approval_dag, {"chosen_options": ["Reject"],
+                                                                     "responded_by_user": None}))
+    assert not timed_out["approved"] and timed_out["reason"].startswith("approval timed out")
 
 
 def test_steps_call_the_etl_functions_and_record_their_failures(dag):
@@ -180,6 +229,7 @@ def test_params_reject_bad_values(dag, name, value):
 def test_params_accept_good_values(dag):
     params = copy.deepcopy(dag.params)
     for name, value in {"candidates": ["linear_svm", "logreg"], "test_size": 0.3, "min_recall": 1, "min_roc_auc": 0,
+                        "promotion_metric": "brier_score", "promotion_tolerance": -0.1,
                         "storage_backend": "local", "data_url": (PROJECT_ROOT / "data" / "x.csv").as_uri()}.items():
         params[name] = value
     assert params.validate()["candidates"] == ["linear_svm", "logreg"]

@@ -26,7 +26,7 @@ from utils.files import sha256_file
 
 PUBLISHED = {"model.joblib", "metrics.json", "roc_curve.png", "precision_recall_curve.png",
              "confusion_matrix.png", "calibration_curve.png", "report.md", "validation_report.json",
-             "training_profile.json", "manifest.json"}
+             "training_profile.json", "training_ids.json", "comparison.json", "comparison.md", "manifest.json"}
 assert {*PUBLISHED_FILES, catalog.MANIFEST} == PUBLISHED  # the list a user reads in the README
 DETERMINISTIC_METRICS = (*catalog.TEST_METRICS, "confusion_matrix", "cv", "model", "operating_threshold",
                          "at_default_threshold", "candidates", "out_of_fold", "calibration")
@@ -172,7 +172,7 @@ def test_upload_retry_replaces_the_published_folder_without_duplicates(make_sett
     run = open_run(settings, "retry")
     run_all(run, settings)
     execute_step(STEP["upload"], run, settings)
-    published = [p for p in settings.results_dir.iterdir() if not p.name.startswith(".")]
+    published = [p for p in settings.results_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert sorted(p.name for p in published if p.name != "latest") == [published_folder(run, settings).name]
 
 
@@ -186,6 +186,8 @@ def test_quality_gate_failure_stops_publication(make_settings):
     assert metrics["quality_gate"]["passed"] is False and metrics["operating_threshold"] > 0.5
     assert run.record("evaluate")["quality_gate_passed"] is False  # recorded, so the chain stays checkable
     with pytest.raises(QualityGateError, match="records a failed quality gate"):
+        execute_step(STEP["compare"], run, settings)
+    with pytest.raises(ArtifactError, match="compare.json is missing"):
         execute_step(STEP["upload"], run, settings)
     assert not settings.results_dir.exists() or not any(settings.results_dir.iterdir())
 

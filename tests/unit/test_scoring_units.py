@@ -11,7 +11,8 @@ import pytest
 
 from etl import catalog, drift, preprocess
 from etl.dataset import FEATURES, ID, TARGET
-from etl.predict import read_champion, read_samples, write_predictions
+from etl.champion import read_pointer as read_champion
+from etl.predict import read_samples, write_predictions
 from tests.support.data import BUNDLED_CSV
 from tests.support.scoring import batch
 from utils.errors import ArtifactError, DataValidationError

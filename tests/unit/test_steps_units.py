@@ -11,7 +11,7 @@ import pytest
 from matplotlib import pyplot
 from matplotlib.figure import Figure
 
-from etl import charts, evaluate, metrics, preprocess, select, train
+from etl import champion, charts, compare, evaluate, metrics, preprocess, promote, select, train
 from etl.dataset import EXPECTED_COLUMNS, FEATURES, ID, TARGET, features_and_labels
 from etl.folds import grouped_stratified_folds
 from utils.config import CANDIDATE_NAMES
@@ -318,3 +318,51 @@ def test_unreachable_pushgateway_never_fails_a_step(make_settings, caplog):
     settings = make_settings(pushgateway_url="http://127.0.0.1:9/")
     assert push_metrics(settings, "load", [Sample("rows_loaded", 1)]) is False
     assert "could not push metrics of step load" in caplog.text
+
+
+# --- compare and promote: the decision --------------------------------------------------------------------------
+
+def test_the_challenger_is_promoted_unless_worse_than_the_champion_beyond_the_tolerance(make_settings):
+    rows = clean_frame(40)
+    settings = make_settings(promotion_tolerance=0.01)
+    assert compare.decide(0.5, None, rows.head(0), settings) == (True, "first champion: no model was promoted before")
+    assert compare.decide(0.99, 0.995, rows, settings)[0] is True  # within the tolerance
+    kept, reason = compare.decide(0.98, 0.995, rows, settings)
+    assert not kept and reason == ("roc_auc 0.9800 is not ≥ 0.9850 (champion 0.9950, tolerance 0.01) on 40 rows: "
+                                   "the champion stays")
+    lower = make_settings(promotion_metric="brier_score", promotion_tolerance=0.0)
+    assert compare.decide(0.03, 0.04, rows, lower)[0] is True and compare.decide(0.05, 0.04, rows, lower)[0] is False
+    assert compare.decide(1.0, 0.5, rows, make_settings(promotion_tolerance=-0.6))[0] is False
+
+
+def test_too_few_rows_or_one_class_outside_the_champions_training_ids_keep_the_champion(make_settings):
+    settings = make_settings()
+    rows = clean_frame(40)
+    for few in (rows.head(compare.MIN_COMPARISON_ROWS - 1), rows[rows[TARGET] == 0]):
+        kept, reason = compare.decide(1.0, 0.5, few, settings)
+        assert not kept and reason.startswith("no fair comparison") and "the champion stays" in reason
+
+
+def test_promotion_needs_compares_choice_then_the_reviewers_approval(make_settings):
+    chosen, kept = {"decision": "promote", "reason": "better"}, {"decision": "keep", "reason": "worse"}
+    settings = make_settings()
+    assert promote.verdict(kept, None, settings) == (False, "worse")
+    assert promote.verdict(chosen, None, settings) == (True, "better")
+    assert promote.verdict(chosen, {"approved": True, "by": "ann", "reason": ""}, settings) == (
+        True, "better; approved by ann")
+    assert promote.verdict(chosen, {"approved": False, "by": "ann", "reason": "rejected by ann"}, settings) == (
+        False, "rejected by ann")
+    assert promote.verdict(kept, {"approved": True, "by": "ann", "reason": ""}, settings)[0] is False
+    required, reason = promote.verdict(chosen, None, make_settings(approval_required=True))
+    assert not required and "nobody approved" in reason  # outside Airflow nobody can approve
+
+
+def test_history_keeps_one_row_per_run_id_and_renders_as_markdown(tmp_path):
+    champion.record_in_history(tmp_path, {"run_id": "a", "promoted": "true", "reason": "first | only"})
+    champion.record_in_history(tmp_path, {"run_id": "b", "promoted": "false", "reason": "worse"})
+    champion.record_in_history(tmp_path, {"run_id": "a", "promoted": "true", "reason": "retried"})
+    rows = champion.read_history(tmp_path)
+    assert [(row["run_id"], row["reason"]) for row in rows] == [("b", "worse"), ("a", "retried")]
+    assert list(rows[0]) == list(champion.HISTORY_COLUMNS)
+    assert "| false | worse |" in champion.history_markdown(rows)
+    assert champion.history_markdown([]) == "No earlier run reached the promotion."

@@ -109,6 +109,23 @@ class GDrivePublisher:
                  bundle.name, folder_url(run_folder), client.who(), outcome)
         return PublishResult(self.name, folder_url(run_folder), outcome)
 
+    def publish_pointer(self, path: Path) -> str:
+        """Put `path` directly in GDRIVE_FOLDER_ID under its name, as the new content of the file already there."""
+        md5 = file_digest(path, "md5")
+        client = connect(self.identity, self.settings.gdrive_api_root, self.num_retries, self.sleep)
+        parent = client.inspect_folder(self.folder_id)
+        query = f"{quote(parent.id)} in parents and trashed = false and name = {quote(path.name)}"
+        existing = client.list_items(query, parent, f"looking for {path.name} in the Drive folder {parent.name}")
+        item = existing[0] if existing else None
+        action = f"uploading {path.name}"
+        if item is None or item.get("md5Checksum") != md5:
+            item = (client.upload(path, action, self.chunk_size, file_id=item["id"]) if item else
+                    client.upload(path, action, self.chunk_size, parent_id=parent.id))
+        if item.get("md5Checksum") != md5:
+            raise PublishError(f"{path.name} arrived in Drive (file id {item.get('id')}) with md5 "
+                               f"{item.get('md5Checksum')}, not {md5}: run the promote step again")
+        return f"{folder_url(parent.id)} ({path.name}, file id {item['id']})"
+
     @staticmethod
     def _trash_if_empty(client: DriveClient, parent: FolderInfo, folder_id: str, name: str) -> None:
         """After a failed publish, trash the run's folder if nothing is in it; a failure to do so is logged.

@@ -1,0 +1,136 @@
+"""The champion: the published model in use, named by one pointer `RESULTS_DIR/champion.json`, and the history of
+every run that reached the promotion (`RESULTS_DIR/history.csv`, one row per run id).
+
+The pointer is `{"name": "<stamp>_<run id>", "run_id", "model_sha256", "promoted_at", "operating_threshold",
+"metric", "metrics"}`; the model is `RESULTS_DIR/<name>/model.joblib`, whose sha256 is also in that folder's
+manifest. Both files are rewritten whole and renamed into place, so a reader (or a kill) only ever sees the old or
+the new version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from etl import catalog
+from utils.errors import ArtifactError
+from utils.files import read_json, sha256_file, write_json_atomic, write_text_atomic
+
+POINTER = catalog.CHAMPION
+HISTORY = "history.csv"
+HISTORY_COLUMNS = ("run_id", "name", "recorded_at", "data_sha256", "model", "operating_threshold", "metric",
+                   "challenger_score", "champion", "champion_score", "rows_compared", "promoted", "reason",
+                   *("accuracy", "precision", "recall", "f1", "roc_auc"))
+LOCK = ".champion.lock"
+LOWER_IS_BETTER = frozenset({"brier_score"})
+
+
+@contextlib.contextmanager
+def held(results_dir: Path) -> Iterator[None]:
+    """Hold the pointer and the history for one promotion (runs of other run ids may promote at the same time
+    from the command line): a blocking `flock`, dropped by the kernel even when the holder is killed."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    with open(results_dir / LOCK, "a", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def pointer_path(results_dir: Path) -> Path:
+    """Where the local champion pointer lives."""
+    return results_dir / POINTER
+
+
+def read_pointer(results_dir: Path) -> dict[str, Any] | None:
+    """The champion pointer, or None before the first promotion; ArtifactError when it lacks what names the
+    model."""
+    path = pointer_path(results_dir)
+    if not path.is_file():
+        return None
+    pointer = read_json(path)
+    missing = [key for key in ("name", "run_id", "model_sha256") if not isinstance(pointer.get(key), str)]
+    if missing:
+        raise ArtifactError(f"{path}: expected the keys name, run_id and model_sha256 (strings); "
+                            f"missing or not text: {', '.join(missing)}")
+    return pointer
+
+
+def write_pointer(results_dir: Path, pointer: dict[str, Any]) -> Path:
+    """Replace the local pointer in one rename."""
+    return write_json_atomic(pointer_path(results_dir), pointer)
+
+
+def published_file(results_dir: Path, pointer: dict[str, Any], name: str) -> Path:
+    """A file of the champion's published folder, after checking its sha256 against that folder's manifest (and,
+    for the model, against the pointer): a champion that changed on disk is never loaded."""
+    folder = results_dir / pointer["name"]
+    path = folder / name
+    manifest = read_json(folder / catalog.MANIFEST)
+    expected = manifest["files"].get(name)
+    if not path.is_file() or expected is None:
+        raise ArtifactError(f"{path}: the champion {pointer['name']} named by {pointer_path(results_dir)} has no "
+                            f"{name} in its published folder and manifest; restore the folder, or remove "
+                            f"{POINTER} so that the next run becomes the champion")
+    actual = sha256_file(path)
+    if actual != expected or (name == catalog.MODEL and actual != pointer["model_sha256"]):
+        raise ArtifactError(f"{path} has sha256 {actual[:12]}…, but the champion's manifest records "
+                            f"{expected[:12]}…: the champion's files changed after publication; restore them, or "
+                            f"remove {pointer_path(results_dir)} so that the next run becomes the champion")
+    return path
+
+
+def remove_leftovers(results_dir: Path) -> None:
+    """Remove the temporaries a killed writer of the pointer or the history left (they were never renamed)."""
+    for name in (POINTER, HISTORY):
+        for stale in results_dir.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
+def better_or_equal(challenger: float, champion: float, metric: str, tolerance: float) -> bool:
+    """Whether the challenger is not worse than the champion on `metric` beyond `tolerance`."""
+    if metric in LOWER_IS_BETTER:
+        return challenger <= champion + tolerance
+    return challenger >= champion - tolerance
+
+
+def read_history(results_dir: Path) -> list[dict[str, str]]:
+    """The history's rows, oldest first ([] before the first run)."""
+    path = results_dir / HISTORY
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def record_in_history(results_dir: Path, row: dict[str, Any]) -> Path:
+    """Add the run's row, or replace the row of the same run id (a retried promotion), rewriting the file whole."""
+    rows = [old for old in read_history(results_dir) if old["run_id"] != str(row["run_id"])]
+    rows.append({column: row.get(column, "") for column in HISTORY_COLUMNS})
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text_atomic(results_dir / HISTORY, text.getvalue())
+
+
+def history_markdown(rows: list[dict[str, Any]]) -> str:
+    """The history as a Markdown table for reports."""
+    if not rows:
+        return "No earlier run reached the promotion."
+    columns = ("name", "model", "metric", "challenger_score", "champion", "champion_score", "promoted", "reason")
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(column, "")).replace("|", "\\|") for column in columns) + " |"
+              for row in rows]
+    return "\n".join(lines)
+
+
+def cell(value: Any) -> str:
+    """A history value for a table: scores to four decimals, anything else as written."""
+    try:
+        return f"{float(value):.4f}"
+    except (TypeError, ValueError):
+        return str(value)
