@@ -75,7 +75,8 @@ def test_assets_trigger_scoring_a_bad_batch_fails_alone_and_a_new_champion_resco
 
         # A new champion (a second training run) triggers a rescore of the processed batch; the unchanged bad
         # batch waits for a fix without failing the run again.
-        retrained = api.trigger(DAG_ID, {"candidates": ["random_forest"]})
+        retrained = api.trigger(DAG_ID, {"candidates": ["random_forest"], "promotion_tolerance": 1.0})  # promoted
+        # whatever its score: only a promotion emits the champion Asset
         assert api.wait_for_run(DAG_ID, retrained, RUN_TIMEOUT_SECONDS)["state"] == "success"
         third = finished_runs(api, SCORING_DAG_ID, 3)[-1]
         assert third["state"] == "success"

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from etl import catalog, drift, preprocess
-from etl.dataset import FEATURES, ID, TARGET
 from etl.champion import read_pointer as read_champion
+from etl.dataset import FEATURES, ID, TARGET
 from etl.predict import read_samples, write_predictions
 from tests.support.data import BUNDLED_CSV
 from tests.support.scoring import batch
