@@ -31,10 +31,12 @@ def unit_name(step: Step, candidate: str | None = None) -> str:
     return f"{step.name}[{candidate}]" if candidate else step.name
 
 
-def execute_step(step: Step, run: RunFolder, settings: Settings, candidate: str | None = None) -> dict[str, Any]:
+def execute_step(step: Step, run: RunFolder, settings: Settings, candidate: str | None = None,
+                 **inputs: Any) -> dict[str, Any]:
     """Run `step` (a per-candidate step: for `candidate`) for `run`: hold the folder, start clean, verify what
-    came before, run, record; returns the step's summary. Errors propagate (a candidate's also written into its
-    folder); the duration is pushed either way."""
+    came before, run, record; returns the step's summary. `inputs` are what the orchestrator hands a step besides
+    files (promote: the reviewer's answer). Errors propagate (a candidate's also written into its folder); the
+    duration is pushed either way."""
     from utils.telemetry import push_metrics, step_samples  # prometheus_client: not at DAG parse time
 
     if step.per_candidate != (candidate is not None):

@@ -239,8 +239,8 @@ def test_bad_data_fails_the_run_at_preprocess(concurrent_runs: ConcurrentRuns):
     assert bad.returncode == 1
     assert bad.state == "failed"
     assert bad.task_states == {"start": "success", "load": "success", "preprocess": "failed",
-                               **dict.fromkeys(("candidates", "train", "select", "evaluate", "compare", "upload", "promote", "success_end"),
-                                               "upstream_failed"),
+                               **dict.fromkeys(("candidates", "train", "select", "evaluate", "compare", "upload",
+                                                "promote", "success_end"), "upstream_failed"),
                                "failure_end": "success"}
 
 
@@ -294,7 +294,8 @@ def test_runs_one_after_another_and_concurrent_keep_to_their_own_files(concurren
 # --- permanent failures: at once, without retries, and the key shows nowhere -------------------------------------
 
 FAILED_AT_LOAD = {"start": "success", "load": "failed",
-                  **dict.fromkeys(("preprocess", "candidates", "train", "select", "evaluate", "compare", "upload", "promote", "success_end"),
+                  **dict.fromkeys(("preprocess", "candidates", "train", "select", "evaluate", "compare", "upload",
+                                   "promote", "success_end"),
                                   "upstream_failed"),
                   "failure_end": "success"}
 
