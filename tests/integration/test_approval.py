@@ -19,14 +19,16 @@ import urllib.parse
 
 import pytest
 
-from etl import champion
+from etl import catalog, champion
 from etl.airflow_tasks import APPROVAL_TASK
+from etl.run_folder import safe_run_id
 from etl.steps import DAG_ID
 from tests.integration.test_standalone import make
 from tests.support.airflow_api import AirflowApi
 from tests.support.data import BUNDLED_CSV
 from tests.support.processes import StackError, wait_until
 from tests.support.servers import free_port
+from utils.files import read_json
 
 pytestmark = pytest.mark.slow
 APPROVAL_TIMEOUT_MINUTES = "1.5"
@@ -73,7 +75,8 @@ def test_a_reviewer_approves_rejects_or_lets_the_approval_time_out(tmp_path):
         request = waiting_request(api, first)
         assert request["options"] == ["Approve", "Reject"] and request["defaults"] == ["Reject"]
         assert request["response_received"] is False
-        for shown in ("roc_auc", "operating threshold 0.5", "report.md", "first champion"):
+        threshold = read_json(tmp_path / "runs" / safe_run_id(first) / catalog.METRICS)["operating_threshold"]
+        for shown in ("roc_auc", f"operating threshold {threshold:g}", "report.md", "first champion"):
             assert shown in request["body"], f"{shown!r} not in the reviewer's text:\n{request['body']}"
         assert api.task_states(DAG_ID, first).get("promote") in (None, "none")  # waits for the answer
         answered = answer(api, first, "Approve")

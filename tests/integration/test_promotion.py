@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from etl import catalog, champion
-from etl.pipeline import execute_step, run_all
+from etl.pipeline import execute_for_candidates, execute_step, run_all
 from etl.steps import STEP, STEPS
 from tests.support.airflow_runs import SUCCESSFUL_RUN, DagRunOutcome, Folders, clone_home, dags_test
 from tests.support.data import BUNDLED_CSV, open_run
@@ -63,7 +63,8 @@ def test_the_first_run_promotes_itself(runs, folders):
     first = json.loads(pointer)
     assert first["name"] == published.name and first["run_id"] == outcome.run_id
     assert first["model_sha256"] == read_json(published / catalog.MANIFEST)["files"][catalog.MODEL]
-    assert first["operating_threshold"] == 0.5 and first["metrics"]["roc_auc"] > 0.95
+    assert first["operating_threshold"] == read_json(published / catalog.METRICS)["operating_threshold"]
+    assert first["metrics"]["roc_auc"] > 0.95
     assert [(row["run_id"], row["promoted"]) for row in history] == [(outcome.run_id, "true")]
     assert history[0]["reason"] == "first champion: no model was promoted before"
     assert "promoted" in outcome.xcom_values["promote"]
@@ -107,7 +108,7 @@ def challenger_ready(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, di
     run_all(open_run(settings, "old"), settings)
     new = open_run(settings, "new")
     for step in STEPS[:-1]:
-        execute_step(step, new, settings)
+        (execute_for_candidates if step.per_candidate else execute_step)(step, new, settings)
     assert read_json(new.file(catalog.COMPARISON))["decision"] == "promote"
     return root, env
 
