@@ -110,7 +110,8 @@ def test_with_approval_required_a_reviewer_approves_between_upload_and_promote(a
     assert approve.response_timeout == timedelta(minutes=30)
     assert approve._pre_execute_hook is airflow_tasks.skip_unless_promoting
     assert approval_dag.get_task("promote").trigger_rule == TriggerRule.NONE_FAILED  # runs when approve is skipped
-    assert set(approval_dag.get_task("failure_end").upstream_task_ids) == {*STEPS, airflow_tasks.APPROVAL_TASK}
+    assert set(approval_dag.get_task("failure_end").upstream_task_ids) == (
+        {*STEPS, "candidates", airflow_tasks.APPROVAL_TASK} - {"train"})
     assert "review" in approve.body and "upload" in approve.body
 
 
