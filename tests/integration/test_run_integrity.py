@@ -205,8 +205,8 @@ def test_a_failed_train_leaves_no_model_behind(make_settings):
     run, settings = evaluated_run(make_settings, "train-fails")
     run_steps(run, make_settings(cv_folds=10_000), "train")  # every candidate fails: more folds than Ids
     assert run.trained_candidates() == [] and not run.file(catalog.MODEL).exists()
-    assert "n_splits" in run.candidate_failure("logreg")["error"]
-    with pytest.raises(PipelineError, match="no candidate could be trained.*logreg: TrainingError"):
+    assert "cannot make 10000 grouped stratified folds" in run.candidate_failure("logreg")["error"]
+    with pytest.raises(PipelineError, match="no candidate could be trained.*logreg: DataValidationError"):
         run_steps(run, settings, "select")
     for later in ("evaluate", "upload"):
         with pytest.raises(ArtifactError, match="select.json is missing"):
