@@ -20,10 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: `python bench/bench_predict.py`
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from etl.dataset import ID, TARGET  # noqa: E402
+from bench.make_data import generate, write  # noqa: E402
+from etl.dataset import TARGET  # noqa: E402
 from utils.config import BUNDLED_DATA  # noqa: E402
 
 SECONDS_GOAL = 10.0
@@ -40,12 +38,8 @@ print(json.dumps({"status": status, "before_kib": before, "after_kib": after}), 
 
 
 def samples(path: Path, rows: int) -> Path:
-    """`rows` bundled rows drawn at random (seeded), with new Ids and without Class."""
-    source = pd.read_csv(BUNDLED_DATA, dtype=str, keep_default_na=False)
-    frame = source.iloc[np.random.default_rng(0).integers(0, len(source), rows)].drop(columns=[TARGET])
-    frame[ID] = np.arange(1, rows + 1)
-    frame.to_csv(path, index=False)
-    return path
+    """`rows` rows drawn from the bundled ones by Id group (bench/make_data.py, seed 0), without Class."""
+    return write(generate(rows, 0).drop(columns=[TARGET]), path)
 
 
 def main() -> int:

@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 import urllib.parse
 
 import pytest
@@ -33,6 +34,7 @@ from utils.files import read_json
 pytestmark = pytest.mark.slow
 APPROVAL_TIMEOUT_MINUTES = "1.5"
 WAIT_SECONDS = 300
+REVIEWER_SECONDS = 10  # between the request appearing and the answer
 
 
 def hitl_path(api: AirflowApi, run_id: str) -> str:
@@ -48,7 +50,13 @@ def waiting_request(api: AirflowApi, run_id: str) -> dict:
         except StackError:  # 404 until the task has written its request
             return None
 
-    return wait_until(asked, WAIT_SECONDS, f"the approval request of run {run_id}", interval=2.0)
+    request = wait_until(asked, WAIT_SECONDS, f"the approval request of run {run_id}", interval=2.0)
+    wait_until(lambda: api.task_states(DAG_ID, run_id).get(APPROVAL_TASK) == "awaiting_input", WAIT_SECONDS,
+               f"run {run_id}'s approval to await input", interval=1.0)
+    # An answer within a second of the pause loses a race in Airflow 3.3: the scheduler sees the paused process's
+    # exit after the answer re-queued the task and marks it failed. A reviewer takes longer than that.
+    time.sleep(REVIEWER_SECONDS)
+    return request
 
 
 def answer(api: AirflowApi, run_id: str, option: str) -> dict:

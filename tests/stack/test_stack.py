@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from etl.publishers.gdrive.client import folder_url
+from etl.publishers.gdrive.client import FOLDER_MIME, folder_url
 from etl.run_folder import safe_run_id
 from etl.steps import STEPS
 from tests.support.airflow_api import AirflowApi, http_json
@@ -116,7 +116,7 @@ def test_a_run_asking_for_drive_publishes_to_the_drive_fake_with_the_key_in_the_
 
     run = triggered_run(api, {"storage_backend": "gdrive"})
     assert run["state"] == "success", run
-    [folder] = drive.files_in(drive_folder)
+    [folder] = [item for item in drive.files_in(drive_folder) if item.mime_type == FOLDER_MIME]  # + champion.json
     assert folder.name.endswith(f"_{safe_run_id(run['dag_run_id'])}"), folder.name
     local = stack.root / "results" / folder.name
     assert {item.name: item.md5 for item in drive.files_in(folder.id)} == {
