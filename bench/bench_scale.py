@@ -2,9 +2,12 @@
 (bench/make_data.py: new Ids, same distributions).
 
 Per size: each step of etl/steps.py as its own process (`python -m etl.<step>`, as `make local-test-all` runs them,
-DATA_URL a file:// URL, STORAGE_BACKEND=local, temporary RUNS_DIR/RESULTS_DIR), its wall time and peak RSS; then
+DATA_URL a file:// URL, STORAGE_BACKEND=local, temporary RUNS_DIR/RESULTS_DIR), its wall time and peak RSS; a step
+run per candidate as one process per candidate (`--candidate`), as many side by side as the machine has cores, as
+the DAG's mapped instances run under the LocalExecutor (its wall time is the step's); then
 each candidate model's cross-validation + fit on that run's train.csv, one process each (seconds of CV + fit, peak
-RSS of the process); then the grouped folds alone, etl/folds.py and sklearn's StratifiedGroupKFold (seconds, and
+RSS of the process; the training rows' distinct feature rows are printed beside, for the linear candidates
+are fitted on those); then the grouped folds alone, etl/folds.py and sklearn's StratifiedGroupKFold (seconds, and
 the spread of the malignant share over the test folds; StratifiedGroupKFold only up to SGKF_MAX_ROWS rows, its
 per-group Python loop takes minutes beyond). A process that runs longer than BENCH_SCALE_TIMEOUT seconds (default
 300: already more than the whole pipeline may take) is stopped and reported as such (after a step, the later
@@ -25,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +119,27 @@ def run(command: list[str], env: dict[str, str], timeout: float) -> tuple[Measur
         return Measure(elapsed, usage.ru_maxrss / 1024, stopped), out.read().decode()
 
 
+def run_side_by_side(commands: list[list[str]], env: dict[str, str], timeout: float) -> Measure:
+    """Run `commands` (which must succeed), as many at a time as there are cores; the wall time of all of them,
+    the largest peak RSS, and whether one was stopped."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as lanes:
+        measures = [measure for measure, _ in lanes.map(lambda command: run(command, env, timeout), commands)]
+    return Measure(time.perf_counter() - started, max(m.rss for m in measures), any(m.stopped for m in measures))
+
+
+def distinct_feature_rows(train_csv: Path) -> int:
+    """How many distinct (features, label) rows the training rows hold: what the linear candidates are fitted on."""
+    import numpy as np
+    import pandas as pd
+
+    from etl.dataset import features_and_labels
+    from etl.unique_rows import distinct_rows
+
+    features, labels, _ = features_and_labels(pd.read_csv(train_csv))
+    return len(distinct_rows(np.column_stack([features.to_numpy(dtype=float), labels]))[1])
+
+
 def show(name: str, measure: Measure) -> None:
     spread = "" if measure.spread is None else f"  malignant share spread {measure.spread:.5f}"
     seconds = f"> {measure.seconds:.0f} s, stopped" if measure.stopped else f"{measure.seconds:.2f} s"
@@ -133,13 +158,19 @@ def bench_size(rows: int, work: Path, timeout: float) -> dict[str, Measure]:
     python, run_id = sys.executable, f"scale{rows}"
     results: dict[str, Measure] = {}
     for step in STEPS:
-        results[f"step {step.name}"], _ = run([python, "-m", f"etl.{step.name}", "--run-id", run_id], env, timeout)
+        command = [python, "-m", f"etl.{step.name}", "--run-id", run_id]
+        if step.per_candidate:
+            results[f"step {step.name}"] = run_side_by_side([[*command, "--candidate", name] for name in CANDIDATES],
+                                                            env, timeout)
+        else:
+            results[f"step {step.name}"], _ = run(command, env, timeout)
         show(f"step {step.name}", results[f"step {step.name}"])
         if results[f"step {step.name}"].stopped:
             return results
     steps = [results[f"step {step.name}"] for step in STEPS]
     results["pipeline (the steps' sum)"] = Measure(sum(m.seconds for m in steps), max(m.rss for m in steps))
     train_csv = str(work / "runs" / run_id / catalog.TRAIN)
+    print(f"  training rows: {distinct_feature_rows(Path(train_csv))} distinct (features, label) rows", flush=True)
     for name in CANDIDATES:
         measure, out = run([python, "-c", CANDIDATE_RUN, train_csv, name], env, timeout)
         if not measure.stopped:

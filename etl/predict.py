@@ -104,13 +104,10 @@ def read_samples(path: Path) -> pd.DataFrame:
 
     if not path.is_file():
         raise DataValidationError(f"{path}: no such file; expected a CSV of samples to score")
-    clean = preprocess.read_valid_numbers(preprocess.read_checked(path, optional=(TARGET,)))
-    if clean is not None:
-        return clean
-    clean, violations = preprocess.normalise(preprocess.read_raw(path, optional=(TARGET,)))
+    clean, violations = preprocess.read_typed(path, optional=(TARGET,))
     if violations:
         raise DataValidationError(preprocess.failure_message(path, None, violations, []))
-    return clean  # valid after all: cells the fast path does not read, such as " 5 "
+    return clean
 
 
 def predict(published: PublishedModel, samples: pd.DataFrame) -> pd.DataFrame:

@@ -38,7 +38,7 @@ def test_classes_missing_values_and_repeated_ids_keep_their_bundled_rates(bundle
 def test_the_file_is_valid_input_for_the_pipeline_and_written_whole(tmp_path):
     out = tmp_path / "rows.csv"
     assert main(["2000", str(out), "--seed", "2"]) == 0
-    clean, violations, problems = preprocess.validate(preprocess.read_raw(out), min_groups_per_class=5)
+    clean, violations, problems = preprocess.validate(out, min_groups_per_class=5)
     assert len(clean) == 2000 and violations == [] and problems == []
     assert [path.name for path in tmp_path.iterdir()] == ["rows.csv"]
 

@@ -28,7 +28,7 @@ def typed(frame: pd.DataFrame) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def profile() -> dict:
     """The profile of the bundled rows, as preprocess writes it for training rows."""
-    clean, _ = preprocess.normalise(preprocess.read_raw(BUNDLED_CSV))
+    clean, _ = preprocess.read_typed(BUNDLED_CSV)
     return drift.training_profile(clean)
 
 
@@ -105,14 +105,18 @@ def test_the_fast_path_types_a_valid_file_as_the_string_path_does(tmp_path, with
     path = tmp_path / "s.csv"
     frame.to_csv(path, index=False)
     optional = (TARGET,)
-    slow, violations = preprocess.normalise(preprocess.read_raw(path, optional))
+
+    def cell_by_cell() -> tuple[pd.DataFrame, list]:
+        return preprocess.normalise(preprocess.raw_cells(preprocess.read_checked(path, optional)))
+
+    slow, violations = cell_by_cell()
     assert violations == []
     assert preprocess.read_valid_numbers(preprocess.read_checked(path, optional)) is None  # not a number
     pd.testing.assert_frame_equal(read_samples(path), slow)
     frame.loc[7, "Bare.nuclei"] = "?"
     frame.to_csv(path, index=False)
     fast = preprocess.read_valid_numbers(preprocess.read_checked(path, optional))
-    pd.testing.assert_frame_equal(fast, preprocess.normalise(preprocess.read_raw(path, optional))[0])
+    pd.testing.assert_frame_equal(fast, cell_by_cell()[0])
 
 
 def test_predictions_are_written_with_six_decimals_and_quoted_identity(tmp_path):
@@ -134,7 +138,7 @@ def test_a_model_with_an_operating_threshold_labels_at_it_and_says_so(make_setti
     from etl.train import build_pipeline
     from utils.files import sha256_file, write_json_atomic
 
-    clean, _ = preprocess.normalise(preprocess.read_raw(BUNDLED_CSV))
+    clean, _ = preprocess.read_typed(BUNDLED_CSV)
     features, labels, _ = features_and_labels(clean)
     model = FixedThresholdClassifier(build_pipeline("logreg", 42), threshold=0.2).fit(features, labels)
     settings = make_settings()

@@ -68,35 +68,35 @@ def test_check_columns_lists_at_most_ten_names_each_cut_short(tmp_path):
     assert listed.split(".")[0].endswith("…' and 2 more")
 
 
-def test_read_raw_drops_a_bom_and_padding_and_puts_columns_in_order(tmp_path):
+def test_reading_drops_a_bom_and_padding_and_puts_columns_in_order(tmp_path):
     path = tmp_path / "f.csv"
     names = [TARGET, *FEATURES, ID]
     path.write_text("\ufeff" + ",".join(f" {name} " for name in names) + "\n" + ",".join(["1"] * 10 + ["7"]) + "\n")
-    raw = preprocess.read_raw(path)
+    raw = preprocess.raw_cells(preprocess.read_checked(path))
     assert raw.columns.tolist() == EXPECTED_COLUMNS and raw[ID].tolist() == ["7"]
 
 
-def test_read_raw_ends_lines_at_cr_lf_or_crlf(tmp_path):
+def test_reading_ends_lines_at_cr_lf_or_crlf(tmp_path):
     path = tmp_path / "f.csv"
     path.write_bytes(b"\r".join([",".join(EXPECTED_COLUMNS).encode(), b",".join([b"1"] * 11), b",".join([b"2"] * 11)]))
-    raw = preprocess.read_raw(path)
+    raw = preprocess.raw_cells(preprocess.read_checked(path))
     assert raw[ID].tolist() == ["1", "2"] and raw.index.tolist() == [0, 1]
 
 
-def test_read_raw_names_the_line_the_csv_module_cannot_read(tmp_path):
+def test_reading_names_the_line_the_csv_module_cannot_read(tmp_path):
     path = tmp_path / "f.csv"
     path.write_text(",".join(EXPECTED_COLUMNS) + "\n" + ",".join(["1"] * 11) + "\n" + "1," + "9" * 200_000 + "\n")
     with pytest.raises(DataValidationError, match=r"not a well-formed CSV at line 3: field larger than field limit"):
-        preprocess.read_raw(path)
+        preprocess.read_typed(path)
 
 
 @pytest.mark.parametrize("bom", [b"", "\ufeff".encode()])
-def test_read_raw_names_a_byte_that_is_not_utf8_however_deep_in_the_file(tmp_path, bom):
+def test_reading_names_a_byte_that_is_not_utf8_however_deep_in_the_file(tmp_path, bom):
     path = tmp_path / "f.csv"
     good = bom + (",".join(EXPECTED_COLUMNS) + "\n" + (",".join(["1"] * 11) + "\n") * 1000).encode()
     path.write_bytes(good + b"1,\xe9,1,1,1,1,1,1,1,1,1\n")
     with pytest.raises(DataValidationError, match=f"byte {len(good) + 2} is not UTF-8"):
-        preprocess.read_raw(path)
+        preprocess.read_typed(path)
 
 
 @pytest.mark.parametrize(("text", "shown"), [
@@ -149,10 +149,11 @@ def test_pipeline_learns_imputation_from_training_rows_only():
     features, labels, _ = features_and_labels(training)
     pipeline = train.build_pipeline("logreg", seed=0).fit(features, labels)
     expected_median = training["Bare.nuclei"].dropna().astype(float).median()
-    assert pipeline.named_steps["impute"].statistics_[FEATURES.index("Bare.nuclei")] == expected_median
+    imputer = pipeline.named_steps["impute"].named_transformers_["median"]
+    assert imputer.feature_names_in_.tolist() == ["Bare.nuclei"] and imputer.statistics_.tolist() == [expected_median]
     unseen = pd.DataFrame([[10.0] * len(FEATURES)], columns=FEATURES)
     pipeline.predict(unseen)
-    assert pipeline.named_steps["impute"].statistics_[FEATURES.index("Bare.nuclei")] == expected_median
+    assert imputer.statistics_.tolist() == [expected_median]
 
 
 @pytest.mark.parametrize("candidate", CANDIDATE_NAMES)
