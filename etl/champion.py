@@ -64,23 +64,32 @@ def write_pointer(results_dir: Path, pointer: dict[str, Any]) -> Path:
     return write_json_atomic(pointer_path(results_dir), pointer)
 
 
-def published_file(results_dir: Path, pointer: dict[str, Any], name: str) -> Path:
-    """A file of the champion's published folder, after checking its sha256 against that folder's manifest (and,
-    for the model, against the pointer): a champion that changed on disk is never loaded."""
-    folder = results_dir / pointer["name"]
-    path = folder / name
-    manifest = read_json(folder / catalog.MANIFEST)
-    expected = manifest["files"].get(name)
-    if not path.is_file() or expected is None:
-        raise ArtifactError(f"{path}: the champion {pointer['name']} named by {pointer_path(results_dir)} has no "
-                            f"{name} in its published folder and manifest; restore the folder, or remove "
-                            f"{POINTER} so that the next run becomes the champion")
+def verified_file(folder: Path, name: str, remedy: str, pinned: str | None = None, pinned_by: str = "") -> Path:
+    """The file `name` of the published run folder `folder`, after its sha256 matched the one that folder's
+    manifest records and, when given, `pinned` (the sha256 that `pinned_by`, a pointer or a record, names): a
+    published file that changed, or is not the one named, is never read. Errors end with `remedy`."""
+    path, manifest_path = folder / name, folder / catalog.MANIFEST
+    recorded = read_json(manifest_path).get("files", {}).get(name)
+    if recorded is None or not path.is_file():
+        raise ArtifactError(f"{path}: the published run {folder.name} has no {name} in its folder and its manifest "
+                            f"({manifest_path}); {remedy}")
+    if pinned is not None and pinned != recorded:
+        raise ArtifactError(f"{pinned_by} pins {name} sha256 {pinned[:12]}…, but {manifest_path} records "
+                            f"{recorded[:12]}…: it names another file; {remedy}")
     actual = sha256_file(path)
-    if actual != expected or (name == catalog.MODEL and actual != pointer["model_sha256"]):
-        raise ArtifactError(f"{path} has sha256 {actual[:12]}…, but the champion's manifest records "
-                            f"{expected[:12]}…: the champion's files changed after publication; restore them, or "
-                            f"remove {pointer_path(results_dir)} so that the next run becomes the champion")
+    if actual != recorded:
+        raise ArtifactError(f"{path} has sha256 {actual[:12]}…, but {manifest_path} records {recorded[:12]}…: it "
+                            f"changed after publication; {remedy}")
     return path
+
+
+def published_file(results_dir: Path, pointer: dict[str, Any], name: str) -> Path:
+    """A file of the champion's published folder, checked against its manifest (the model also against the
+    pointer): a champion that changed on disk is never loaded."""
+    path = pointer_path(results_dir)
+    return verified_file(results_dir / pointer["name"], name,
+                         f"restore it, or remove {path} so that the next run becomes the champion",
+                         pinned=pointer["model_sha256"] if name == catalog.MODEL else None, pinned_by=str(path))
 
 
 def remove_leftovers(results_dir: Path) -> None:

@@ -28,7 +28,7 @@ from etl.dataset import FEATURES, ID, TARGET
 from etl.publishers.local import LATEST_LINK
 from utils.config import Settings, load_settings
 from utils.errors import ArtifactError, DataValidationError, PipelineError
-from utils.files import atomic_path, read_json, verify_checksum
+from utils.files import atomic_path, read_json
 from utils.logger import configure_cli_logging, get_logger
 from utils.telemetry import Sample
 
@@ -79,20 +79,12 @@ def load_published(settings: Settings) -> PublishedModel:
 
     name, pinned, source = choose_run(settings)
     folder = settings.results_dir / name
+    remedy = "publish the run again, or choose another with PREDICT_RUN"
+    model = joblib.load(champion.verified_file(folder, catalog.MODEL, remedy, pinned,
+                                               str(settings.results_dir / catalog.CHAMPION)))
     manifest = read_json(folder / catalog.MANIFEST)
-    recorded = manifest.get("files", {}).get(catalog.MODEL)
-    if not recorded:
-        raise ArtifactError(f"{folder / catalog.MANIFEST} lists no sha256 for {catalog.MODEL}")
-    if pinned is not None and pinned != recorded:
-        raise ArtifactError(f"{settings.results_dir / catalog.CHAMPION} pins model sha256 {pinned}, but "
-                            f"{folder / catalog.MANIFEST} records {recorded}: the pointer names another model")
-    path = folder / catalog.MODEL
-    if not path.is_file():
-        raise ArtifactError(f"{path} is missing: the published run {name} is incomplete")
-    verify_checksum(path, recorded)
-    model = joblib.load(path)
     profile_path = folder / catalog.TRAINING_PROFILE
-    return PublishedModel(name=name, run_id=str(manifest.get("run_id", name)), sha256=recorded,
+    return PublishedModel(name=name, run_id=str(manifest.get("run_id", name)), sha256=manifest["files"][catalog.MODEL],
                           threshold=float(getattr(model, "threshold", DEFAULT_THRESHOLD)), source=source,
                           model=model, profile=read_json(profile_path) if profile_path.is_file() else None)
 

@@ -20,7 +20,7 @@ from etl.run_folder import RunFolder
 from etl.steps import StepResult
 from utils.config import Settings
 from utils.errors import ArtifactError
-from utils.files import read_json, sha256_file, write_json_atomic
+from utils.files import read_json, write_json_atomic
 from utils.logger import get_logger
 from utils.telemetry import Sample
 
@@ -46,11 +46,9 @@ def new_pointer(run: RunFolder, comparison: dict[str, Any], manifest: dict[str, 
                 settings: Settings) -> dict[str, Any]:
     """The pointer naming this run's published model, after checking that the published copy is the one recorded."""
     name = read_json(run.require(catalog.UPLOAD_INFO))["name"]
-    model = settings.results_dir / name / catalog.MODEL
     digest = manifest["files"][catalog.MODEL]
-    if not model.is_file() or sha256_file(model) != digest:
-        raise ArtifactError(f"{model} is missing or is not the model upload published (sha256 {digest[:12]}…): "
-                            "rerun upload before promoting")
+    champion.verified_file(settings.results_dir / name, catalog.MODEL, "rerun upload before promoting", digest,
+                           f"run {run.run_id}'s manifest")
     return {"name": name, "run_id": run.run_id, "model_sha256": digest,
             "promoted_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
             "operating_threshold": comparison["challenger"]["operating_threshold"], "metric": comparison["metric"],

@@ -117,10 +117,11 @@ def test_a_changed_model_or_a_pointer_to_another_model_is_refused_before_loading
     pointer = point_champion_at(first)
     (first / catalog.MODEL).write_bytes((first / catalog.MODEL).read_bytes() + b"tampered")
     done = predict(tmp_path, str(BUNDLED_CSV))
-    assert done.returncode == 1 and "model.joblib has sha256" in done.stderr and "was recorded" in done.stderr
+    assert done.returncode == 1 and "model.joblib has sha256" in done.stderr, done.stderr
+    assert "changed after publication; publish the run again, or choose another with PREDICT_RUN" in done.stderr
     pointer.write_text(json.dumps({**read_json(pointer), "model_sha256": "0" * 64}))
     done = predict(tmp_path, str(BUNDLED_CSV))
-    assert done.returncode == 1 and "pins model sha256 000" in done.stderr
+    assert done.returncode == 1 and "champion.json pins model.joblib sha256 000000000000…, but" in done.stderr
     assert not (tmp_path / catalog.PREDICTIONS).exists()
 
 

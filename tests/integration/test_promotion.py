@@ -138,8 +138,20 @@ def test_a_champion_whose_model_changed_is_refused_before_loading(challenger_rea
                              data_url=env["DATA_URL"], storage_backend="local")
     pointer = champion.read_pointer(settings.results_dir)
     (settings.results_dir / pointer["name"] / catalog.MODEL).write_bytes(b"not the champion")
-    with pytest.raises(ArtifactError, match="changed after publication"):
+    with pytest.raises(ArtifactError, match="changed after publication; restore it, or remove .*champion.json"):
         execute_step(STEP["compare"], open_run(settings, "new"), settings)
+
+
+def test_a_published_model_that_changed_before_promote_is_not_made_the_champion(challenger_ready, tmp_path):
+    env = copy_of(challenger_ready, tmp_path / "copy")
+    settings = load_settings(env_file=Path(env["ENV_FILE"]), runs_dir=env["RUNS_DIR"], results_dir=env["RESULTS_DIR"],
+                             data_url=env["DATA_URL"], storage_backend="local")
+    before = champion.read_pointer(settings.results_dir)
+    published = settings.results_dir / read_json(open_run(settings, "new").file(catalog.UPLOAD_INFO))["name"]
+    (published / catalog.MODEL).write_bytes(b"not what upload published")
+    with pytest.raises(ArtifactError, match="changed after publication; rerun upload before promoting"):
+        execute_step(STEP["promote"], open_run(settings, "new"), settings)
+    assert champion.read_pointer(settings.results_dir) == before
 
 
 KILLED_PROMOTE = r'''
