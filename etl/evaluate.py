@@ -126,6 +126,8 @@ def render_report(metrics: dict[str, Any]) -> str:
 - Data: {metrics['data_source']} `{metrics['data_location']}`, sha256 `{metrics['data_sha256']}`.
 - Quality gate at the operating threshold (recall ≥ {gate['thresholds']['recall']}, ROC-AUC ≥
   {gate['thresholds']['roc_auc']}): **{verdict}**
+- Whether it replaces the champion: [{catalog.COMPARISON_REPORT}]({catalog.COMPARISON_REPORT}), published beside
+  this report (written after it, by the comparison with the champion on the same test rows).
 
 ## Candidates: cross-validation on the training rows ({metrics['cv_folds']} folds, grouped by Id)
 
