@@ -81,10 +81,20 @@ def execute_for_candidates(step: Step, run: RunFolder, settings: Settings) -> di
 
 def run_all(run: RunFolder, settings: Settings) -> dict[str, dict[str, Any]]:
     """Every step in order, holding the folder throughout (a second process with the same run id is refused,
-    not interleaved); the first failure of a step stops the run and propagates (a candidate's does not)."""
+    not interleaved); the first failure of a step stops the run, is recorded in the history, as the DAG's
+    failure_end records it, and propagates (a candidate's failure does not stop the run)."""
+    from etl.promote import record_failed_run
+
+    summaries: dict[str, dict[str, Any]] = {}
     with run.hold("the whole pipeline"):
-        return {step.name: execute_for_candidates(step, run, settings) if step.per_candidate
-                else execute_step(step, run, settings) for step in STEPS}
+        for step in STEPS:
+            try:
+                summaries[step.name] = (execute_for_candidates(step, run, settings) if step.per_candidate
+                                        else execute_step(step, run, settings))
+            except Exception as exc:
+                record_failed_run(run, settings, step.name, f"{type(exc).__name__}: {exc}")
+                raise
+    return summaries
 
 
 def cli_main(name: str, argv: list[str] | None = None) -> int:

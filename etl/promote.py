@@ -25,6 +25,7 @@ from utils.logger import get_logger
 from utils.telemetry import Sample
 
 STEP = "promote"
+FAILURE_CHARS = 300  # of a failed run's error in the history; the whole error is in the task log and the alert
 log = get_logger(STEP)
 
 
@@ -87,6 +88,32 @@ def history_row(run: RunFolder, comparison: dict[str, Any], manifest: dict[str, 
             "champion_score": incumbent["score"] if incumbent else "", "rows_compared": comparison["rows_compared"],
             "promoted": str(promoted).lower(), "reason": reason,
             **{name: manifest["metrics"][name] for name in ("accuracy", "precision", "recall", "f1", "roc_auc")}}
+
+
+def failed_run_row(run: RunFolder, failed_at: str, error: str) -> dict[str, Any]:
+    """The history row of a run that failed at `failed_at`: not promoted, the error on one line (at most
+    FAILURE_CHARS), and what its finished steps recorded (the data's sha256, the winner, its test metrics)."""
+    def recorded(file: str) -> dict[str, Any]:
+        return read_json(run.file(file)) if run.file(file).is_file() else {}
+
+    loaded, selected, metrics = recorded(catalog.LOAD_INFO), recorded(catalog.SELECT_INFO), recorded(catalog.METRICS)
+    message = " ".join(error.split())
+    message = message[:FAILURE_CHARS] + ("…" if len(message) > FAILURE_CHARS else "")
+    return {"run_id": run.run_id, "name": recorded(catalog.UPLOAD_INFO).get("name", ""),
+            "recorded_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
+            "data_sha256": loaded.get("sha256", ""), "model": selected.get("model", ""),
+            "operating_threshold": selected.get("operating_threshold", ""), "promoted": "false",
+            "reason": f"failed at {failed_at}: {message}",
+            **{name: metrics[name] for name in ("accuracy", "precision", "recall", "f1", "roc_auc") if name in metrics}}
+
+
+def record_failed_run(run: RunFolder, settings: Settings, failed_at: str, error: str) -> None:
+    """Add the failed run to the history (the pointer is not touched); a later successful try of the same run
+    replaces the row."""
+    with champion.held(settings.results_dir):
+        champion.remove_leftovers(settings.results_dir)
+        champion.record_in_history(settings.results_dir, failed_run_row(run, failed_at, error))
+    log.info("run %s is recorded in the history as failed at %s", run.run_id, failed_at)
 
 
 def series(comparison: dict[str, Any], promoted: bool) -> list[Sample]:

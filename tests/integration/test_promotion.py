@@ -85,12 +85,17 @@ def test_a_worse_challenger_is_not_promoted_and_the_run_succeeds(runs, folders):
     assert comparison["decision"] == "keep" and comparison["rows_compared"] > 0
 
 
-def test_a_failed_run_never_moves_the_pointer_nor_writes_history(runs):
+def test_a_failed_run_never_moves_the_pointer_and_is_recorded_as_failed(runs):
     outcome, pointer, history = runs["failed"]
     assert outcome.state == "failed" and outcome.task_states["evaluate"] == "failed"
     assert outcome.task_states["promote"] == "upstream_failed" and outcome.task_states["failure_end"] == "success"
     assert outcome.task_states["success_end"] == "upstream_failed"
-    assert pointer == runs["first"][1] and history == runs["worse"][2]
+    assert pointer == runs["first"][1] and history[:-1] == runs["worse"][2]
+    row = history[-1]  # recorded by failure_end, with what the finished steps knew
+    assert (row["run_id"], row["promoted"], row["name"]) == (outcome.run_id, "false", "")
+    assert row["reason"].startswith("failed at evaluate: QualityGateError: ") and "roc_auc" in row["reason"]
+    assert row["data_sha256"] == runs["first"][2][0]["data_sha256"] and row["model"] == "logreg"
+    assert float(row["roc_auc"]) > 0.95 and float(row["operating_threshold"]) > 0
 
 
 # --- without Airflow ------------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ def evaluated_run(make_settings, run_id: str):
 def published_runs(settings) -> list[Path]:
     if not settings.results_dir.exists():
         return []
-    return [p for p in settings.results_dir.iterdir() if not p.name.startswith(".") and p.name != "latest"]
+    return [p for p in settings.results_dir.iterdir() if p.is_dir() and not p.is_symlink()]  # not latest, history
 
 
 def pipeline_process(tmp_path: Path, run_id: str, seed: int, data_url: str) -> subprocess.Popen:

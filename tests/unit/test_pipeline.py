@@ -14,7 +14,7 @@ import joblib
 import pandas as pd
 import pytest
 
-from etl import catalog
+from etl import catalog, champion
 from etl.dataset import FEATURES, ID, features_and_labels
 from etl.pipeline import execute_step, run_all
 from etl.steps import PUBLISHED as PUBLISHED_FILES
@@ -189,7 +189,10 @@ def test_quality_gate_failure_stops_publication(make_settings):
         execute_step(STEP["compare"], run, settings)
     with pytest.raises(ArtifactError, match="compare.json is missing"):
         execute_step(STEP["upload"], run, settings)
-    assert not settings.results_dir.exists() or not any(settings.results_dir.iterdir())
+    # nothing published: only the history (with the failed run) and its lock
+    assert sorted(path.name for path in settings.results_dir.iterdir()) == [champion.LOCK, champion.HISTORY]
+    assert [row["reason"].split(":")[0] for row in champion.read_history(settings.results_dir)] == [
+        "failed at evaluate"]
 
 
 def test_tampered_model_is_refused(make_settings):
@@ -244,6 +247,11 @@ def test_when_no_candidate_can_be_trained_select_fails_naming_each(make_settings
                                             r"linear_svm cannot be fitted"):
         run_all(run, settings)
     assert not run.file(catalog.MODEL).exists()
+    (row,) = champion.read_history(settings.results_dir)  # the failed run is in the history; no pointer
+    assert (row["run_id"], row["promoted"], row["model"]) == ("none-trains", "false", "")
+    assert row["reason"].startswith("failed at select: TrainingError: no candidate could be trained")
+    assert row["data_sha256"] == sha256_file(data) and "\n" not in row["reason"]
+    assert champion.read_pointer(settings.results_dir) is None
 
 
 def test_steps_as_separate_commands_share_the_run_id(tmp_path):
