@@ -45,9 +45,10 @@ def make_classifier(candidate: str, seed: int) -> ClassifierMixin:
 
     Classes are weighted by inverse frequency where the estimator allows it: malignant cases are the minority,
     and a missed malignancy (recall) costs more than a false alarm, which is also what the quality gate checks.
-    The linear models are fitted on the distinct rows weighted by their counts (etl/unique_rows.py): the same fit,
-    in time that grows with the distinct rows. Each estimator's module is imported only when chosen: the ensemble
-    and SVM modules cost start-up time.
+    The linear models are fitted on the distinct rows weighted by their counts (etl/unique_rows.py), in time that
+    grows with the distinct rows: the same logistic regression and the same SVM margins as on every row; the SVM's
+    Platt scaling draws its 3 internal folds from the distinct rows. Each estimator's module is imported only when
+    chosen: the ensemble and SVM modules cost start-up time.
     """
     if candidate == "logreg":
         from sklearn.linear_model import LogisticRegression
