@@ -25,7 +25,7 @@ POINTER = catalog.CHAMPION
 HISTORY = "history.csv"
 HISTORY_COLUMNS = ("run_id", "name", "recorded_at", "data_sha256", "model", "operating_threshold", "metric",
                    "challenger_score", "champion", "champion_score", "rows_compared", "promoted", "reason",
-                   *("accuracy", "precision", "recall", "f1", "roc_auc"))
+                   *catalog.HEADLINE_METRICS)
 LOCK = ".champion.lock"
 LOWER_IS_BETTER = frozenset({"brier_score"})
 

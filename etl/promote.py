@@ -87,7 +87,7 @@ def history_row(run: RunFolder, comparison: dict[str, Any], manifest: dict[str, 
             "challenger_score": challenger["score"], "champion": incumbent["name"] if incumbent else "",
             "champion_score": incumbent["score"] if incumbent else "", "rows_compared": comparison["rows_compared"],
             "promoted": str(promoted).lower(), "reason": reason,
-            **{name: manifest["metrics"][name] for name in ("accuracy", "precision", "recall", "f1", "roc_auc")}}
+            **{name: manifest["metrics"][name] for name in catalog.HEADLINE_METRICS}}
 
 
 def failed_run_row(run: RunFolder, failed_at: str, error: str) -> dict[str, Any]:
@@ -104,7 +104,7 @@ def failed_run_row(run: RunFolder, failed_at: str, error: str) -> dict[str, Any]
             "data_sha256": loaded.get("sha256", ""), "model": selected.get("model", ""),
             "operating_threshold": selected.get("operating_threshold", ""), "promoted": "false",
             "reason": f"failed at {failed_at}: {message}",
-            **{name: metrics[name] for name in ("accuracy", "precision", "recall", "f1", "roc_auc") if name in metrics}}
+            **{name: metrics[name] for name in catalog.HEADLINE_METRICS if name in metrics}}
 
 
 def record_failed_run(run: RunFolder, settings: Settings, failed_at: str, error: str) -> None:
