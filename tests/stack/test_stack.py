@@ -179,7 +179,7 @@ def test_the_ui_shows_the_dag_and_a_good_and_a_failed_run_in_a_browser(api: Airf
             driver.save_screenshot(str(SCREENSHOTS / "airflow-failed-run-graph.png"))
     finally:
         processes.stop_all()
-    assert not processes.strays(), "chromedriver or chromium outlived quit()"
+    assert not processes.kill_strays(), "chromedriver or chromium outlived quit()"  # and none is left behind
 
 
 # --- the make targets against the running stack ----------------------------------------------------------------

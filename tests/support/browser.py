@@ -25,12 +25,15 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                   "--no-first-run", "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--window-size=1600,1000")
+QUIT_GRACE_SECONDS = 15.0  # Chromium's renderer and GPU processes exit asynchronously after the driver's quit()
 
 
 @contextlib.contextmanager
 def chromium(processes: Processes, profile: Path) -> Iterator[webdriver.Chrome]:
-    """Headless Debian Chromium driven by Debian's chromedriver, with a new empty profile; quit on exit. Naming
-    the driver in the Service makes Selenium skip Selenium Manager, which would otherwise download one."""
+    """Headless Debian Chromium driven by Debian's chromedriver, with a new empty profile; quit on exit, then
+    wait up to QUIT_GRACE_SECONDS for Chromium's processes (marked by `processes`) to be gone: quit() returns once
+    chromedriver stops, and Chromium's own processes exit a moment later. Naming the driver in the Service makes
+    Selenium skip Selenium Manager, which would otherwise download one."""
     require_tool(CHROMIUM)
     require_tool(CHROMEDRIVER)
     options = webdriver.ChromeOptions()
@@ -45,6 +48,8 @@ def chromium(processes: Processes, profile: Path) -> Iterator[webdriver.Chrome]:
         yield driver
     finally:
         driver.quit()
+        wait_until(lambda: not processes.strays(), QUIT_GRACE_SECONDS, "Chromium to exit after quit()",
+                   raise_on_timeout=False)  # what is still there after that is a stray: the caller's check
 
 
 def page_text(driver: webdriver.Chrome) -> str:
