@@ -272,6 +272,56 @@ def test_answers_lost_after_the_work_was_done_make_no_duplicates(fake, drive_set
     assert len(fake.requests_for("files.create")) == 1
 
 
+@pytest.mark.parametrize("size", [100, 2 * CHUNK + 10], ids=["one-chunk", "last-of-three-chunks"])
+def test_a_lost_reply_to_a_finished_upload_counts_as_done_when_the_file_landed(fake, drive_settings, tmp_path, sleeps,
+                                                                             caplog, size):
+    settings = drive_settings()
+    bundle = write_bundle(tmp_path / "run", {"model.joblib": size, "metrics.json": 100})
+    fake.lose_reply_to_next_finished_upload()
+
+    result = publisher(settings, sleeps).publish(bundle)
+
+    assert result.files == {"model.joblib": "uploaded", "metrics.json": "uploaded"}
+    assert 404 in [r.status for r in fake.requests_for("upload.chunk")], "the session was unknown after the reply"
+    assert_intact(fake, only_run_folder(fake, settings), bundle)  # one model.joblib, not two
+    assert "the reply to the last chunk was lost; not uploaded again" in caplog.text
+    assert publisher(settings, sleeps).publish(bundle).files == {name: "skipped" for name in result.files}
+    assert_intact(fake, only_run_folder(fake, settings), bundle)
+
+
+def test_a_lost_reply_to_a_replaced_file_counts_as_done_when_its_content_landed(fake, drive_settings, tmp_path,
+                                                                              sleeps):
+    settings = drive_settings()
+    pointer = tmp_path / "champion.json"
+    pointer.write_text('{"name": "first"}')
+    publisher(settings, sleeps).publish_pointer(pointer)
+    pointer.write_text('{"name": "second"}')
+    fake.lose_reply_to_next_finished_upload()
+
+    location = publisher(settings, sleeps).publish_pointer(pointer)
+
+    (stored,) = fake.files_in(settings.gdrive_folder_id)
+    assert stored.content == pointer.read_bytes() and stored.id in location
+    assert 404 in [r.status for r in fake.requests_for("upload.chunk")]
+
+
+def test_an_unknown_upload_session_without_the_file_behind_it_is_still_an_error(fake, drive_settings, tmp_path,
+                                                                               sleeps):
+    settings = drive_settings()
+    bundle = write_bundle(tmp_path / "run", {"metrics.json": 100})
+    fake.fail_next("upload.chunk", Fault(404, "notFound"))
+
+    expected = ("uploading metrics.json .*HTTP 404 notFound.*Drive no longer knows the upload session and holds no "
+                "metrics.json with the local file's md5")
+    with pytest.raises(PublishError, match=expected) as error:
+        publisher(settings, sleeps).publish(bundle)
+    assert error.value.transient, "a new upload session may succeed: Airflow retries the step"
+    assert run_folders(fake, settings.gdrive_folder_id) == []  # nothing landed: the empty run folder went
+
+    assert publisher(settings, sleeps).publish(bundle).files == {"metrics.json": "uploaded"}
+    assert_intact(fake, only_run_folder(fake, settings), bundle)
+
+
 def test_a_failure_that_persists_stops_after_the_retries_with_a_clear_error(fake, drive_settings, tmp_path, sleeps):
     settings = drive_settings()
     fake.fail_next("files.get", 500, 503, 500)

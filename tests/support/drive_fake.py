@@ -12,7 +12,9 @@ It speaks the part of the API the pipeline uses, with Drive's own rules where th
   app created; a read-only folder answers 403 insufficientFilePermissions.
 
 Every request is recorded (`requests`); `fail_next` queues faults (a status, a `Fault`, or DROP) for the next
-requests of one operation, and `corrupt_next_upload` damages the bytes of the next completed upload.
+requests of one operation, `corrupt_next_upload` damages the bytes of the next completed upload, and
+`lose_reply_to_next_finished_upload` stores the next completed upload but closes the connection instead of
+answering and forgets the session (it then answers 404, as Drive does for an unknown upload session).
 Operations: token, about.get, files.get, files.list, files.create, files.update, upload.start, upload.chunk.
 Multipart and simple uploads are not implemented (the pipeline only makes resumable ones): they answer 400.
 """
@@ -140,6 +142,10 @@ class DriveApiError(Exception):
         return {"error": {"code": self.status, "message": str(self), "errors": [detail]}}
 
 
+class ReplyLost(Exception):
+    """The request took effect, but its answer never reaches the client: the connection is closed instead."""
+
+
 class OAuthError(Exception):
     """An error answer of the token endpoint (`{"error": ..., "error_description": ...}`)."""
 
@@ -252,6 +258,7 @@ class FakeDrive:
         self._users: dict[str, tuple[str, str, str]] = {}  # refresh token -> (email, client id, secret)
         self._faults: dict[str, list[Fault | str]] = {}
         self._uploads_to_corrupt = 0
+        self._replies_to_lose = 0
         self._requests: list[RecordedRequest] = []
         self._ids = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
@@ -343,6 +350,12 @@ class FakeDrive:
         """Store the next completed upload with its first byte flipped (bytes damaged on the way)."""
         with self._lock:
             self._uploads_to_corrupt += 1
+
+    def lose_reply_to_next_finished_upload(self) -> None:
+        """Store the next completed upload, then drop the connection without the final answer and forget its
+        session, so that asking the session how much arrived answers 404 (a reply lost on the way back)."""
+        with self._lock:
+            self._replies_to_lose += 1
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -527,6 +540,10 @@ class FakeDrive:
                 raise DriveApiError(404, "upload session not found", "notFound")
             if session.result_id is None:
                 self._append_chunk(session, content_range, data)
+                if session.result_id is not None and self._replies_to_lose:
+                    self._replies_to_lose -= 1
+                    del self._sessions[session_id]
+                    raise ReplyLost(session_id)
             if session.result_id is None:
                 return 308, len(session.received)
             return 200, _masked(self._files[session.result_id].resource(), session.query, "kind,id,name,mimeType")
@@ -618,7 +635,10 @@ def _make_handler(drive: FakeDrive) -> type[BaseHTTPRequestHandler]:
             operation, args = self._route(url.path)
             headers = {k.lower(): v for k, v in self.headers.items()}
             fault = drive.take_fault(operation) if operation else None
-            answer = None if fault == DROP else self._answer(operation, args, query, headers, body, fault)
+            try:
+                answer = None if fault == DROP else self._answer(operation, args, query, headers, body, fault)
+            except ReplyLost:
+                answer = None
             # Recorded before answering, so a test reading `requests` after its call sees this request.
             drive.record(RecordedRequest(operation or "unknown", self.command, url.path, query, headers,
                                          len(body), answer[0] if answer else 0))

@@ -22,6 +22,7 @@ from etl.publishers.gdrive.credentials import SCOPES, DriveIdentity
 from etl.publishers.gdrive.service import build_service
 from utils.config import scrubbed, shown
 from utils.errors import ConfigError, PublishError
+from utils.files import file_digest
 from utils.logger import get_logger
 
 FOLDER_MIME = "application/vnd.google-apps.folder"
@@ -79,6 +80,31 @@ class FolderInfo:
 def folder_url(folder_id: str) -> str:
     """The address of a Drive folder in the browser."""
     return f"https://drive.google.com/drive/folders/{folder_id}"
+
+
+def quote(value: str) -> str:
+    """A string literal of Drive's query language."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def children_query(parent_id: str, name: str | None = None, properties: dict[str, str] | None = None,
+                   mime_type: str | None = None) -> str:
+    """The files.list query for the items directly inside `parent_id`, not trashed, with this name, these app
+    properties and this type when given."""
+    clauses = [f"{quote(parent_id)} in parents", "trashed = false"]
+    clauses += [f"appProperties has {{ key={quote(key)} and value={quote(value)} }}"
+                for key, value in (properties or {}).items()]
+    if name is not None:
+        clauses.append(f"name = {quote(name)}")
+    if mime_type is not None:
+        clauses.append(f"mimeType = {quote(mime_type)}")
+    return " and ".join(clauses)
+
+
+def lost_session(exc: Exception, request: HttpRequest) -> bool:
+    """Whether Drive no longer knows an upload session it had started (404): after a lost reply to the last
+    chunk, the upload may have finished."""
+    return isinstance(exc, HttpError) and exc.status_code == 404 and request.resumable_uri is not None
 
 
 def backoff_delays(retries: int) -> Iterator[float]:
@@ -224,12 +250,38 @@ class DriveClient:
             except CALL_ERRORS as exc:
                 delay = next(delays, None) if is_transient(exc) else None
                 if delay is None:
-                    raise self.explain(exc, action) from None
+                    if not lost_session(exc, request):
+                        raise self.explain(exc, action) from None
+                    landed = self._landed(path, action, file_id, parent_id, properties)
+                    if landed is None:
+                        raise DriveApiError(f"{self.explain(exc, action)}; Drive no longer knows the upload session "
+                                            f"and holds no {path.name} with the local file's md5 there: the upload "
+                                            "did not finish; run the step again", 404, transient=True) from None
+                    log.warning("%s: Drive answered %s to the upload session, but the file is there (file id %s, "
+                                "md5 %s as the local file's): the reply to the last chunk was lost; not uploaded "
+                                "again", action, exc.status_code, landed["id"], landed["md5Checksum"])
+                    return landed
                 log.warning("%s: %r; resuming in %.1f s", action, exc, delay)
                 self.sleep(delay)
                 continue
             if item is not None:
                 return item
+
+    def _landed(self, path: Path, action: str, file_id: str | None, parent_id: str | None,
+                properties: dict[str, str] | None) -> dict[str, Any] | None:
+        """The file an upload of `path` stored in Drive after all (the same md5), or None: for an update, the file
+        `file_id` itself; for a new file, one of that name and those app properties in `parent_id`."""
+        md5 = file_digest(path, "md5")
+        looking = f"{action}: looking whether the upload finished"
+        if parent_id is None:
+            found = [self.execute(self.service.files().get(fileId=file_id, fields=FILE_FIELDS, supportsAllDrives=True),
+                                  looking)]
+        else:
+            parent = self.execute(self.service.files().get(fileId=parent_id, fields="id,name,driveId",
+                                                           supportsAllDrives=True), looking)
+            found = self.list_items(children_query(parent_id, path.name, properties),
+                                    FolderInfo(parent_id, parent.get("name", ""), parent.get("driveId")), looking)
+        return next((item for item in found if item.get("md5Checksum") == md5), None)
 
     def _upload_request(self, path: Path, chunk_size: int, file_id: str | None, parent_id: str | None,
                         properties: dict[str, str] | None) -> HttpRequest:

@@ -22,6 +22,7 @@ from etl.publishers.gdrive.client import (
     DriveClient,
     FolderInfo,
     backoff_delays,
+    children_query,
     connect,
     folder_url,
 )
@@ -39,11 +40,6 @@ DEFAULT_CHUNK_SIZE = 32 * UPLOAD_GRANULARITY  # 8 MiB
 log = get_logger("gdrive")
 
 
-def quote(value: str) -> str:
-    """A string literal of Drive's query language."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def run_property(run_id: str) -> dict[str, str]:
     """The app property marking a run's folder and files; a run id too long for Drive is replaced by its hash."""
     value = run_id
@@ -54,14 +50,7 @@ def run_property(run_id: str) -> dict[str, str]:
 
 def run_items_query(parent_id: str, run_id: str, name: str | None = None, mime_type: str | None = None) -> str:
     """The files.list query for a run's items directly inside `parent_id`."""
-    value = run_property(run_id)[RUN_ID_PROPERTY]
-    clauses = [f"{quote(parent_id)} in parents", "trashed = false",
-               f"appProperties has {{ key={quote(RUN_ID_PROPERTY)} and value={quote(value)} }}"]
-    if name is not None:
-        clauses.append(f"name = {quote(name)}")
-    if mime_type is not None:
-        clauses.append(f"mimeType = {quote(mime_type)}")
-    return " and ".join(clauses)
+    return children_query(parent_id, name, run_property(run_id), mime_type)
 
 
 def require_folder_id(settings: Settings) -> str:
@@ -114,8 +103,8 @@ class GDrivePublisher:
         md5 = file_digest(path, "md5")
         client = connect(self.identity, self.settings.gdrive_api_root, self.num_retries, self.sleep)
         parent = client.inspect_folder(self.folder_id)
-        query = f"{quote(parent.id)} in parents and trashed = false and name = {quote(path.name)}"
-        existing = client.list_items(query, parent, f"looking for {path.name} in the Drive folder {parent.name}")
+        existing = client.list_items(children_query(parent.id, path.name), parent,
+                                     f"looking for {path.name} in the Drive folder {parent.name}")
         item = existing[0] if existing else None
         action = f"uploading {path.name}"
         if item is None or item.get("md5Checksum") != md5:
@@ -135,8 +124,7 @@ class GDrivePublisher:
         uploaded by an earlier attempt, or put there by a person) stays for the next attempt to complete.
         """
         try:
-            if client.list_items(f"{quote(folder_id)} in parents and trashed = false", parent,
-                                 f"looking into run folder {name}"):
+            if client.list_items(children_query(folder_id), parent, f"looking into run folder {name}"):
                 return
             client.trash(folder_id, f"moving the empty run folder {name} to the trash")
         except PublishError as exc:
