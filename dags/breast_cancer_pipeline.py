@@ -32,14 +32,15 @@ from airflow.sdk import DAG, BaseOperator, Param, TriggerRule
 
 from etl import airflow_tasks, assets
 from etl.steps import DAG_ID, DEFAULT_ARGS, FAILURE_END, STEPS
-from utils.config import Settings, data_url_pattern, load_settings
+from utils.config import Settings, data_url_pattern, load_settings, shown
 
 # The settings a user may change per run ("Trigger DAG w/ config"); their types, bounds and choices come from
 # utils/config.py. Any other key of a trigger's conf is ignored (etl/airflow_tasks.py).
 PER_RUN_SETTINGS = ("candidates", "test_size", "min_recall", "min_roc_auc", "promotion_metric", "promotion_tolerance",
                     "storage_backend", "data_url")
 # Retries and timeouts of each step, and the arguments every task shares, are in etl/steps.py.
-PARAM_KEYWORDS = ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "items", "minItems")
+PARAM_KEYWORDS = ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "items", "minItems",
+                  "maxLength")
 CANDIDATE_LABEL = "{{ task.op_kwargs['candidate'] }}"  # a mapped train instance's name in the grid
 REVIEW = ("{{ ti.xcom_pull(task_ids='compare')['review'] }}\n\n"
           "Published to: {{ ti.xcom_pull(task_ids='upload')['destinations'] }}")  # what the reviewer reads
@@ -47,12 +48,14 @@ REVIEW = ("{{ ti.xcom_pull(task_ids='compare')['review'] }}\n\n"
 
 def run_params(defaults: Settings) -> dict[str, Param]:
     """A Param for each per-run setting: its current value as default, its description, its JSON schema from
-    the settings (and for `data_url` a pattern no wider than DATA_ALLOWED_DIRS), checked before a run is made."""
+    the settings (and for `data_url` a pattern no wider than DATA_ALLOWED_DIRS that admits no credentials),
+    checked before a run is made. Defaults are stored in the metadata database and shown in the Trigger form, so
+    `data_url`'s is DATA_URL redacted; a run with that default reads DATA_URL itself (etl/airflow_tasks.py)."""
     schema = Settings.model_json_schema(by_alias=False)["properties"]
     extra = {"data_url": {"pattern": data_url_pattern(defaults.data_allowed_dirs)},
              "candidates": {"uniqueItems": True}}
     fields = Settings.model_fields
-    values = {name: getattr(defaults, name) for name in PER_RUN_SETTINGS}
+    values = {name: shown(fields[name].alias, getattr(defaults, name)) for name in PER_RUN_SETTINGS}
     return {name: Param(list(value) if isinstance(value, tuple) else value,
                         description=f"{fields[name].alias}: {fields[name].description}",
                         **{key: value for key, value in schema[name].items() if key in PARAM_KEYWORDS},

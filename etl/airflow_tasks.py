@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from etl.run_folder import RunFolder
-from utils.config import Settings, load_settings
+from utils.config import Settings, load_settings, per_run_data_url
 from utils.errors import PipelineError
 from utils.logger import ROOT_LOGGER
 
@@ -35,9 +35,13 @@ def run_start(context: Context) -> datetime:
 def settings_for(context: Context) -> Settings:
     """Settings from the environment, overridden by the run's values of the Params the DAG declares. Airflow also
     hands over undeclared keys of a trigger's conf, unvalidated: they are ignored, so that a trigger cannot
-    widen DATA_ALLOWED_DIRS, redirect the alert webhook or point BUNDLED_DATA_PATH at a key file."""
+    widen DATA_ALLOWED_DIRS, redirect the alert webhook or point BUNDLED_DATA_PATH at a key file. `data_url` equal
+    to DATA_URL redacted (the Param's default) means DATA_URL with its credentials; one with credentials is refused."""
     declared = context["dag"].params.keys()
-    settings = load_settings(**{name: value for name, value in context["params"].items() if name in declared})
+    overrides = {name: value for name, value in context["params"].items() if name in declared}
+    if "data_url" in overrides:
+        overrides["data_url"] = per_run_data_url(overrides["data_url"], load_settings().data_url)
+    settings = load_settings(**overrides)
     logging.getLogger(ROOT_LOGGER).setLevel(settings.log_level)
     return settings
 

@@ -9,6 +9,11 @@ Which failure does what:
   the transfer broke off (fewer bytes than Content-Length): retried; after the last retry an error.
   the source answered with something else than the CSV (4xx, HTML, empty, truncated, not UTF-8, too big): an
       error at once, never the bundled copy: a wrong answer must be seen, not hidden behind the offline copy.
+
+Credentials go only to the origin they were written for. user:password@ in DATA_URL becomes a Basic Authorization
+header for DATA_URL's origin (scheme, host, port); a redirect to another origin is followed without it (nor any
+Authorization or Cookie header), so a mirror or CDN gets the request but never the password. A redirect from https
+to http, or to any scheme but http(s) (file://, ftp://, data:), is refused: a permanent error, not a fallback.
 """
 
 from __future__ import annotations
@@ -30,14 +35,15 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 from etl import catalog
 from etl.pipeline import cli_main
 from etl.run_folder import RunFolder
 from etl.steps import StepResult
-from utils.config import PROJECT_ROOT, Settings, file_path, scrubbed, shown
-from utils.errors import ConfigError, DataSourceError
+from utils import redact
+from utils.config import MAX_BACKOFF_SECONDS, PROJECT_ROOT, Settings, file_path, scrubbed, shown
+from utils.errors import ConfigError, DataSourceError, excerpt
 from utils.files import sha256_bytes, write_bytes_atomic
 from utils.logger import get_logger
 from utils.telemetry import Sample
@@ -47,6 +53,7 @@ USER_AGENT = "breast-cancer-pipeline/1.0"
 CHUNK_BYTES = 64 * 1024
 SECRETS_FOLDER = "secrets"
 TRANSIENT_HTTP = (408, 429)  # and every 5xx
+CREDENTIAL_HEADERS = ("Authorization", "Cookie")  # as urllib.request.Request stores them (capitalized)
 LEADING_TAG = re.compile(rb"\s*<")  # an HTML/XML document
 log = get_logger(STEP)
 
@@ -206,13 +213,47 @@ class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
         return self.do_open(functools.partial(_WatchedHTTPS, deadline=self.deadline), req, context=self._context)
 
 
+class SameOriginRedirectHandler(urllib.request.HTTPRedirectHandler):
+    """urllib's redirects, with the credentials kept to their origin: a redirect to another origin drops the
+    Authorization and Cookie headers; one to another scheme than http(s), or from https to http, is refused."""
+
+    def http_error_302(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
+                       headers: Any) -> Any:
+        target = urljoin(req.full_url, (headers.get("location") or headers.get("uri") or "").strip())
+        scheme, was = urlsplit(target).scheme.lower(), urlsplit(req.full_url).scheme.lower()
+        if scheme not in ("http", "https") or (was, scheme) == ("https", "http"):
+            fp.close()
+            raise PermanentDownloadError(
+                f"{redact.redact_url(req.full_url)} redirected to {excerpt(redact.redact_url(target))!r}: refused, "
+                "a download follows redirects to http(s) only and never from https to http")
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
+                         newurl: str) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and not same_origin(req.full_url, new.full_url):
+            for name in CREDENTIAL_HEADERS:
+                new.remove_header(name)
+        return new
+
+
+def same_origin(first: str, second: str) -> bool:
+    """Whether two URLs share scheme, host and port (an unparseable port never matches)."""
+    try:
+        return redact.origin(first) == redact.origin(second)
+    except ValueError:
+        return False
+
+
 def _opener(deadline: Deadline) -> urllib.request.OpenerDirector:
-    """urllib's opener for http(s) only (proxies from the environment, redirects), under `deadline`: a redirect
-    to ftp:// or file:// is refused like any other scheme."""
+    """urllib's opener for http(s) only (proxies from the environment, redirects with credentials kept to their
+    origin), under `deadline`."""
     opener = urllib.request.OpenerDirector()
     for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(), _DeadlineHTTPHandler(deadline),
                     _DeadlineHTTPSHandler(deadline), urllib.request.HTTPDefaultErrorHandler(),
-                    urllib.request.HTTPRedirectHandler(), urllib.request.HTTPErrorProcessor()):
+                    SameOriginRedirectHandler(), urllib.request.HTTPErrorProcessor()):
         opener.add_handler(handler)
     return opener
 
@@ -287,8 +328,8 @@ def _read_body(response: http.client.HTTPResponse, origin: str, max_bytes: int, 
 
 
 def download(url: str, timeout: float, retries: int, backoff: float, max_bytes: int) -> tuple[bytes, int]:
-    """GET `url`, retrying transient failures `retries` times with exponential backoff; the checked body and its
-    data-row count."""
+    """GET `url`, retrying transient failures `retries` times with exponential backoff (each wait at most
+    MAX_BACKOFF_SECONDS); the checked body and its data-row count."""
     for attempt in range(retries + 1):
         try:
             body = fetch_once(url, timeout, max_bytes)
@@ -298,7 +339,7 @@ def download(url: str, timeout: float, retries: int, backoff: float, max_bytes: 
                 raise
             if attempt == retries:
                 raise type(exc)(f"{exc} (gave up after {retries + 1} attempts)") from None
-            delay = backoff * 2 ** attempt
+            delay = min(backoff * 2 ** attempt, MAX_BACKOFF_SECONDS)
             log.warning("download attempt %d/%d failed: %s; retrying in %.1f s",
                         attempt + 1, retries + 1, exc, delay)
             time.sleep(delay)

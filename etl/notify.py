@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from utils.config import scrubbed, shown
+from utils.config import check_http_url, scrubbed, shown
 from utils.errors import PipelineError
 from utils.files import read_json, write_json_atomic
 from utils.logger import get_logger
@@ -85,17 +85,33 @@ def mark_failed(folder: Path, alert: dict[str, Any]) -> Path:
 
 
 def post_webhook(url: str, alert: dict[str, Any], timeout: float = WEBHOOK_TIMEOUT_SECONDS) -> int:
-    """POST `alert` as JSON to `url`; returns the HTTP status or raises AlertDeliveryError."""
-    request = urllib.request.Request(url, data=json.dumps(alert).encode("utf-8"), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    """POST `alert` as JSON to the http(s) URL `url`; returns the HTTP status or raises AlertDeliveryError (also
+    for a URL of another scheme, which would never reach a person: file:// would be 'delivered' to nobody)."""
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        check_http_url(url)
+        request = urllib.request.Request(url, data=json.dumps(alert).encode("utf-8"), method="POST",
+                                         headers={"Content-Type": "application/json"})
+    except ValueError as exc:
+        raise AlertDeliveryError(f"alert webhook {shown(WEBHOOK, url)} is unusable: {exc}; set {WEBHOOK} to "
+                                 "an http(s):// URL") from None
+    try:
+        with http_only_opener().open(request, timeout=timeout) as response:
             return response.status
     except urllib.error.HTTPError as exc:
         raise AlertDeliveryError(f"alert webhook {shown(WEBHOOK, url)} answered HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+    except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:  # ValueError: http.client.InvalidURL
         reason = scrubbed(str(getattr(exc, "reason", exc)), WEBHOOK, url)
         raise AlertDeliveryError(f"alert webhook {shown(WEBHOOK, url)} could not be reached: {reason}") from None
+
+
+def http_only_opener() -> urllib.request.OpenerDirector:
+    """urllib's opener without its file://, ftp:// and data: handlers: a redirect there is refused, not followed."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(), urllib.request.HTTPHandler(),
+                    urllib.request.HTTPSHandler(), urllib.request.HTTPDefaultErrorHandler(),
+                    urllib.request.HTTPRedirectHandler(), urllib.request.HTTPErrorProcessor()):
+        opener.add_handler(handler)
+    return opener
 
 
 def send_alert(alert: dict[str, Any], webhook_url: str) -> None:

@@ -4,20 +4,26 @@
 Precedence: explicit overrides (Airflow Params, tests) > environment variables > `.env` (ENV_FILE, default
 `<project>/.env`) > defaults. Each field's alias is its environment variable; its description feeds the README's
 table, `make settings` and the DAG's Params; `redact` in its extra says what of a secret-bearing value may be shown.
-A value that cannot be used raises ConfigError naming the variable.
+A value that cannot be used raises ConfigError naming the variable: every number is finite and bounded (the
+bounds are in the descriptions), every URL has an http(s) scheme (DATA_URL also file://) and a host, every folder
+is non-empty and not an existing non-folder, the four state folders are apart (none equal to or inside another),
+and no value holds a control character.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 import sys
 import textwrap
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from dotenv.parser import parse_stream
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from utils import redact
@@ -37,9 +43,33 @@ PromotionMetric = Literal["roc_auc", "pr_auc", "brier_score", "recall", "f1", "b
 PROMOTION_METRICS: tuple[str, ...] = get_args(PromotionMetric)
 STORAGE_BACKENDS: tuple[str, ...] = get_args(StorageBackend)
 DATA_URL_SCHEMES = ("http", "https", "file")
+HTTP_SCHEMES = ("http", "https")
 MAX_SEED = 2**32 - 1  # what numpy's RandomState accepts
+# Upper bounds: beyond them a value cannot work (or overflows), whatever the machine.
+MAX_DOWNLOAD_SECONDS = 600.0  # the load task's own execution_timeout (etl/steps.py): a longer attempt never ends
+MIN_DOWNLOAD_SECONDS = 0.1  # less fails every attempt and trains on the bundled copy
+MAX_DOWNLOAD_BYTES = 4 * 1024**3  # the body is held in memory
+MAX_DOWNLOAD_RETRIES = 10
+MAX_BACKOFF_SECONDS = 60.0  # also the longest single wait between two attempts (etl/load.py)
+MAX_CV_FOLDS = 20  # each class of the bundled data has far more Ids; more folds only cost time
+MAX_APPROVAL_MINUTES = 30 * 24 * 60  # 30 days
+MAX_PSI_THRESHOLD = 10.0  # a population stability index above 0.25 is already a large shift
+MAX_URL_CHARS = 2048
+MAX_NAME_CHARS = 255  # a folder name (PREDICT_RUN), a Drive id, an e-mail address
 Folders = Annotated[tuple[Path, ...], NoDecode]  # comma-separated in the environment, not JSON
 Candidates = Annotated[tuple[Candidate, ...], NoDecode]  # likewise
+FILE_FIELDS = ("bundled_data_path", "google_credentials")
+STATE_FOLDERS = ("runs_dir", "results_dir", "incoming_dir", "processed_dir")  # apart: none equal to or inside another
+PATH_FIELDS = (*FILE_FIELDS, *STATE_FOLDERS)
+UNPRINTABLE = ("Cc", "Cs")  # control characters (newline, tab, NUL...), bytes that were not UTF-8
+
+
+class SettingError(ValueError):
+    """A problem found across settings (a model validator), with the variable it is about and that one's value."""
+
+    def __init__(self, variable: str, value: Any, reason: str) -> None:
+        super().__init__(reason)
+        self.variable, self.value = variable, value
 
 
 def setting(variable: str, default: Any, description: str, redact_rule: str = "", **constraints: Any) -> Any:
@@ -52,32 +82,42 @@ class Settings(BaseSettings):
     """The pipeline's settings; build it with `load_settings()`."""
 
     model_config = SettingsConfigDict(frozen=True, populate_by_name=True, extra="ignore", case_sensitive=True,
-                                      env_file_encoding="utf-8", validate_default=True)
+                                      env_file_encoding="utf-8", validate_default=True, allow_inf_nan=False)
 
     data_url: str = setting("DATA_URL", DEFAULT_DATA_URL, "Where `load` reads the CSV: an http(s):// URL, or a "
-                            "file:// URL of a file inside DATA_ALLOWED_DIRS.", redact.URL)
+                            "file:// URL of a file inside DATA_ALLOWED_DIRS. Its user:password@ goes as Basic auth "
+                            "to its own origin (scheme, host, port) only: a redirect to another origin drops it; one "
+                            "from https to http, or to another scheme, is refused. The DAG's data_url Param shows it "
+                            "redacted.", redact.URL, max_length=MAX_URL_CHARS)
     data_allowed_dirs: Folders = setting(
         "DATA_ALLOWED_DIRS", (PROJECT_ROOT / "data",), "Comma-separated folders a file:// DATA_URL may read from "
         "(symlinks and .. are resolved first); a secrets/ folder and the GOOGLE_APPLICATION_CREDENTIALS file are "
         "always refused; empty: no file:// URL.")
     data_fallback: bool = setting("DATA_FALLBACK", True, "Use the bundled CSV when DATA_URL cannot be reached (DNS, "
                                   "refused, timeout or 5xx after the retries); false = strict mode.")
-    data_sha256: str = setting("DATA_SHA256", "", "If set, the loaded file must have this sha256.")
+    data_sha256: str = setting("DATA_SHA256", "", "If set, the loaded file must have this sha256 (64 hex digits).")
     bundled_data_path: Path = setting("BUNDLED_DATA_PATH", BUNDLED_DATA, "The offline copy of the data set.")
     download_timeout: float = setting("DOWNLOAD_TIMEOUT", 30.0, "Seconds one download attempt may take in all "
-                                      "(connect, headers and body) before it is abandoned.", gt=0)
+                                      f"(connect, headers and body) before it is abandoned ({MIN_DOWNLOAD_SECONDS:g} "
+                                      f"to {MAX_DOWNLOAD_SECONDS:g}).", ge=MIN_DOWNLOAD_SECONDS,
+                                      le=MAX_DOWNLOAD_SECONDS)
     download_max_bytes: int = setting("DOWNLOAD_MAX_BYTES", 512 * 1024 * 1024, "Largest body `load` accepts, in "
-                                      "bytes; a bigger one stops the transfer.", ge=1)
-    download_retries: int = setting("DOWNLOAD_RETRIES", 3, "Download attempts after the first one.", ge=0)
-    download_backoff: float = setting("DOWNLOAD_BACKOFF", 1.0, "Seconds before the first retry; doubles each time.",
-                                      ge=0)
+                                      f"bytes (1 to {MAX_DOWNLOAD_BYTES}); a bigger one stops the transfer.", ge=1,
+                                      le=MAX_DOWNLOAD_BYTES)
+    download_retries: int = setting("DOWNLOAD_RETRIES", 3, "Download attempts after the first one (0 to "
+                                    f"{MAX_DOWNLOAD_RETRIES}).", ge=0, le=MAX_DOWNLOAD_RETRIES)
+    download_backoff: float = setting("DOWNLOAD_BACKOFF", 1.0, "Seconds before the first retry; doubles each time, "
+                                      f"up to {MAX_BACKOFF_SECONDS:g} s a wait (0 to {MAX_BACKOFF_SECONDS:g}).",
+                                      ge=0, le=MAX_BACKOFF_SECONDS)
     runs_dir: Path = setting("RUNS_DIR", PROJECT_ROOT / "data" / "runs", "Per-run working folders: "
-                             "<RUNS_DIR>/<run id>/.")
+                             "<RUNS_DIR>/<run id>/. It, RESULTS_DIR, INCOMING_DIR and PROCESSED_DIR are four "
+                             "folders apart: none equal to or inside another.")
     results_dir: Path = setting("RESULTS_DIR", PROJECT_ROOT / "results", "Where `upload` publishes each run locally.")
     seed: int = setting("SEED", 42, f"Random seed for the split, cross-validation and the model (0 to {MAX_SEED}).",
                         ge=0, le=MAX_SEED)
     test_size: float = setting("TEST_SIZE", 0.2, "Share of Ids held out for the test split (0 < x < 1).", gt=0, lt=1)
-    cv_folds: int = setting("CV_FOLDS", 5, "Folds of the grouped cross-validation on the training rows.", ge=2)
+    cv_folds: int = setting("CV_FOLDS", 5, f"Folds of the grouped cross-validation on the training rows (2 to "
+                            f"{MAX_CV_FOLDS}).", ge=2, le=MAX_CV_FOLDS)
     # Choosing the model (etl/train.py trains each candidate, etl/select.py picks one and its threshold).
     candidates: Candidates = setting(
         "CANDIDATES", CANDIDATE_NAMES, "Comma-separated candidate models, each cross-validated on the training rows: "
@@ -99,17 +139,20 @@ class Settings(BaseSettings):
     min_roc_auc: float = setting("MIN_ROC_AUC", 0.95, "Quality gate: lowest acceptable ROC-AUC.", ge=0, le=1)
     storage_backend: StorageBackend = setting("STORAGE_BACKEND", "auto", "local, gdrive, or auto (Drive when "
                                               "folder and credentials are set).")
-    gdrive_folder_id: str = setting("GDRIVE_FOLDER_ID", "", "Drive folder that receives one subfolder per run.")
+    gdrive_folder_id: str = setting("GDRIVE_FOLDER_ID", "", "Drive folder that receives one subfolder per run.",
+                                    max_length=MAX_NAME_CHARS)
     google_credentials: Path = setting("GOOGLE_APPLICATION_CREDENTIALS", PROJECT_ROOT / "secrets" / "drive_sa.json",
                                        "Service-account key or authorized_user token file for Drive.")
     gdrive_impersonate: str = setting("GDRIVE_IMPERSONATE", "", "User to impersonate through domain-wide "
-                                      "delegation (optional).")
-    gdrive_api_root: str = setting("GDRIVE_API_ROOT", "https://www.googleapis.com/", "Drive API root URL (tests "
-                                   "point it at a local fake).", redact.URL)
-    alert_webhook_url: str = setting("ALERT_WEBHOOK_URL", "", "POSTed a JSON alert when a run fails (optional); "
-                                     "shown as scheme://host only.", redact.ORIGIN)
+                                      "delegation (optional).", max_length=MAX_NAME_CHARS)
+    gdrive_api_root: str = setting("GDRIVE_API_ROOT", "https://www.googleapis.com/", "Drive API root URL, "
+                                   "http(s):// with a host (tests point it at a local fake).", redact.URL,
+                                   max_length=MAX_URL_CHARS)
+    alert_webhook_url: str = setting("ALERT_WEBHOOK_URL", "", "POSTed a JSON alert when a run fails (optional; an "
+                                     "http(s):// URL with a host); shown as scheme://host only.", redact.ORIGIN,
+                                     max_length=MAX_URL_CHARS)
     pushgateway_url: str = setting("PUSHGATEWAY_URL", "", "Prometheus Pushgateway for the pipeline's metrics "
-                                   "(optional).", redact.URL)
+                                   "(optional; an http(s):// URL with a host).", redact.URL, max_length=MAX_URL_CHARS)
     # Champion and challenger (etl/compare.py, etl/promote.py).
     promotion_metric: PromotionMetric = setting(
         "PROMOTION_METRIC", "roc_auc", "Test metric on which a run's model (the challenger) must not be worse than "
@@ -121,18 +164,29 @@ class Settings(BaseSettings):
         "APPROVAL_REQUIRED", False, "Ask a person in the Airflow UI (or REST API) to approve each new champion "
         "before it is promoted (read when the DAG is parsed).")
     approval_timeout: float = setting(
-        "APPROVAL_TIMEOUT", 1440.0, "Minutes the approval waits for an answer; no answer counts as a rejection.",
-        gt=0)
+        "APPROVAL_TIMEOUT", 1440.0, "Minutes the approval waits for an answer; no answer counts as a rejection "
+        f"(1 to {MAX_APPROVAL_MINUTES}).", ge=1, le=MAX_APPROVAL_MINUTES)
     log_level: LogLevel = setting("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR.")
     # Scoring new samples (etl/predict.py, etl/scoring.py) and their drift (etl/drift.py).
     predict_run: str = setting("PREDICT_RUN", "", "Published run (folder name under RESULTS_DIR) that scores "
-                               "samples; empty: the champion (RESULTS_DIR/champion.json), else the newest run.")
+                               "samples; empty: the champion (RESULTS_DIR/champion.json), else the newest run.",
+                               max_length=MAX_NAME_CHARS)
     incoming_dir: Path = setting("INCOMING_DIR", PROJECT_ROOT / "data" / "incoming", "Where batches of samples "
                                  "(CSV files) wait for the scoring DAG.")
     processed_dir: Path = setting("PROCESSED_DIR", PROJECT_ROOT / "data" / "processed", "Where the scoring DAG "
-                                  "moves a batch once its predictions are published.")
+                                  "moves a batch once its predictions are published (not inside INCOMING_DIR).")
     drift_psi_threshold: float = setting("DRIFT_PSI_THRESHOLD", 0.2, "A feature drifts when its population "
-                                         "stability index against the training rows is above this.", gt=0)
+                                         "stability index against the training rows is above this (0 < x <= "
+                                         f"{MAX_PSI_THRESHOLD:g}).", gt=0, le=MAX_PSI_THRESHOLD)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _printable(cls, value: Any) -> Any:
+        """No control character (newline, tab, NUL...) or undecodable byte in a value, nor in an item of a list."""
+        for item in value if isinstance(value, list | tuple) else (value,):
+            if isinstance(item, str):
+                check_printable(item)
+        return value
 
     @field_validator("data_allowed_dirs", mode="before")
     @classmethod
@@ -152,18 +206,57 @@ class Settings(BaseSettings):
             raise ValueError(f"expected each candidate once, got {', '.join(map(str, repeated))} more than once")
         return names
 
-    @field_validator("bundled_data_path", "runs_dir", "results_dir", "google_credentials", "data_allowed_dirs",
-                     "incoming_dir", "processed_dir")
+    @field_validator(*PATH_FIELDS, mode="before")
     @classmethod
-    def _inside_the_project(cls, value: Path | tuple[Path, ...]) -> Path | tuple[Path, ...]:
-        """Relative paths are relative to the project, wherever the command runs."""
+    def _not_empty(cls, value: Any) -> Any:
+        """An empty path would be the project's root: refused, not guessed."""
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("expected a path, got an empty value (it would mean the project's root)")
+        return value
+
+    @field_validator(*PATH_FIELDS, "data_allowed_dirs")
+    @classmethod
+    def _inside_the_project(cls, value: Path | tuple[Path, ...], info: ValidationInfo) -> Path | tuple[Path, ...]:
+        """Relative paths are relative to the project, wherever the command runs; each must be usable as what it
+        names (a folder, or for BUNDLED_DATA_PATH and GOOGLE_APPLICATION_CREDENTIALS a file)."""
+        want_folder = info.field_name not in FILE_FIELDS
         if isinstance(value, tuple):
-            return tuple(project_path(path) for path in value)
-        return project_path(value)
+            return tuple(usable_path(project_path(path), want_folder) for path in value)
+        return usable_path(project_path(value), want_folder)
+
+    @field_validator("gdrive_api_root", "alert_webhook_url", "pushgateway_url")
+    @classmethod
+    def _http_url(cls, value: str, info: ValidationInfo) -> str:
+        """An http(s) URL with a host; the optional ones may be empty."""
+        if value or info.field_name == "gdrive_api_root":
+            check_http_url(value)
+        return value
+
+    @field_validator("data_sha256")
+    @classmethod
+    def _sha256(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError("expected 64 hexadecimal digits (a sha256), or empty")
+        return value
+
+    @field_validator("predict_run")
+    @classmethod
+    def _one_folder_name(cls, value: str) -> str:
+        if value in (".", "..") or "/" in value or "\\" in value:
+            raise ValueError("expected the name of one folder under RESULTS_DIR (no /, \\, . or ..)")
+        return value
 
     @model_validator(mode="after")
     def _data_url_is_readable(self) -> Settings:
-        check_data_url(self.data_url, self.data_allowed_dirs)
+        try:
+            check_data_url(self.data_url, self.data_allowed_dirs)
+        except ValueError as exc:
+            raise SettingError("DATA_URL", self.data_url, str(exc)) from None
+        return self
+
+    @model_validator(mode="after")
+    def _state_folders_apart(self) -> Settings:
+        check_apart({VARIABLES[name]: getattr(self, name) for name in STATE_FOLDERS})
         return self
 
     def public_dict(self) -> dict[str, Any]:
@@ -172,6 +265,8 @@ class Settings(BaseSettings):
 
     def __repr__(self) -> str:  # pydantic's repr would print the secrets
         return f"Settings({self.public_dict()})"
+
+    __str__ = __repr__  # pydantic's str too
 
 
 VARIABLES = {name: field.alias for name, field in Settings.model_fields.items()}  # field name -> variable
@@ -188,8 +283,61 @@ def comma_separated(value: Any) -> Any:
 
 def project_path(path: Path) -> Path:
     """`path` with `~` expanded, relative to the project when it is relative."""
-    path = path.expanduser()
+    try:
+        path = path.expanduser()
+    except RuntimeError:  # ~name of a user that does not exist
+        raise ValueError(f"expected a path, but {path.parts[0]!r} names no user's home folder") from None
     return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def usable_path(path: Path, want_folder: bool) -> Path:
+    """`path` if it can be the folder (`want_folder`) or the file it is meant to be: it, or the nearest of its
+    parents that exists, is a folder; for a file, `path` itself is not one."""
+    for candidate in (path, *path.parents):
+        try:
+            mode = os.stat(candidate).st_mode
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as exc:  # a parent that is a file, a name too long, no permission
+            raise ValueError(f"expected a usable path: {getattr(exc, 'strerror', None) or exc}") from None
+        if candidate == path and stat.S_ISDIR(mode) != want_folder:
+            raise ValueError("expected a folder, got a file or device that exists" if want_folder
+                             else "expected a file, got a folder")
+        if candidate != path and not stat.S_ISDIR(mode):
+            raise ValueError(f"expected a folder, but {candidate} is not one")
+        return path
+    return path
+
+
+def resolved(path: Path) -> Path:
+    """`path` with its links resolved as far as they exist (`path` normalised when they loop)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.normpath(path))
+
+
+def check_apart(folders: dict[str, Path]) -> None:
+    """Refuse two of `folders` (by variable) that are the same folder or one inside the other, naming both."""
+    forms = {variable: {Path(os.path.normpath(path)), resolved(path)} for variable, path in folders.items()}
+    variables = list(folders)
+    for first_index, first in enumerate(variables):
+        for second in variables[first_index + 1:]:
+            pairs = [(a, b) for a in forms[first] for b in forms[second]]
+            if any(a == b for a, b in pairs):
+                raise SettingError(second, str(folders[second]), f"expected a folder apart from {first} "
+                                   f"({folders[first]}), got the same folder")
+            for inner, outer in ((second, first), (first, second)):
+                if any(b.is_relative_to(a) if inner == second else a.is_relative_to(b) for a, b in pairs):
+                    raise SettingError(inner, str(folders[inner]), f"expected a folder apart from {outer} "
+                                       f"({folders[outer]}), got one inside it")
+
+
+def check_printable(text: str) -> None:
+    """Refuse a control character or an undecodable byte in `text`, saying which and where."""
+    for position, char in enumerate(text):
+        if unicodedata.category(char) in UNPRINTABLE:
+            raise ValueError(f"expected no control character, got {excerpt(char)!r} at position {position}")
 
 
 def shown(variable: str, value: Any) -> Any:
@@ -204,50 +352,78 @@ def scrubbed(text: str, variable: str, value: str) -> str:
     return redact.scrub(text, value, rule) if rule else text
 
 
-def check_data_url(url: str, allowed_dirs: tuple[Path, ...]) -> None:
-    """DATA_URL's form: an http(s) URL with a host, or a file:// URL naming a path inside DATA_ALLOWED_DIRS (as
-    written: etl/load.py checks it again with links resolved, and refuses secrets)."""
-    from urllib.parse import urlsplit
-
+def url_parts(url: str, schemes: tuple[str, ...]) -> SplitResult:
+    """`url` split, if its scheme is one of `schemes` and its port (if any) a number; an http(s) URL also needs a
+    host and no whitespace."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
     except ValueError:
         parts = None
-    if parts is None or parts.scheme.lower() not in DATA_URL_SCHEMES:
-        raise ValueError("expected an http://, https:// or file:// URL")
-    scheme = parts.scheme.lower()
-    if scheme == "file" and (parts.netloc not in ("", "localhost") or not parts.path.startswith("/")):
-        raise ValueError("expected file:///<absolute path> (no host)")
-    if scheme != "file" and not parts.hostname:
+    if parts is None or parts.scheme.lower() not in schemes:
+        named = [f"{scheme}://" for scheme in schemes]
+        raise ValueError(f"expected an {', '.join(named[:-1])} or {named[-1]} URL")
+    if parts.scheme.lower() in HTTP_SCHEMES and not parts.hostname:
         raise ValueError(f"expected a host after {parts.scheme}://")
-    if scheme == "file" and not any(Path(os.path.normpath(file_path(url))).is_relative_to(folder)
-                                    for folder in folder_forms(allowed_dirs)):
+    if parts.scheme.lower() in HTTP_SCHEMES and any(char.isspace() for char in url):
+        raise ValueError("expected a URL without spaces")
+    return parts
+
+
+def check_http_url(url: str) -> None:
+    """An http(s) URL with a host (a webhook, an API root, a Pushgateway)."""
+    url_parts(url, HTTP_SCHEMES)
+
+
+def check_data_url(url: str, allowed_dirs: tuple[Path, ...]) -> None:
+    """DATA_URL's form: an http(s) URL with a host, or a file:// URL naming a path inside DATA_ALLOWED_DIRS (as
+    written: etl/load.py checks it again with links resolved, and refuses secrets)."""
+    parts = url_parts(url, DATA_URL_SCHEMES)
+    if parts.scheme.lower() != "file":
+        return
+    if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+        raise ValueError("expected file:///<absolute path> (no host)")
+    if not any(Path(os.path.normpath(file_path(url))).is_relative_to(folder) for folder in folder_forms(allowed_dirs)):
         raise ValueError(f"expected a file inside DATA_ALLOWED_DIRS ({', '.join(map(str, allowed_dirs)) or 'empty'});"
                          " add its folder there to read it")
 
 
 def file_path(url: str) -> Path:
     """The path a file:// URL names, percent-decoded, as written."""
-    from urllib.parse import unquote, urlsplit
-
     return Path(unquote(urlsplit(url).path))
 
 
 def folder_forms(folders: tuple[Path, ...]) -> set[Path]:
     """Each folder as written (normalised) and with its links resolved."""
-    return {form for folder in folders for form in (Path(os.path.normpath(folder)), folder.resolve())}
+    return {form for folder in folders for form in (Path(os.path.normpath(folder)), resolved(folder))}
 
 
 def data_url_pattern(allowed_dirs: tuple[Path, ...]) -> str:
-    """A JSON-schema `pattern` no wider than what `load` reads: http(s)://, or file:// followed by one of the
-    allowed folders (as written and resolved, each also percent-encoded) and no `..` or percent-encoded dot."""
+    """A JSON-schema `pattern` no wider than what `load` reads, and carrying no credentials: http(s):// with a host
+    and no user:password@, or file:// followed by one of the allowed folders (as written and resolved, each also
+    percent-encoded) and no `..` or percent-encoded dot; never a query or a fragment."""
+    web = r"https?://[^/?#@\s]+(?:/[^?#\s]*)?"
     folders = sorted({text.rstrip("/") for folder in folder_forms(allowed_dirs)
                       for text in (str(folder), folder.as_uri().removeprefix("file://"))})
     if not folders:
-        return "^https?://"
+        return rf"^{web}$"
     alternatives = "|".join(_regex_escaped(folder) + "/" for folder in folders)
-    return rf"^(https?://|file://(?:{alternatives})(?!.*(?:\.\.|%2[eE])))"
+    return rf"^(?:{web}|file://(?:{alternatives})(?!.*(?:\.\.|%2[eE]))[^?#]*)$"
+
+
+def per_run_data_url(value: Any, configured: str) -> Any:
+    """What a run's `data_url` Param means: the configured DATA_URL, its credentials included, when the Param is
+    that URL's redacted form (the Param's default); else the Param itself, refused when it carries credentials
+    (user:password@, a query or a fragment): they come from the environment, never from a run's conf."""
+    if not isinstance(value, str):
+        return value  # pydantic says what is wrong with it
+    if value == shown("DATA_URL", configured):
+        return configured
+    if redact.secret_parts(value):
+        raise ConfigError(f"setting data_url={excerpt(shown('DATA_URL', value))!r} is invalid: a run's data_url "
+                          "must carry no credentials (user:password@, ?query or #fragment); set them in DATA_URL "
+                          "in the environment and trigger with its redacted form, the Param's default")
+    return value
 
 
 def _regex_escaped(text: str) -> str:
@@ -264,12 +440,12 @@ def _to_json(value: Any) -> Any:
 def config_error(error: ValidationError) -> ConfigError:
     """The first problem pydantic found, as a ConfigError naming the variable and quoting a short excerpt."""
     problem = error.errors()[0]
-    field = str(problem["loc"][0]) if problem["loc"] else ""
-    variable = VARIABLES.get(field, field)
-    if not field:  # a model validator: DATA_URL's check is the only one
-        variable, value = "DATA_URL", problem["input"].get("DATA_URL", problem["input"].get("data_url", ""))
+    cause = (problem.get("ctx") or {}).get("error")
+    if isinstance(cause, SettingError):  # a model validator says which variable
+        variable, value = cause.variable, cause.value
     else:
-        value = problem["input"]
+        field = str(problem["loc"][0]) if problem["loc"] else ""
+        variable, value = VARIABLES.get(field, field), problem["input"]
     reason = problem["msg"].removeprefix("Value error, ")
     shown_value = excerpt(str(shown(variable, value))) if value is not None else ""
     return ConfigError(f"setting {variable}={shown_value!r} is invalid: {reason[:1].lower()}{reason[1:]}")
@@ -329,19 +505,24 @@ def env_example() -> str:
         + f"\n# {variable}={default_text(name)}" for name, variable in VARIABLES.items())
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> int:
     """`python -m utils.config`: every setting's current value and meaning; `--markdown`: the README's table;
-    `--env-example`: the pipeline's part of `.env.example`."""
+    `--env-example`: the pipeline's part of `.env.example`. A setting that cannot be used: one line, exit 1."""
     if argv == ["--markdown"]:
         print(markdown_table())
-        return
+        return 0
     if argv == ["--env-example"]:
         print(env_example())
-        return
-    current = load_settings().public_dict()
+        return 0
+    try:
+        current = load_settings().public_dict()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     for name, variable in VARIABLES.items():
         print(f"{variable}={current[variable]}\n    {Settings.model_fields[name].description}")
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

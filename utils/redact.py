@@ -7,6 +7,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 URL = "url"  # drop user:password@, ?query and #fragment: where tokens and passwords ride
 ORIGIN = "origin"  # keep scheme://host[:port] only: a webhook's path is its secret (Slack, Telegram bot tokens)
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def redact_url(url: str, keep: str = URL) -> str:
@@ -21,7 +22,7 @@ def redact_url(url: str, keep: str = URL) -> str:
     host = parts.hostname or ""
     netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
     if keep == ORIGIN:
-        return f"{parts.scheme}://{netloc}"
+        return f"{parts.scheme}://{netloc}" if parts.scheme else "<not a URL>"
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
@@ -45,3 +46,11 @@ def scrub(text: str, url: str, keep: str = URL) -> str:
     for piece in secret_parts(url, keep):
         text = text.replace(piece, "***")
     return text
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """The origin of `url`, the one place credentials written for it may go: scheme, host and port (the scheme's
+    default port when none is written); ValueError for a port that is not a number."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, parts.hostname or "", parts.port or DEFAULT_PORTS.get(scheme)
