@@ -13,13 +13,24 @@ import contextlib
 import csv
 import fcntl
 import io
+import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from etl import catalog
-from utils.errors import ArtifactError
-from utils.files import read_json, sha256_file, write_json_atomic, write_text_atomic
+from etl.run_folder import PUBLISHED_NAME
+from utils.errors import ArtifactError, UnsafeFileError, excerpt
+from utils.files import (
+    kind_of,
+    read_json,
+    read_regular,
+    sha256_bytes,
+    spreadsheet_cell,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 POINTER = catalog.CHAMPION
 HISTORY = "history.csv"
@@ -64,32 +75,71 @@ def write_pointer(results_dir: Path, pointer: dict[str, Any]) -> Path:
     return write_json_atomic(pointer_path(results_dir), pointer)
 
 
-def verified_file(folder: Path, name: str, remedy: str, pinned: str | None = None, pinned_by: str = "") -> Path:
-    """The file `name` of the published run folder `folder`, after its sha256 matched the one that folder's
-    manifest records and, when given, `pinned` (the sha256 that `pinned_by`, a pointer or a record, names): a
-    published file that changed, or is not the one named, is never read. Errors end with `remedy`."""
+def published_folder(results_dir: Path, name: Any, named_by: str) -> Path:
+    """`RESULTS_DIR/<name>` when `name` (read from `named_by`: a setting, a pointer, a record) is a published run's
+    folder name and that folder is a real directory directly inside RESULTS_DIR: no `..`, no path, no link out.
+    Models are loaded only from such folders (joblib runs code)."""
+    if not isinstance(name, str) or not PUBLISHED_NAME.fullmatch(name):
+        raise ArtifactError(f"{named_by} names the run {excerpt(str(name))!r}: expected a published run's folder "
+                            "name directly inside RESULTS_DIR (YYYYMMDD_HHMMSS_<run id>, letters, digits, '.', '_' "
+                            "and '-' only)")
+    folder = results_dir / name
+    try:
+        mode = os.lstat(folder).st_mode
+    except FileNotFoundError:
+        raise ArtifactError(f"{folder} (named by {named_by}) does not exist: no such published run") from None
+    if not stat.S_ISDIR(mode):
+        raise UnsafeFileError(f"{folder} (named by {named_by}) is {kind_of(mode)}, not a published run's folder; "
+                              "a model is loaded only from a folder inside RESULTS_DIR")
+    return folder
+
+
+def verified_content(folder: Path, name: str, remedy: str, pinned: str | None = None, pinned_by: str = "") -> bytes:
+    """The bytes of the file `name` of the published run folder `folder` (checked by `published_folder`), after
+    their sha256 matched the one that folder's manifest records and, when given, `pinned` (the sha256 that
+    `pinned_by`, a pointer or a record, names). Both files are read as regular files, never through a link, and
+    the bytes checked are the bytes returned: a published file that changed, or is not the one named, is never
+    read. Errors end with `remedy`."""
+    folder = published_folder(folder.parent, folder.name, pinned_by or "its record")
     path, manifest_path = folder / name, folder / catalog.MANIFEST
     recorded = read_json(manifest_path).get("files", {}).get(name)
-    if recorded is None or not path.is_file():
+    try:
+        content = read_regular(path)
+    except FileNotFoundError:
+        content = None
+    if recorded is None or content is None:
         raise ArtifactError(f"{path}: the published run {folder.name} has no {name} in its folder and its manifest "
                             f"({manifest_path}); {remedy}")
     if pinned is not None and pinned != recorded:
         raise ArtifactError(f"{pinned_by} pins {name} sha256 {pinned[:12]}…, but {manifest_path} records "
                             f"{recorded[:12]}…: it names another file; {remedy}")
-    actual = sha256_file(path)
+    actual = sha256_bytes(content)
     if actual != recorded:
         raise ArtifactError(f"{path} has sha256 {actual[:12]}…, but {manifest_path} records {recorded[:12]}…: it "
                             f"changed after publication; {remedy}")
-    return path
+    return content
 
 
-def published_file(results_dir: Path, pointer: dict[str, Any], name: str) -> Path:
+def verified_file(folder: Path, name: str, remedy: str, pinned: str | None = None, pinned_by: str = "") -> Path:
+    """The path of the file `name` of the published run folder `folder`, once `verified_content` accepted it."""
+    verified_content(folder, name, remedy, pinned, pinned_by)
+    return folder / name
+
+
+def published_content(results_dir: Path, pointer: dict[str, Any], name: str) -> bytes:
     """A file of the champion's published folder, checked against its manifest (the model also against the
-    pointer): a champion that changed on disk is never loaded."""
+    pointer): a champion that changed on disk, or lies outside RESULTS_DIR, is never loaded."""
     path = pointer_path(results_dir)
-    return verified_file(results_dir / pointer["name"], name,
-                         f"restore it, or remove {path} so that the next run becomes the champion",
-                         pinned=pointer["model_sha256"] if name == catalog.MODEL else None, pinned_by=str(path))
+    return verified_content(published_folder(results_dir, pointer["name"], str(path)), name,
+                            f"restore it, or remove {path} so that the next run becomes the champion",
+                            pinned=pointer["model_sha256"] if name == catalog.MODEL else None, pinned_by=str(path))
+
+
+def load_model(content: bytes) -> Any:
+    """The sklearn pipeline in `content`: bytes that `verified_content` (or a run's checksum chain) accepted."""
+    import joblib
+
+    return joblib.load(io.BytesIO(content))
 
 
 def remove_leftovers(results_dir: Path) -> None:
@@ -116,9 +166,12 @@ def read_history(results_dir: Path) -> list[dict[str, str]]:
 
 
 def record_in_history(results_dir: Path, row: dict[str, Any]) -> Path:
-    """Add the run's row, or replace the row of the same run id (a retried promotion), rewriting the file whole."""
-    rows = [old for old in read_history(results_dir) if old["run_id"] != str(row["run_id"])]
-    rows.append({column: row.get(column, "") for column in HISTORY_COLUMNS})
+    """Add the run's row, or replace the row of the same run id (a retried promotion), rewriting the file whole;
+    a cell a spreadsheet would run as a formula (a run id `=1+1`) is written as text (`spreadsheet_cell`)."""
+    cells = {column: spreadsheet_cell("" if row.get(column) is None else str(row[column]))
+             for column in HISTORY_COLUMNS}
+    rows = [old for old in read_history(results_dir) if old["run_id"] != cells["run_id"]]
+    rows.append(cells)
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
     writer.writeheader()

@@ -4,11 +4,12 @@ PROMOTION_METRIC beyond PROMOTION_TOLERANCE, else keep the champion. The first r
 
 Too few rows left (fewer than MIN_COMPARISON_ROWS, or one class only) make no fair comparison: the champion is
 kept and the reason says so. The champion's model and training Ids are loaded only after their sha256 matches
-its published manifest.
+its published manifest, from a folder inside RESULTS_DIR (etl/champion.py), and from the very bytes checked.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -24,7 +25,7 @@ from etl.run_folder import RunFolder
 from etl.steps import StepResult
 from etl.upload import gated_metrics
 from utils.config import Settings
-from utils.files import read_json, write_json_atomic, write_text_atomic
+from utils.files import write_json_atomic, write_text_atomic
 from utils.logger import get_logger
 
 STEP = "compare"
@@ -66,7 +67,7 @@ def comparison_rows(test: pd.DataFrame, pointer: dict[str, Any] | None, settings
     """This run's test rows whose Id the champion was not trained on."""
     if pointer is None:
         return test
-    trained_on = set(read_json(champion.published_file(settings.results_dir, pointer, catalog.TRAINING_IDS)))
+    trained_on = set(json.loads(champion.published_content(settings.results_dir, pointer, catalog.TRAINING_IDS)))
     return test[~test[ID].isin(trained_on)]
 
 
@@ -84,7 +85,7 @@ def compare(run: RunFolder, settings: Settings) -> dict[str, Any]:
                   else {}}
     incumbent = None
     if pointer is not None:
-        champion_model = joblib.load(champion.published_file(settings.results_dir, pointer, catalog.MODEL))
+        champion_model = champion.load_model(champion.published_content(settings.results_dir, pointer, catalog.MODEL))
         incumbent = {"name": pointer["name"], "run_id": pointer["run_id"], "operating_threshold":
                      threshold_of(champion_model),
                      "metrics": scored(champion_model, features, labels) if enough else {}}

@@ -2,23 +2,30 @@
 (`make predict INPUT=...`).
 
 The model is the run named by RESULTS_DIR/champion.json (or by PREDICT_RUN; with neither, the newest published
-run, `results/latest`, and the summary says so); its sha256 is checked against the pointer and the run's
-manifest before it is loaded. The input follows the training data's rules (etl/preprocess.py) with `Class`
-optional: when present it gives the accuracy. Bad input is an error naming the file, line and column, and
-nothing is written; the predictions file appears whole or not at all.
+run, `results/latest`, and the summary says so): a published run's folder directly inside RESULTS_DIR, never a
+path, `..` or a link out; it is loaded from the very bytes whose sha256 matched the pointer and the run's
+manifest (joblib runs code). The input is a regular file (a link, a FIFO or a device is refused unread) and
+follows the training data's rules (etl/preprocess.py) with `Class` optional: when present it gives the
+accuracy. Bad input is an error naming the file, line and column, and nothing is written. The output is never
+the input, a link, a device or a folder, nor inside the project's state (results, runs, incoming, processed);
+it appears whole or not at all, and no cell of it is a spreadsheet formula.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
+import os
+import stat
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -27,8 +34,8 @@ from etl import catalog, champion
 from etl.dataset import FEATURES, ID, TARGET
 from etl.publishers.local import LATEST_LINK
 from utils.config import Settings, load_settings
-from utils.errors import ArtifactError, DataValidationError, PipelineError
-from utils.files import atomic_path, read_json
+from utils.errors import ArtifactError, ConfigError, DataValidationError, PipelineError, UnsafeFileError
+from utils.files import atomic_path, kind_of, read_json, sha256_bytes, spreadsheet_cell
 from utils.logger import configure_cli_logging, get_logger
 from utils.telemetry import Sample
 
@@ -58,48 +65,86 @@ class PublishedModel:
                 "operating_threshold": self.threshold, "source": self.source}
 
 
-def choose_run(settings: Settings) -> tuple[str, str | None, str]:
-    """The published run to score with, the model sha256 its pointer pins (if any), and why it was chosen."""
+class ChosenRun(NamedTuple):
+    """The published run to score with: its folder (inside RESULTS_DIR), the model sha256 a pointer pins (if
+    any), what named it (for errors) and why it was chosen (for people)."""
+
+    folder: Path
+    pinned: str | None
+    named_by: str
+    source: str
+
+
+def choose_run(settings: Settings) -> ChosenRun:
+    """PREDICT_RUN, else the champion, else the newest published run; each name must be a published run's folder
+    directly inside RESULTS_DIR (champion.published_folder): a model is never loaded from anywhere else."""
+    results = settings.results_dir
     if settings.predict_run:
-        return settings.predict_run, None, f"PREDICT_RUN={settings.predict_run}"
-    pointer = champion.read_pointer(settings.results_dir)
+        return ChosenRun(champion.published_folder(results, settings.predict_run, "PREDICT_RUN"), None,
+                         "PREDICT_RUN", f"PREDICT_RUN={settings.predict_run}")
+    pointer = champion.read_pointer(results)
     if pointer is not None:
-        return pointer["name"], pointer["model_sha256"], f"champion ({settings.results_dir / catalog.CHAMPION})"
-    latest = settings.results_dir / LATEST_LINK
-    if latest.is_symlink() and latest.resolve().is_dir():
-        return latest.resolve().name, None, (f"newest published run ({latest}): no {catalog.CHAMPION} yet, "
-                                             "no run has been promoted")
-    raise ArtifactError(f"no published model in RESULTS_DIR={settings.results_dir}: neither {catalog.CHAMPION} "
+        path = str(champion.pointer_path(results))
+        return ChosenRun(champion.published_folder(results, pointer["name"], path), pointer["model_sha256"], path,
+                         f"champion ({path})")
+    latest = results / LATEST_LINK
+    if latest.is_symlink():
+        target = latest.resolve()
+        if target.parent != results.resolve():
+            raise UnsafeFileError(f"{latest} points outside RESULTS_DIR ({results}): no model is loaded from there")
+        return ChosenRun(champion.published_folder(results, target.name, str(latest)), None, str(latest),
+                         f"newest published run ({latest}): no {catalog.CHAMPION} yet, no run has been promoted")
+    raise ArtifactError(f"no published model in RESULTS_DIR={results}: neither {catalog.CHAMPION} "
                         f"nor {LATEST_LINK} exists; publish one with `make run` first")
 
 
 def load_published(settings: Settings) -> PublishedModel:
-    """The chosen run's model after its sha256 matched the pointer's and the manifest's."""
-    import joblib
-
-    name, pinned, source = choose_run(settings)
-    folder = settings.results_dir / name
+    """The chosen run's model, loaded from the very bytes whose sha256 matched the pointer's and the manifest's."""
+    chosen = choose_run(settings)
     remedy = "publish the run again, or choose another with PREDICT_RUN"
-    model = joblib.load(champion.verified_file(folder, catalog.MODEL, remedy, pinned,
-                                               str(settings.results_dir / catalog.CHAMPION)))
-    manifest = read_json(folder / catalog.MANIFEST)
-    profile_path = folder / catalog.TRAINING_PROFILE
-    return PublishedModel(name=name, run_id=str(manifest.get("run_id", name)), sha256=manifest["files"][catalog.MODEL],
-                          threshold=float(getattr(model, "threshold", DEFAULT_THRESHOLD)), source=source,
-                          model=model, profile=read_json(profile_path) if profile_path.is_file() else None)
+    content = champion.verified_content(chosen.folder, catalog.MODEL, remedy, chosen.pinned, chosen.named_by)
+    model = champion.load_model(content)
+    manifest = read_json(chosen.folder / catalog.MANIFEST)
+    profile_path = chosen.folder / catalog.TRAINING_PROFILE
+    return PublishedModel(name=chosen.folder.name, run_id=str(manifest.get("run_id", chosen.folder.name)),
+                          sha256=sha256_bytes(content), threshold=float(getattr(model, "threshold", DEFAULT_THRESHOLD)),
+                          source=chosen.source, model=model,
+                          profile=read_json(profile_path) if profile_path.is_file() else None)
 
 
 def read_samples(path: Path) -> pd.DataFrame:
-    """The samples of `path`, typed, after the training data's cell rules (`Class` optional); an error naming
-    the file, and the first lines and columns that break them."""
+    """The samples of `path` (a regular file, never read through a link), typed, after the training data's cell
+    rules (`Class` optional); an error naming the file, and the first lines and columns that break them."""
     from etl import preprocess
 
-    if not path.is_file():
-        raise DataValidationError(f"{path}: no such file; expected a CSV of samples to score")
     clean, violations = preprocess.read_typed(path, optional=(TARGET,))
     if violations:
         raise DataValidationError(preprocess.failure_message(path, None, violations, []))
     return clean
+
+
+def check_output(output: Path, source: Path, settings: Settings) -> None:
+    """Refuse, naming the path and why, an output that would overwrite what it must not: anything that exists
+    and is not a regular file (a link, a device, a FIFO, a folder), the input itself, or the project's state
+    (RESULTS_DIR, RUNS_DIR, INCOMING_DIR, PROCESSED_DIR, the bundled data)."""
+    try:
+        mode: int | None = os.lstat(output).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise ConfigError(f"the output {output} cannot be used: {exc.strerror}") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise UnsafeFileError(f"the output {output} is {kind_of(mode)}: refused; expected a new file, or a regular "
+                              "file to replace")
+    if mode is not None and source.exists() and os.path.samefile(output, source):
+        raise ConfigError(f"the output {output} is the input itself: refused; write the predictions elsewhere")
+    written = output.resolve()
+    for variable, kept in (("RESULTS_DIR", settings.results_dir), ("RUNS_DIR", settings.runs_dir),
+                           ("INCOMING_DIR", settings.incoming_dir), ("PROCESSED_DIR", settings.processed_dir),
+                           ("BUNDLED_DATA_PATH", settings.bundled_data_path)):
+        if written.is_relative_to(kept.resolve()):
+            raise ConfigError(f"the output {output} is inside {variable} ({kept}): the project's state is never "
+                              "overwritten; write the predictions elsewhere")
 
 
 def predict(published: PublishedModel, samples: pd.DataFrame) -> pd.DataFrame:
@@ -113,9 +158,9 @@ def predict(published: PublishedModel, samples: pd.DataFrame) -> pd.DataFrame:
 
 
 def csv_fields(*values: str) -> str:
-    """Values as one CSV row's fields, quoted where CSV needs it, without the line end."""
+    """Values as one CSV row's fields, quoted where CSV needs it and never a formula, without the line end."""
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="").writerow(values)
+    csv.writer(buffer, lineterminator="").writerow(map(spreadsheet_cell, values))
     return buffer.getvalue()
 
 
@@ -128,7 +173,7 @@ def write_predictions(predictions: pd.DataFrame, target: Path) -> Path:
     micro = np.rint(predictions["probability_malignant"].to_numpy() * scale).astype("int64")
     ids, labels = predictions[ID].to_numpy().tolist(), predictions["predicted_class"].to_numpy().tolist()
     identity = csv_fields(*predictions.loc[:, ["model_run_id", "model_sha256"]].iloc[0]) if len(predictions) else ""
-    with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
+    with writing(target), atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
         out.write(csv_fields(*PREDICTION_COLUMNS) + "\n")
         for start in range(0, len(ids), WRITE_CHUNK_ROWS):
             out.writelines(f"{i},{m // scale}.{m % scale:0{PROBABILITY_DECIMALS}d},{label},{identity}\n"
@@ -136,6 +181,15 @@ def write_predictions(predictions: pd.DataFrame, target: Path) -> Path:
                                                   micro[start:start + WRITE_CHUNK_ROWS].tolist(),
                                                   labels[start:start + WRITE_CHUNK_ROWS], strict=True))
     return target
+
+
+@contextlib.contextmanager
+def writing(target: Path) -> Iterator[None]:
+    """Turn an OSError while `target` is written (a parent that is a file, a full disk) into one clear line."""
+    try:
+        yield
+    except OSError as exc:
+        raise ArtifactError(f"cannot write {target}: {exc.strerror or exc}") from None
 
 
 def summarise(path: Path, samples: pd.DataFrame, predictions: pd.DataFrame, published: PublishedModel,
@@ -199,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(predict_run=args.run)
         configure_cli_logging(settings.log_level)
+        check_output(args.output, args.input, settings)
         published = load_published(settings)
         log.info("scoring %s with run %s (%s)", args.input, published.name, published.source)
         summary = score_file(args.input, args.output, published, settings)

@@ -50,7 +50,7 @@ from etl.schema import CLEAN_SCHEMA, SAMPLE_SCHEMA, SPLIT_SCHEMA
 from etl.steps import StepResult
 from utils.config import Settings
 from utils.errors import DataValidationError, excerpt
-from utils.files import write_json_atomic, write_text_atomic
+from utils.files import read_regular, write_json_atomic, write_text_atomic
 from utils.logger import get_logger
 from utils.telemetry import Sample
 
@@ -64,9 +64,12 @@ Violation = dict[str, Any]
 
 
 def read_text(path: Path) -> str:
-    """The file decoded as UTF-8 (a leading BOM dropped), with an error naming the first byte that is not UTF-8."""
+    """The regular file `path` (never through a link; utils.files.regular_handle) decoded as UTF-8 (a leading BOM
+    dropped), with an error naming the first byte that is not UTF-8."""
     try:
-        return path.read_bytes().decode("utf-8").removeprefix("\ufeff")  # not utf-8-sig: its offsets skip the BOM
+        return read_regular(path).decode("utf-8").removeprefix("\ufeff")  # not utf-8-sig: its offsets skip the BOM
+    except FileNotFoundError:
+        raise DataValidationError(f"{path}: no such file; expected a CSV of the cytology data") from None
     except UnicodeDecodeError as exc:
         raise DataValidationError(f"{path}: byte {exc.start} is not UTF-8; save the file as UTF-8") from None
 
@@ -129,6 +132,12 @@ def check_columns(header: list[str], path: Path, optional: tuple[str, ...] = ())
         for separator in (";", "\t", "|"):
             if separator in header[0]:
                 raise DataValidationError(f"{path}: columns are separated by {separator!r}; expected commas")
+    expected = ", ".join(name for name in EXPECTED_COLUMNS if name not in optional)
+    expected += "".join(f", optionally {name}" for name in optional)
+    known = {name.casefold() for name in EXPECTED_COLUMNS}
+    if not known.intersection(name.casefold() for name in header):  # not this data (a key, a config): quote nothing
+        raise DataValidationError(f"{path}: its first line names none of the expected columns; it is not a CSV of "
+                                  f"the cytology data. Expected exactly: {expected}")
     repeated = sorted({name for name in header if header.count(name) > 1})
     missing = [name for name in EXPECTED_COLUMNS if name not in header and name not in optional]
     unexpected = [name for name in header if name not in EXPECTED_COLUMNS]
@@ -139,8 +148,6 @@ def check_columns(header: list[str], path: Path, optional: tuple[str, ...] = ())
         problems.append("missing column(s) " + ", ".join(missing))
     if unexpected:
         problems.append("unexpected column(s) " + quoted_names(unexpected))
-    expected = ", ".join(name for name in EXPECTED_COLUMNS if name not in optional)
-    expected += "".join(f", optionally {name}" for name in optional)
     raise DataValidationError(f"{path}: {'; '.join(problems)}. Expected exactly: {expected}")
 
 

@@ -27,20 +27,24 @@ from typing import Any
 
 from etl import catalog
 from etl.steps import STEP, STEPS, Step, produced_by
-from utils.errors import ArtifactError, ConfigError, RunLockedError
+from utils.errors import ArtifactError, ConfigError, RunLockedError, excerpt
 from utils.files import read_json, require_file, sha256_file, write_json_atomic
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+# What `RunFolder.published_name` makes: `<YYYYMMDD_HHMMSS>_<safe run id>`, one name (never a path, never `..`)
+# of at most 255 bytes; the only names a model is loaded from (etl/champion.py).
+SAFE_RUN_ID_CHARS = 200  # + the stamp and a hash suffix: a published name stays within PUBLISHED_NAME's 255
+PUBLISHED_NAME = re.compile(r"\d{8}_\d{6}_[A-Za-z0-9._-]{1,239}")
 _held: dict[Path, int] = {}  # locked folder -> nesting depth of its hold in this process
 
 
 def safe_run_id(run_id: str) -> str:
-    """A folder name for `run_id`; ids with other characters (Airflow's `manual__…+00:00`) get a hash suffix
-    so that two different ids never share a folder."""
+    """A folder name for `run_id`; ids with other characters (Airflow's `manual__…+00:00`) or longer than
+    SAFE_RUN_ID_CHARS get a hash suffix so that two different ids never share a folder."""
     cleaned = _UNSAFE.sub("_", run_id.strip())
-    if cleaned == run_id and cleaned not in (".", ".."):
+    if cleaned == run_id and cleaned not in (".", "..") and len(cleaned) <= SAFE_RUN_ID_CHARS:
         return cleaned
-    return f"{cleaned}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
+    return f"{cleaned[:SAFE_RUN_ID_CHARS]}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,9 @@ class RunFolder:
         """The run `run_id` under `runs_dir`, its folder created if missing."""
         if not run_id.strip():
             raise ConfigError("the run id is empty: expected a name such as 'local' (--run-id or RUN_ID)")
+        if not run_id.isprintable():
+            raise ConfigError(f"the run id {excerpt(run_id)!r} has a control character (a line break, a tab): "
+                              "expected one line of printable characters (--run-id or RUN_ID)")
         path = runs_dir / safe_run_id(run_id)
         path.mkdir(parents=True, exist_ok=True)
         return cls(run_id, path, declared_start)

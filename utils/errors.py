@@ -37,6 +37,11 @@ class ArtifactError(PipelineError):
     """An artifact a step needs is missing, or its checksum does not match."""
 
 
+class UnsafeFileError(PipelineError):
+    """A path that must be a regular file (or a folder) of the project's is a symlink, a FIFO, a device, a
+    directory, or lies outside the folder it must be in: it is refused by what it is, without being read."""
+
+
 class QualityGateError(PipelineError):
     """The model is below a quality threshold, so it must not be published."""
 

@@ -1,17 +1,24 @@
-"""File helpers: atomic writes (temp file + rename), JSON artifacts and checksums."""
+"""File helpers: atomic writes (temp file + rename), reading only regular files, JSON artifacts and checksums."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from utils.errors import ArtifactError
+from utils.errors import ArtifactError, UnsafeFileError
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a cell as a formula
+_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISREG, "a regular file"))
 
 
 @contextlib.contextmanager
@@ -51,10 +58,42 @@ def write_json_atomic(target: Path, payload: Any) -> Path:
     return write_text_atomic(target, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def read_json(path: Path) -> Any:
-    """Read a JSON artifact, with an error naming the file when it is missing or unreadable."""
+def kind_of(mode: int) -> str:
+    """What a `stat` mode describes, for people: 'a symbolic link', 'a FIFO (named pipe)', 'a regular file', ..."""
+    return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
+
+
+def regular_handle(path: Path) -> BinaryIO:
+    """`path` opened for reading, only when it is a regular file itself: a symbolic link is not followed
+    (O_NOFOLLOW), a FIFO cannot block the open (O_NONBLOCK), and what the opened descriptor turns out to be is
+    checked (fstat), not what the name looked like a moment earlier. Anything else raises UnsafeFileError naming
+    the path and what it is, without a byte of it read; a missing file raises FileNotFoundError. The caller
+    closes the handle (`with regular_handle(path) as handle:`)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):  # a link (O_NOFOLLOW), a socket
+            raise UnsafeFileError(f"{path} is {kind_of(os.lstat(path).st_mode)}; expected a regular file "
+                                  "(links are never followed)") from None
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise UnsafeFileError(f"{path} is {kind_of(mode)}; expected a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of the regular file `path` (see `regular_handle`)."""
+    with regular_handle(path) as handle:
+        return handle.read()
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON artifact (a regular file, never through a link), with an error naming the file when it is
+    missing or unreadable."""
+    try:
+        return json.loads(read_regular(path).decode("utf-8"))
     except FileNotFoundError:
         raise ArtifactError(f"{path} is missing: run the step that writes it first") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -71,7 +110,7 @@ def file_digest(path: Path, algorithm: str) -> str:
 
     Checksums here detect corruption, not attacks, hence `usedforsecurity=False` (md5 stays usable on FIPS hosts).
     """
-    with open(path, "rb") as handle:
+    with regular_handle(path) as handle:
         return hashlib.file_digest(handle, lambda: hashlib.new(algorithm, usedforsecurity=False)).hexdigest()
 
 
@@ -93,3 +132,16 @@ def verify_checksum(path: Path, expected_sha256: str) -> None:
     if actual != expected_sha256:
         raise ArtifactError(f"{path} has sha256 {actual}, but {expected_sha256} was recorded: "
                             "the file changed after it was written; rerun the step that writes it")
+
+
+def spreadsheet_cell(value: Any) -> Any:
+    """`value` as a CSV cell that a spreadsheet shows and never runs: text starting with `= + - @`, a tab or a
+    carriage return gets a leading `'` (the usual CSV-injection rule); numbers, and text that reads as one
+    (`-0.5`), stay as they are. Idempotent."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_STARTS):
+        return value
+    try:
+        float(value)
+    except ValueError:
+        return f"'{value}"
+    return value

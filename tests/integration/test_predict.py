@@ -171,16 +171,18 @@ def test_a_killed_try_leaves_its_claim_and_the_retry_publishes_the_same_predicti
     settings = load_settings(env_file=tmp_path / "none.env", results_dir=results, runs_dir=tmp_path / "runs",
                              incoming_dir=tmp_path / "incoming", processed_dir=tmp_path / "processed")
     path = write_batch(settings.incoming_dir, "wednesday", batch(100, seed=7))
+    path_bytes = path.read_bytes()
     expected = tmp_path / "expected.csv"
     assert predict(tmp_path, str(path), "--output", str(expected)).returncode == 0
-    claimed = scoring.claim(path, settings.incoming_dir)  # as a try killed after its claim leaves it
+    claimed = scoring.claim(settings.incoming_dir, path.name, settings.incoming_dir)
     assert claimed is not None and not path.exists()
-    assert scoring.claim(path, settings.incoming_dir) is None  # another run cannot take it
+    assert scoring.score_pending(settings)["scored"] == []  # its owner is alive: nobody else takes it
+    claimed.release()  # as the kernel does when the scorer that claimed it is killed
     outcome = scoring.score_pending(settings)
     assert [item["batch"] for item in outcome["scored"]] == ["wednesday"]
     published = settings.results_dir / scoring.SCORING_RESULTS / "wednesday" / catalog.PREDICTIONS
     assert published.read_bytes() == expected.read_bytes()
-    assert not claimed.exists() and (settings.processed_dir / "wednesday.csv").is_file()
+    assert not claimed.path.exists() and (settings.processed_dir / "wednesday.csv").read_bytes() == path_bytes
 
 
 def test_a_scored_batch_is_published_to_drive_too_when_configured(results, tmp_path, make_settings):

@@ -59,8 +59,10 @@ def batch(rows: int, seed: int, drift: bool = False, with_class: bool = False) -
 
 
 def write_batch(folder: Path, name: str, frame: pd.DataFrame) -> Path:
-    """The batch as `<folder>/<name>.csv`."""
+    """The batch as `<folder>/<name>.csv`, handed off as writers must: written as `<name>.csv.part`, then renamed."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.csv"
-    frame.to_csv(path, index=False)
+    part = path.with_name(f"{path.name}.part")
+    frame.to_csv(part, index=False)
+    part.rename(path)
     return path
