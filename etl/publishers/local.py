@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
+import fcntl
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from etl.publishers.base import PublishResult, RunBundle
 from utils.errors import PublishError
 from utils.files import sha256_file, verify_checksum
+from utils.logger import get_logger
 
 LATEST_LINK = "latest"
+STAMP_CHARS = len("YYYYMMDD_HHMMSS")  # a published name starts with its run's start stamp, which sorts as text
+STAMPED_NAME = re.compile(r"\d{8}_\d{6}_.+")
 AT_FDCWD = -100  # <fcntl.h>: paths relative to the working directory
 RENAME_EXCHANGE = 2  # <linux/fs.h>: swap the two names in one step
 UNSUPPORTED_EXCHANGE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
@@ -22,6 +28,7 @@ _renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
 if _renameat2 is not None:
     _renameat2.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
     _renameat2.restype = ctypes.c_int
+log = get_logger("publish")
 
 
 def exchange(first: Path, second: Path) -> None:
@@ -41,6 +48,23 @@ def exchange_hint(exc: OSError, results_dir: Path) -> str:
     return (f". RESULTS_DIR={results_dir} must be on a Linux file system that can swap two folders atomically "
             "(renameat2 RENAME_EXCHANGE: ext4, xfs, btrfs, tmpfs, overlayfs; not NFS), so that a republished run "
             "never goes missing; the folder published before was left as it was")
+
+
+@contextlib.contextmanager
+def held_folder(folder: Path) -> Iterator[None]:
+    """Hold `folder` against other processes doing the same (a blocking `flock` on the folder itself: no lock
+    file is left beside the published runs; the kernel drops it when the holder exits or is killed)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def started_later(name: str, than: str) -> bool:
+    """Whether the published run `name` started after the one named `than` (by their start stamps)."""
+    return name[:STAMP_CHARS] > than[:STAMP_CHARS]
 
 
 def holds(folder: Path, bundle: RunBundle) -> bool:
@@ -89,17 +113,33 @@ class LocalPublisher:
         return PublishResult(self.name, str(target), {f.name: outcome for f in bundle.files})
 
     def point_latest_at(self, bundle: RunBundle) -> Path:
-        """Point `results/latest` at the bundle's folder in one rename; upload calls it once every backend has it."""
+        """Point `results/latest` at the bundle's folder in one rename, unless it names a published run that started
+        later (runs publishing at the same time: the newest run wins, not the last to finish; of two runs that
+        started in the same second, the later publication); upload calls it once every backend has the run."""
         target = self.destination(bundle)
         link = self.results_dir / LATEST_LINK
         staged_link = self.results_dir / f".{target.name}.{LATEST_LINK}"
         try:
-            staged_link.unlink(missing_ok=True)
-            staged_link.symlink_to(target.name)
-            os.replace(staged_link, link)
+            with held_folder(self.results_dir):
+                newer = self._latest_run(link)
+                if newer and started_later(newer, target.name):
+                    log.info("%s stays at %s: run %s started earlier", link, newer, bundle.run_id)
+                    return link
+                staged_link.unlink(missing_ok=True)
+                staged_link.symlink_to(target.name)
+                os.replace(staged_link, link)
         except OSError as exc:
             raise PublishError(f"could not point {link} at {target}: {exc}") from None
         return link
+
+    def _latest_run(self, link: Path) -> str:
+        """The published run that `link` names, "" when it names none (missing, dangling, not a run's folder)."""
+        if not link.is_symlink():
+            return ""
+        name = os.readlink(link)
+        folder = self.results_dir / name
+        published = STAMPED_NAME.fullmatch(name) and folder.is_dir() and not folder.is_symlink()
+        return name if published else ""
 
     def _remove_leftovers(self, target: Path) -> None:
         """Remove what killed publishes of this run left: `.<target name>.<word>` staging copies and links."""
