@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 
 # local-% is a pattern rule, so it cannot be .PHONY (make skips implicit rules for phony targets).
-.PHONY: help install-requirements venv system-deps local-test-all local-pipeline predict gdrive-check settings test test-fast lint bench bench-scale clean-runs
+.PHONY: help install-requirements venv system-deps local-test-all local-pipeline predict score gdrive-check settings test test-fast lint bench bench-scale clean-runs
 
 help: ## List the targets with what they do
 	@awk 'BEGIN {FS = ":.*## "} /^##@ / {printf "\n\033[1m%s\033[0m\n", substr($$0, 5)} \
@@ -45,6 +45,9 @@ local-pipeline: venv ## All the steps in one process
 
 predict: venv ## Score a CSV with the champion model (INPUT=path.csv, default the bundled file; OUTPUT=predictions.csv)
 	$(PY) -m etl.predict "$(or $(INPUT),data/BreastCancer.csv)" --output "$(or $(OUTPUT),predictions.csv)"
+
+score: venv ## Score the batches waiting in INCOMING_DIR once, as the scoring DAG does (hand-off: README, Scoring)
+	$(PY) -m etl.scoring
 
 gdrive-check: venv ## Check the Google Drive set-up (sign-in, folder, Shared Drive) without uploading
 	$(PY) -m etl.gdrive_check

@@ -94,13 +94,14 @@ def published_folder(results_dir: Path, name: Any, named_by: str) -> Path:
     return folder
 
 
-def verified_content(folder: Path, name: str, remedy: str, pinned: str | None = None, pinned_by: str = "") -> bytes:
-    """The bytes of the file `name` of the published run folder `folder` (checked by `published_folder`), after
+def verified_content(results_dir: Path, run_name: str, name: str, remedy: str, pinned: str | None = None,
+                     pinned_by: str = "") -> bytes:
+    """The bytes of the file `name` of the published run `run_name` (its folder checked by `published_folder`), after
     their sha256 matched the one that folder's manifest records and, when given, `pinned` (the sha256 that
     `pinned_by`, a pointer or a record, names). Both files are read as regular files, never through a link, and
     the bytes checked are the bytes returned: a published file that changed, or is not the one named, is never
     read. Errors end with `remedy`."""
-    folder = published_folder(folder.parent, folder.name, pinned_by or "its record")
+    folder = published_folder(results_dir, run_name, pinned_by or "its record")
     path, manifest_path = folder / name, folder / catalog.MANIFEST
     recorded = read_json(manifest_path).get("files", {}).get(name)
     try:
@@ -120,17 +121,18 @@ def verified_content(folder: Path, name: str, remedy: str, pinned: str | None = 
     return content
 
 
-def verified_file(folder: Path, name: str, remedy: str, pinned: str | None = None, pinned_by: str = "") -> Path:
-    """The path of the file `name` of the published run folder `folder`, once `verified_content` accepted it."""
-    verified_content(folder, name, remedy, pinned, pinned_by)
-    return folder / name
+def verified_file(results_dir: Path, run_name: str, name: str, remedy: str, pinned: str | None = None,
+                  pinned_by: str = "") -> Path:
+    """The path of the file `name` of the published run `run_name`, once `verified_content` accepted it."""
+    verified_content(results_dir, run_name, name, remedy, pinned, pinned_by)
+    return results_dir / run_name / name
 
 
 def published_content(results_dir: Path, pointer: dict[str, Any], name: str) -> bytes:
     """A file of the champion's published folder, checked against its manifest (the model also against the
     pointer): a champion that changed on disk, or lies outside RESULTS_DIR, is never loaded."""
     path = pointer_path(results_dir)
-    return verified_content(published_folder(results_dir, pointer["name"], str(path)), name,
+    return verified_content(results_dir, pointer["name"], name,
                             f"restore it, or remove {path} so that the next run becomes the champion",
                             pinned=pointer["model_sha256"] if name == catalog.MODEL else None, pinned_by=str(path))
 

@@ -102,7 +102,8 @@ def load_published(settings: Settings) -> PublishedModel:
     """The chosen run's model, loaded from the very bytes whose sha256 matched the pointer's and the manifest's."""
     chosen = choose_run(settings)
     remedy = "publish the run again, or choose another with PREDICT_RUN"
-    content = champion.verified_content(chosen.folder, catalog.MODEL, remedy, chosen.pinned, chosen.named_by)
+    content = champion.verified_content(chosen.folder.parent, chosen.folder.name, catalog.MODEL, remedy,
+                                        chosen.pinned, chosen.named_by)
     model = champion.load_model(content)
     manifest = read_json(chosen.folder / catalog.MANIFEST)
     profile_path = chosen.folder / catalog.TRAINING_PROFILE

@@ -26,12 +26,15 @@ PROCESSED_DIR (each under its own lock) and republished in place.
 
 from __future__ import annotations
 
+import argparse
 import fcntl
+import json
 import os
 import re
 import secrets
 import shutil
 import stat
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -42,7 +45,7 @@ from typing import Any, BinaryIO
 from etl import catalog
 from etl.predict import PublishedModel, load_published, score_file
 from etl.publishers import LocalPublisher, RunBundle, remote_publishers
-from utils.config import Settings
+from utils.config import Settings, load_settings
 from utils.errors import DataValidationError, PipelineError, UnsafeFileError, excerpt
 from utils.files import (
     atomic_path,
@@ -52,7 +55,7 @@ from utils.files import (
     sha256_file,
     write_json_atomic,
 )
-from utils.logger import get_logger
+from utils.logger import configure_cli_logging, get_logger
 
 BATCH_SUFFIX = ".csv"
 BATCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a batch's name without BATCH_SUFFIX
@@ -352,3 +355,25 @@ def score_pending(settings: Settings) -> dict[str, Any]:
         raise DataValidationError(f"{len(failed)} batch(es) rejected or set aside in {incoming}:\n  "
                                   + "\n  ".join(failed))
     return outcome
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m etl.scoring` (`make score`): score what waits in INCOMING_DIR once, as the scoring DAG does, and
+    print the outcome as JSON; one error line and exit status 1 when something failed (after the rest was done)."""
+    parser = argparse.ArgumentParser(prog="python -m etl.scoring", description=__doc__.splitlines()[0])
+    parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        configure_cli_logging(settings.log_level)
+        outcome = score_pending(settings)
+    except PipelineError as exc:
+        configure_cli_logging()
+        log.error("%s", exc)
+        return 1
+    json.dump(outcome, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
