@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import time
 from http.server import BaseHTTPRequestHandler
+from types import SimpleNamespace
 from typing import ClassVar
 
 import pytest
@@ -16,6 +17,7 @@ from etl.run_folder import safe_run_id
 from etl.steps import STEP
 from tests.support.data import BUNDLED_CSV, BUNDLED_SHA256, open_run
 from tests.support.servers import Answer, free_port, scripted_server, serving
+from utils.config import MAX_BACKOFF_SECONDS, MAX_DOWNLOAD_RETRIES
 from utils.errors import DataSourceError
 
 GOOD = BUNDLED_CSV.read_bytes()
@@ -101,6 +103,17 @@ def test_server_down_after_every_retry_falls_back_and_records_why(make_settings)
     assert "gave up after 2 attempts" in loaded_info(settings)["fallback_reason"]
 
 
+def test_the_wait_between_attempts_doubles_up_to_its_bound(make_settings, monkeypatch):
+    waits: list[float] = []
+    monkeypatch.setattr(load, "time", SimpleNamespace(sleep=waits.append))  # the server's own sleeps stay real
+    with scripted_server(Answer(503, b"busy")) as server:
+        settings = make_settings(data_url=server.url, download_retries=MAX_DOWNLOAD_RETRIES,
+                                 download_backoff=MAX_BACKOFF_SECONDS / 4)
+        assert run_load(settings)["source"] == "bundled"
+    assert len(server.requests) == MAX_DOWNLOAD_RETRIES + 1
+    assert waits == [MAX_BACKOFF_SECONDS / 4, MAX_BACKOFF_SECONDS / 2] + [MAX_BACKOFF_SECONDS] * 8
+
+
 def test_slow_server_times_out_and_retries(make_settings):
     with scripted_server(Answer(body=GOOD, delay=2.0)) as server:
         with pytest.raises(load.SourceUnreachableError, match="DOWNLOAD_TIMEOUT=0.3 s.*gave up after 2 attempts"):
@@ -124,8 +137,8 @@ def test_unreachable_source_uses_fallback_only_when_allowed(make_settings, url):
 
 
 def test_expected_sha256_is_enforced(make_settings):
-    settings = make_settings(data_sha256="0000")
-    with pytest.raises(DataSourceError, match="DATA_SHA256 expects 0000"):
+    settings = make_settings(data_sha256="0" * 64)
+    with pytest.raises(DataSourceError, match=f"DATA_SHA256 expects {'0' * 64}"):
         run_load(settings)
     assert run_folder_files(settings) == []
     assert run_load(make_settings(data_sha256=BUNDLED_SHA256))["sha256"] == BUNDLED_SHA256

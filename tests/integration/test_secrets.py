@@ -3,6 +3,8 @@ rule): a whole in-process run with secrets in its settings leaves none of them i
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
 import re
 from datetime import UTC, datetime
@@ -19,6 +21,11 @@ from tests.support.servers import Answer, free_port, scripted_server
 from utils import redact
 from utils.config import PROJECT_ROOT, Settings, data_url_pattern, shown
 from utils.errors import ConfigError
+
+SECRET_DATA_URL = "https://reader:pw-4b1d@example.org:8443/d/BreastCancer.csv?token=tok-77e1#frag-5c"
+DATA_URL_SECRETS = ("reader", "pw-4b1d", "tok-77e1", "frag-5c")
+WITH_CREDENTIALS = ["https://u:p@example.org/x.csv", "https://u@example.org/x.csv", "http://example.org/x?token=t",
+                    "https://example.org/x.csv#t", "https://:p@example.org/x.csv"]
 
 
 def run_load(settings: Settings) -> dict:
@@ -84,10 +91,13 @@ def test_the_param_pattern_is_no_wider_than_the_allowed_folders(tmp_path):
                (odd / "x.csv").as_uri(), f"file://{odd}/x.csv"]
     refused = ["ftp://example.org/x.csv", "file:///etc/passwd", (PROJECT_ROOT / "secrets" / "drive_sa.json").as_uri(),
                f"file://{PROJECT_ROOT}/data/../secrets/drive_sa.json", f"file://{PROJECT_ROOT}/data/%2e%2e/x",
-               f"file://{PROJECT_ROOT}/database/x.csv", f"file://{PROJECT_ROOT}/data", "HTTPS://x", " https://x"]
+               f"file://{PROJECT_ROOT}/database/x.csv", f"file://{PROJECT_ROOT}/data", "HTTPS://x", " https://x",
+               *WITH_CREDENTIALS, f"file://{PROJECT_ROOT}/data/x.csv?token=t", f"file://{PROJECT_ROOT}/data/x.csv#f"]
     assert [url for url in allowed if not pattern.search(url)] == []
     assert [url for url in refused if pattern.search(url)] == []
-    assert data_url_pattern(()) == "^https?://"
+    only_web = re.compile(data_url_pattern(()))
+    assert only_web.search("https://example.org/a@b/x.csv") and not only_web.search(allowed[2])
+    assert [url for url in WITH_CREDENTIALS if only_web.search(url)] == []
 
 
 def test_a_trigger_conf_changes_only_the_settings_declared_as_params(tmp_path):
@@ -109,6 +119,56 @@ def test_a_trigger_conf_changes_only_the_settings_declared_as_params(tmp_path):
         defaults.alert_webhook_url, defaults.runs_dir)
 
 
+def task_context(dag, params: dict) -> dict:
+    """What a task of `dag` gets from Airflow, for the settings: the run's Params (declared or not) and its start."""
+    started = datetime(2030, 1, 1, tzinfo=UTC)
+    return {"params": params, "run_id": "r", "dag": dag,
+            "dag_run": SimpleNamespace(logical_date=started, run_after=started)}
+
+
+@pytest.fixture(scope="module")
+def secret_dag(tmp_path_factory):
+    """The DAG as parsed with a DATA_URL carrying a user, a password, a token and a fragment."""
+    from tests.unit.test_dag import parsed_dags
+
+    dagbag = parsed_dags(tmp_path_factory, DATA_URL=SECRET_DATA_URL)
+    assert dagbag.import_errors == {}
+    return dagbag.dags["breast_cancer_pipeline"]
+
+
+def test_the_dag_stores_and_shows_no_secret_of_data_url(secret_dag):
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    serialized = json.dumps(DagSerialization.to_dict(secret_dag))  # what the metadata database and the UI get
+    assert [secret for secret in DATA_URL_SECRETS if secret in serialized] == []
+    param = secret_dag.params.get_param("data_url")
+    assert param.value == "https://example.org:8443/d/BreastCancer.csv" == shown("DATA_URL", SECRET_DATA_URL)
+    assert re.search(param.schema["pattern"], param.value)
+    assert [secret for secret in DATA_URL_SECRETS if secret in json.dumps(param.dump())] == []
+
+
+def test_a_run_with_the_default_data_url_reads_the_environments_full_url(secret_dag, monkeypatch):
+    monkeypatch.setenv("DATA_URL", SECRET_DATA_URL)
+    defaults = dict(secret_dag.params)  # what a trigger without conf gets: DATA_URL redacted...
+    assert defaults["data_url"] == shown("DATA_URL", SECRET_DATA_URL)  # ...which the run reads with its credentials
+    assert airflow_tasks.settings_for(task_context(secret_dag, defaults)).data_url == SECRET_DATA_URL
+    other = "https://mirror.example.org/BreastCancer.csv"  # a run may name another source, without credentials
+    assert airflow_tasks.settings_for(task_context(secret_dag, {**defaults, "data_url": other})).data_url == other
+
+
+@pytest.mark.parametrize("url", WITH_CREDENTIALS)
+def test_a_run_whose_data_url_carries_credentials_is_refused_by_name(secret_dag, monkeypatch, url):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    monkeypatch.setenv("DATA_URL", SECRET_DATA_URL)
+    params = copy.deepcopy(secret_dag.params)
+    with pytest.raises(ParamValidationError, match="data_url"):  # the Trigger form and the REST API refuse it...
+        params["data_url"] = url
+    with pytest.raises(ConfigError, match=r"^setting data_url=.* a run's data_url must carry no credentials") as error:
+        airflow_tasks.settings_for(task_context(secret_dag, {**dict(secret_dag.params), "data_url": url}))
+    assert "p@" not in str(error.value) and "token" not in str(error.value)  # ...and so does the task
+
+
 # --- what a run may show ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("variable, value, expected", [
@@ -128,7 +188,7 @@ def test_one_rule_per_setting(variable, value, expected):
 def test_settings_never_print_their_secrets():
     settings = Settings(alert_webhook_url="https://hooks.example.org/T0/secret-path",
                         data_url="https://u:pw-123@example.org/x.csv?token=tok-456")
-    for text in (repr(settings), str(settings.public_dict())):
+    for text in (repr(settings), str(settings), f"{settings}", str(settings.public_dict())):
         assert "secret-path" not in text and "pw-123" not in text and "tok-456" not in text
     assert settings.public_dict()["ALERT_WEBHOOK_URL"] == "https://hooks.example.org"
 
