@@ -110,7 +110,8 @@ def set_aside(folder: Path, entry: str, incoming: Path, reason: str) -> Path:
     unique, readable name, with its reason beside it; returns where it went."""
     rejected = incoming / REJECTED
     rejected.mkdir(parents=True, exist_ok=True)
-    readable = re.sub(r"[^A-Za-z0-9._-]", "_", entry)[:120]
+    original = entry.partition(CLAIM_MARK)[0] if folder.name == CLAIMED else entry  # a claim: the batch's file name
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", original)[:120]
     target = rejected / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}_{secrets.token_hex(4)}_{readable}"
     os.rename(folder / entry, target)
     write_json_atomic(target.with_name(target.name + REASON_SUFFIX), {
