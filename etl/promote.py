@@ -25,6 +25,7 @@ from etl.publishers import remote_publishers
 from etl.run_folder import RunFolder
 from etl.steps import StepResult
 from utils.config import Settings
+from utils.errors import PublishError
 from utils.files import read_json, write_json_atomic
 from utils.logger import get_logger
 from utils.telemetry import Sample
@@ -166,8 +167,14 @@ def install(pointer: dict[str, Any], row: dict[str, Any], settings: Settings) ->
     local one and the history; the intent goes last, so whatever interrupts this, the next promote finishes."""
     intent = write_json_atomic(pending_path(settings.results_dir), {"pointer": pointer, "history_row": row})
     publish_remote_pointers(pointer, settings)
-    champion.write_pointer(settings.results_dir, pointer)
-    champion.record_in_history(settings.results_dir, row)
+    try:
+        champion.write_pointer(settings.results_dir, pointer)
+        champion.record_in_history(settings.results_dir, row)
+    except OSError as exc:
+        raise PublishError(f"promoting run {pointer['run_id']}: the remote pointers name it, but writing "
+                           f"{champion.POINTER} or {champion.HISTORY} in {settings.results_dir} failed ({exc}); the "
+                           f"promotion is kept in {intent} and the next promote (a retry, or the next run) finishes "
+                           "it") from None
     intent.unlink()
 
 
@@ -192,7 +199,8 @@ def finish_interrupted(run: RunFolder, settings: Settings) -> str:
     repaired = (f"finished the interrupted promotion of run {pointer['run_id']}: the local {champion.POINTER} "
                 f"named {local['name'] if local else 'no champion'}; it and every remote pointer now name "
                 f"{pointer['name']}")
-    install(pointer, {**row, "reason": f"{row['reason']}; promotion finished by run {run.run_id}"}, settings)
+    finished = f"{row['reason']}; finished after an interruption by run {run.run_id}'s promote"
+    install(pointer, {**row, "reason": finished}, settings)
     log.warning("%s", repaired)
     return repaired
 

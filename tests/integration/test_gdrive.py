@@ -13,14 +13,16 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httplib2
 import pytest
 from google.oauth2 import service_account
 from googleapiclient.http import HttpRequest
 
-from etl import gdrive_check
-from etl.pipeline import execute_step, run_all
+from etl import champion, gdrive_check
+from etl.pipeline import execute_for_candidates, execute_step, run_all
+from etl.promote import record_failed_run
 from etl.publishers import remote_publishers
 from etl.publishers.base import RunBundle
 from etl.publishers.gdrive.client import FOLDER_MIME, connect, folder_url
@@ -34,7 +36,7 @@ from tests.support.drive_fake import DROP, FakeDrive, FakeFile, Fault
 from tests.support.servers import free_port
 from utils.config import Settings
 from utils.errors import ArtifactError, ConfigError, PublishError
-from utils.files import file_digest, sha256_file
+from utils.files import file_digest, read_json, sha256_file
 
 RUN_ID = "manual__2025-11-23T09:30:00+00:00"
 STARTED = datetime(2025, 11, 23, 9, 30, tzinfo=UTC)
@@ -725,3 +727,81 @@ def test_the_champion_pointer_is_one_file_in_the_drive_folder_replaced_in_place(
     assert replaced.content == (settings.results_dir / "champion.json").read_bytes()
     execute_step(STEP["promote"], second, settings)  # a retried promotion: the same file, the same bytes
     assert [f.id for f in fake.files_in(settings.gdrive_folder_id) if f.name == "champion.json"] == [pointer.id]
+
+
+def drive_pointer(fake: FakeDrive, settings: Settings) -> FakeFile:
+    """The one champion.json in the Drive folder."""
+    (pointer,) = [f for f in fake.files_in(settings.gdrive_folder_id) if f.name == "champion.json"]
+    return pointer
+
+
+def interrupted_promotion(fake: FakeDrive, settings: Settings, monkeypatch: pytest.MonkeyPatch, failure: str) -> None:
+    """Run "first" is the champion on both sides; run "second" chose itself, and its promote failed: after Drive's
+    pointer was replaced ("local write": champion.json could not be written), or before ("drive write")."""
+    run_all(open_run(settings, "first"), settings)
+    second = open_run(settings, "second")
+    for step in STEPS[:-1]:
+        (execute_for_candidates if step.per_candidate else execute_step)(step, second, settings)
+    if failure == "drive write":
+        fake.fail_next("upload.start", Fault(403, "forbidden"))
+        expected = "uploading champion.json: Drive answered HTTP 403"
+    else:
+        def read_only(results_dir: Path, pointer: dict[str, Any]) -> Path:
+            raise PermissionError(13, "Permission denied", str(results_dir / "champion.json"))
+
+        monkeypatch.setattr(champion, "write_pointer", read_only)
+        expected = "the remote pointers name it, but writing champion.json or history.csv .* failed .*next promote"
+    with pytest.raises(PublishError, match=expected) as error:
+        execute_step(STEP["promote"], second, settings)
+    monkeypatch.undo()
+    record_failed_run(second, settings, "promote", f"PublishError: {error.value}")  # as failure_end does
+    local = json.loads((settings.results_dir / "champion.json").read_text())["run_id"]
+    remote = json.loads(drive_pointer(fake, settings).content)["run_id"]
+    assert (local, remote) == ("first", "first" if failure == "drive write" else "second")
+    assert champion.read_history(settings.results_dir)[-1]["reason"].startswith("failed at promote: PublishError")
+
+
+FAILURES = ["local write", "drive write"]
+
+
+@pytest.mark.parametrize("failure", FAILURES)
+def test_a_retried_promotion_finishes_the_interrupted_one_on_both_sides(fake, drive_settings, sleeps, monkeypatch,
+                                                                        caplog, failure):
+    settings = drive_settings()
+    interrupted_promotion(fake, settings, monkeypatch, failure)
+
+    summary = execute_step(STEP["promote"], open_run(settings, "second"), settings)
+
+    local = (settings.results_dir / "champion.json").read_bytes()
+    assert json.loads(local)["run_id"] == "second" and drive_pointer(fake, settings).content == local
+    assert summary["promoted"] is True
+    record = read_json(open_run(settings, "second").file("promote.json"))
+    assert record["repaired"].startswith("finished the interrupted promotion of run second: the local champion.json "
+                                         "named 2") and "_first; it and every remote pointer now name 2" in (
+        record["repaired"])
+    assert "finished the interrupted promotion of run second" in caplog.text
+    row = champion.read_history(settings.results_dir)[-1]
+    assert (row["run_id"], row["promoted"]) == ("second", "true")
+    assert row["reason"].endswith("; finished after an interruption by run second's promote")
+    uploads = len(fake.requests_for("upload.start"))
+    execute_step(STEP["promote"], open_run(settings, "second"), settings)  # once more: nothing new anywhere
+    assert len(fake.requests_for("upload.start")) == uploads
+    assert (settings.results_dir / "champion.json").read_bytes() == local == drive_pointer(fake, settings).content
+    assert not (settings.results_dir / ".champion.pending.json").exists()
+
+
+def test_the_next_run_finishes_an_interrupted_promotion_before_deciding(fake, drive_settings, sleeps, monkeypatch):
+    settings = drive_settings()
+    interrupted_promotion(fake, settings, monkeypatch, "local write")
+
+    run_all(open_run(settings, "third"), settings)
+
+    local = (settings.results_dir / "champion.json").read_bytes()
+    assert drive_pointer(fake, settings).content == local
+    history = {row["run_id"]: row for row in champion.read_history(settings.results_dir)}
+    assert history["second"]["promoted"] == "true" and history["second"]["reason"].endswith(
+        "; finished after an interruption by run third's promote")
+    third = read_json(open_run(settings, "third").file("promote.json"))
+    assert third["repaired"].startswith("finished the interrupted promotion of run second")
+    assert third["compared_with"] == history["second"]["name"] and third["compared_again"] is True
+    assert json.loads(local)["run_id"] == ("third" if third["promoted"] else "second")
