@@ -4,10 +4,13 @@ validation (Class optional) and its fast path, and the predictions file's format
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from etl import catalog, drift, preprocess
 from etl.champion import read_pointer as read_champion
@@ -152,3 +155,38 @@ def test_a_model_with_an_operating_threshold_labels_at_it_and_says_so(make_setti
     scored = predict(published, clean)
     assert (scored["predicted_class"] == (scored["probability_malignant"] >= 0.2)).all()
     assert scored["predicted_class"].sum() > (scored["probability_malignant"] >= 0.5).sum()
+
+
+@given(st.text(max_size=300))
+def test_a_batch_name_is_accepted_only_when_every_file_made_from_it_is_a_plain_bounded_name(name):
+    from etl import scoring
+
+    if scoring.BATCH_NAME.fullmatch(name):
+        assert "/" not in name and scoring.CLAIM_MARK not in name and not name.startswith(".")
+        longest = f"{name}{scoring.BATCH_SUFFIX}{scoring.CLAIM_MARK}{2**22}-{'f' * 12}"
+        assert max(len(longest.encode()), len(f"{name}{scoring.REPORT_SUFFIX}".encode())) <= 255
+
+
+FILE_NAME_CHARACTERS = st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",))
+
+
+@given(st.lists(st.text(FILE_NAME_CHARACTERS, min_size=1, max_size=120), min_size=1, max_size=6, unique=True))
+def test_any_entries_are_classified_and_the_unfit_set_aside_without_error(names):
+    import os
+    import tempfile
+
+    from etl import scoring
+
+    with tempfile.TemporaryDirectory() as folder:
+        incoming = Path(folder)
+        for name in names:
+            entry = f"{name}{scoring.BATCH_SUFFIX}"
+            if len(entry.encode()) <= 255:
+                (incoming / entry).write_text("Id\n1\n")
+        entries, unfit, _ = scoring.pending_entries(incoming)
+        assert {entry for _, entry in entries} | {entry for _, entry, _ in unfit} == {
+            entry for entry in os.listdir(incoming) if entry.endswith(scoring.BATCH_SUFFIX)}
+        for where, entry, reason in unfit:
+            scoring.set_aside(where, entry, incoming, reason)
+        assert all(scoring.BATCH_NAME.fullmatch(entry.removesuffix(scoring.BATCH_SUFFIX))
+                   for entry in os.listdir(incoming) if entry.endswith(scoring.BATCH_SUFFIX))
