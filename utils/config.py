@@ -179,15 +179,6 @@ class Settings(BaseSettings):
                                          "stability index against the training rows is above this (0 < x <= "
                                          f"{MAX_PSI_THRESHOLD:g}).", gt=0, le=MAX_PSI_THRESHOLD)
 
-    @field_validator("*", mode="before")
-    @classmethod
-    def _printable(cls, value: Any) -> Any:
-        """No control character (newline, tab, NUL...) or undecodable byte in a value, nor in an item of a list."""
-        for item in value if isinstance(value, list | tuple) else (value,):
-            if isinstance(item, str):
-                check_printable(item)
-        return value
-
     @field_validator("data_allowed_dirs", mode="before")
     @classmethod
     def _split_folders(cls, value: Any) -> Any:
@@ -212,6 +203,16 @@ class Settings(BaseSettings):
         """An empty path would be the project's root: refused, not guessed."""
         if isinstance(value, str) and not value.strip():
             raise ValueError("expected a path, got an empty value (it would mean the project's root)")
+        return value
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _printable(cls, value: Any) -> Any:
+        """No control character (newline, tab, NUL...) or undecodable byte in a value, nor in an item of a list;
+        defined after the other `before` validators, so that it sees the value before they do."""
+        for item in value if isinstance(value, list | tuple) else (value,):
+            if isinstance(item, str):
+                check_printable(item)
         return value
 
     @field_validator(*PATH_FIELDS, "data_allowed_dirs")
