@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import csv
 import io
-import json
 import os
 import stat
 import sys
@@ -34,9 +33,9 @@ from etl import catalog, champion
 from etl.dataset import FEATURES, ID, TARGET
 from etl.publishers.local import LATEST_LINK
 from utils.config import Settings, load_settings
-from utils.errors import ArtifactError, ConfigError, DataValidationError, PipelineError, UnsafeFileError
+from utils.errors import ArtifactError, ConfigError, DataValidationError, UnsafeFileError
 from utils.files import atomic_path, kind_of, read_json, sha256_bytes, spreadsheet_cell
-from utils.logger import configure_cli_logging, get_logger
+from utils.logger import configure_cli_logging, get_logger, run_command
 from utils.telemetry import Sample
 
 STEP = "predict"
@@ -251,21 +250,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", default=None, help="a published run's folder name under RESULTS_DIR to score "
                         "with instead of the champion (default: PREDICT_RUN, else the champion)")
     args = parser.parse_args(argv)
-    try:
+
+    def work() -> dict[str, Any]:
         settings = load_settings(predict_run=args.run)
         configure_cli_logging(settings.log_level)
         check_output(args.output, args.input, settings)
         published = load_published(settings)
         log.info("scoring %s with run %s (%s)", args.input, published.name, published.source)
-        summary = score_file(args.input, args.output, published, settings)
-    except PipelineError as exc:
-        configure_cli_logging()
-        log.error("%s", exc)
-        return 1
-    json.dump(summary, sys.stdout, indent=2, sort_keys=True, default=str)
-    sys.stdout.write("\n")
-    return 0
+        return score_file(args.input, args.output, published, settings)
 
+    return run_command(log, work)
 
 if __name__ == "__main__":
     sys.exit(main())

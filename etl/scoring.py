@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import json
 import os
 import re
 import secrets
@@ -55,7 +54,7 @@ from utils.files import (
     sha256_file,
     write_json_atomic,
 )
-from utils.logger import configure_cli_logging, get_logger
+from utils.logger import configure_cli_logging, get_logger, run_command
 
 BATCH_SUFFIX = ".csv"
 BATCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a batch's name without BATCH_SUFFIX
@@ -363,18 +362,13 @@ def main(argv: list[str] | None = None) -> int:
     print the outcome as JSON; one error line and exit status 1 when something failed (after the rest was done)."""
     parser = argparse.ArgumentParser(prog="python -m etl.scoring", description=__doc__.splitlines()[0])
     parser.parse_args(argv)
-    try:
+
+    def work() -> dict[str, Any]:
         settings = load_settings()
         configure_cli_logging(settings.log_level)
-        outcome = score_pending(settings)
-    except PipelineError as exc:
-        configure_cli_logging()
-        log.error("%s", exc)
-        return 1
-    json.dump(outcome, sys.stdout, indent=2, sort_keys=True, default=str)
-    sys.stdout.write("\n")
-    return 0
+        return score_pending(settings)
 
+    return run_command(log, work)
 
 if __name__ == "__main__":
     sys.exit(main())
