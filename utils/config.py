@@ -12,6 +12,7 @@ and no value holds a control character.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import stat
@@ -321,17 +322,14 @@ def resolved(path: Path) -> Path:
 def check_apart(folders: dict[str, Path]) -> None:
     """Refuse two of `folders` (by variable) that are the same folder or one inside the other, naming both."""
     forms = {variable: {Path(os.path.normpath(path)), resolved(path)} for variable, path in folders.items()}
-    variables = list(folders)
-    for first_index, first in enumerate(variables):
-        for second in variables[first_index + 1:]:
-            pairs = [(a, b) for a in forms[first] for b in forms[second]]
-            if any(a == b for a, b in pairs):
-                raise SettingError(second, str(folders[second]), f"expected a folder apart from {first} "
-                                   f"({folders[first]}), got the same folder")
-            for inner, outer in ((second, first), (first, second)):
-                if any(b.is_relative_to(a) if inner == second else a.is_relative_to(b) for a, b in pairs):
-                    raise SettingError(inner, str(folders[inner]), f"expected a folder apart from {outer} "
-                                       f"({folders[outer]}), got one inside it")
+    for first, second in itertools.combinations(folders, 2):
+        if forms[first] & forms[second]:
+            raise SettingError(second, str(folders[second]), f"expected a folder apart from {first} "
+                               f"({folders[first]}), got the same folder")
+        for inner, outer in ((second, first), (first, second)):
+            if any(path.is_relative_to(other) for path in forms[inner] for other in forms[outer]):
+                raise SettingError(inner, str(folders[inner]), f"expected a folder apart from {outer} "
+                                   f"({folders[outer]}), got one inside it")
 
 
 def check_printable(text: str) -> None:
