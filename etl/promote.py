@@ -171,8 +171,8 @@ def install(pointer: dict[str, Any], row: dict[str, Any], settings: Settings) ->
         champion.write_pointer(settings.results_dir, pointer)
         champion.record_in_history(settings.results_dir, row)
     except OSError as exc:
-        raise PublishError(f"promoting run {pointer['run_id']}: the remote pointers name it, but writing "
-                           f"{champion.POINTER} or {champion.HISTORY} in {settings.results_dir} failed ({exc}); the "
+        raise PublishError(f"promoting run {pointer['run_id']}: writing {champion.POINTER} or {champion.HISTORY} in "
+                           f"{settings.results_dir} failed ({exc}) after every remote pointer was written; the "
                            f"promotion is kept in {intent} and the next promote (a retry, or the next run) finishes "
                            "it") from None
     intent.unlink()

@@ -750,7 +750,7 @@ def interrupted_promotion(fake: FakeDrive, settings: Settings, monkeypatch: pyte
             raise PermissionError(13, "Permission denied", str(results_dir / "champion.json"))
 
         monkeypatch.setattr(champion, "write_pointer", read_only)
-        expected = "the remote pointers name it, but writing champion.json or history.csv .* failed .*next promote"
+        expected = "writing champion.json or history.csv in .* failed .* after every remote pointer was written; .*next"
     with pytest.raises(PublishError, match=expected) as error:
         execute_step(STEP["promote"], second, settings)
     monkeypatch.undo()
