@@ -19,7 +19,7 @@ import pytest
 from etl import catalog, select, train
 from etl.pipeline import execute_for_candidates, execute_step, run_all
 from etl.steps import PUBLISHED, STEP, STEPS
-from tests.support.data import BAD_INPUTS, BUNDLED_CSV, open_run
+from tests.support.data import BAD_INPUTS, BUNDLED_CSV, few_malignant_csv, open_run
 from tests.support.servers import Answer, scripted_server
 from utils.config import PROJECT_ROOT
 from utils.errors import ArtifactError, PipelineError, RunLockedError
@@ -201,11 +201,15 @@ def test_bad_data_into_a_run_that_had_a_good_model_publishes_nothing(make_settin
     assert published_runs(settings) == []
 
 
-def test_a_failed_train_leaves_no_model_behind(make_settings):
-    run, settings = evaluated_run(make_settings, "train-fails")
-    run_steps(run, make_settings(cv_folds=10_000), "train")  # every candidate fails: more folds than Ids
-    assert run.trained_candidates() == [] and not run.file(catalog.MODEL).exists()
-    assert "cannot make 10000 grouped stratified folds" in run.candidate_failure("logreg")["error"]
+def test_a_failed_train_leaves_no_model_behind(make_settings, tmp_path):
+    few = few_malignant_csv(tmp_path / "few.csv", malignant_ids=12)  # about 9 malignant Ids left to train on
+    settings = make_settings(data_url=few.as_uri(), data_allowed_dirs=(tmp_path,))
+    run = open_run(settings, "train-fails")
+    run_steps(run, settings, "load", "preprocess", "train", "select", "evaluate")
+    assert run.file(catalog.MODEL).exists()
+    run_steps(run, make_settings(cv_folds=20, data_url=few.as_uri(), data_allowed_dirs=(tmp_path,)), "train")
+    assert run.trained_candidates() == [] and not run.file(catalog.MODEL).exists()  # every one: more folds than Ids
+    assert "cannot make 20 grouped stratified folds" in run.candidate_failure("logreg")["error"]
     with pytest.raises(PipelineError, match="no candidate could be trained.*logreg: DataValidationError"):
         run_steps(run, settings, "select")
     for later in ("evaluate", "upload"):
