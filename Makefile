@@ -35,10 +35,10 @@ system-deps: ## Install the Debian tools the tests use (Docker engine, Prometheu
 STEP_NAMES := $(shell python3 -c 'from etl.steps import STEPS; print(*(step.name for step in STEPS))')
 
 local-%: venv ## One step without Airflow: local-<step> for each step of etl/steps.py, e.g. local-load
-	$(PY) -m etl.$*
+	$(PY) -m etl $*
 
 local-test-all: venv ## Run the pipeline's steps one process each, in order (not the tests: see `make test`)
-	@for step in $(STEP_NAMES); do echo "$(PY) -m etl.$$step"; $(PY) -m etl.$$step || exit 1; done
+	@for step in $(STEP_NAMES); do echo "$(PY) -m etl $$step"; $(PY) -m etl $$step || exit 1; done
 
 local-pipeline: venv ## All the steps in one process
 	$(PY) -m etl.pipeline

@@ -66,7 +66,7 @@ def main() -> None:
     for attempt in range(repeat):
         rows["baseline"].append(timed([python, "-c", "import pandas, sklearn"], env))
         for step in STEPS:
-            rows[step].append(timed([python, "-m", f"etl.{step}", "--run-id", f"separate{attempt}"], env))
+            rows[step].append(timed([python, "-m", "etl", step, "--run-id", f"separate{attempt}"], env))
         rows["in-process"].append(timed([python, "-m", "etl.pipeline", "--run-id", f"single{attempt}"], env))
     report(rows, repeat)
 

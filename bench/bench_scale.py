@@ -1,7 +1,7 @@
 """Benchmark at scale: the pipeline on data sets of 10k, 100k and 1M rows drawn from the bundled one
 (bench/make_data.py: new Ids, same distributions).
 
-Per size: each step of etl/steps.py as its own process (`python -m etl.<step>`, as `make local-test-all` runs them,
+Per size: each step of etl/steps.py as its own process (`python -m etl <step>`, as `make local-test-all` runs them,
 DATA_URL a file:// URL, STORAGE_BACKEND=local, temporary RUNS_DIR/RESULTS_DIR), its wall time and peak RSS; a step
 run per candidate as one process per candidate (`--candidate`), as many side by side as the machine has cores, as
 the DAG's mapped instances run under the LocalExecutor (its wall time is the step's); then
@@ -158,7 +158,7 @@ def bench_size(rows: int, work: Path, timeout: float) -> dict[str, Measure]:
     python, run_id = sys.executable, f"scale{rows}"
     results: dict[str, Measure] = {}
     for step in STEPS:
-        command = [python, "-m", f"etl.{step.name}", "--run-id", run_id]
+        command = [python, "-m", "etl", step.name, "--run-id", run_id]
         if step.per_candidate:
             results[f"step {step.name}"] = run_side_by_side([[*command, "--candidate", name] for name in CANDIDATES],
                                                             env, timeout)

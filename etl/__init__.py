@@ -1,2 +1,2 @@
-"""The pipeline's steps: load, preprocess, train, evaluate, upload. Each is `etl.<step>.run(settings)` and
-`python -m etl.<step>`."""
+"""The pipeline: its steps (etl/steps.py lists them in order; each is `etl.<step>.run(run, settings)`, run by
+`python -m etl <step>`), the runner around them (etl/pipeline.py), and the scoring of new samples."""

@@ -147,14 +147,14 @@ def failed_task_ids(context: Context) -> list[str]:
 def end_with_failure(**context: Any) -> dict[str, Any]:
     """failure_end: mark the run's folder failed, record the run in the history (not promoted, and why) and send
     the alert, even when the history cannot be written; returns the alert."""
-    from etl import notify, promote
+    from etl import champion, notify
 
     run, settings = run_and_settings(context)
     alert = notify.build_alert(context["dag"].dag_id, run.run_id, failed_task_ids(context),
                                notify.read_failure(run.path), run.path)
     notify.mark_failed(run.path, alert)
     try:
-        promote.record_failed_run(run, settings, alert["task_id"],
+        champion.record_failed_run(run, settings, alert["task_id"],
                                   f"{alert['error_type']}: {alert['error']}" if alert["error_type"] else alert["text"])
     finally:
         notify.send_alert(alert, settings.alert_webhook_url)

@@ -14,6 +14,7 @@ PREPROCESS_INFO = "preprocess.json"  # preprocess's record: counts
 CANDIDATES_DIR = "candidates"
 CANDIDATE_MODEL = "model.joblib"  # the candidate's sklearn Pipeline (impute, scale, classify) fitted on train.csv
 OUT_OF_FOLD = "out_of_fold.csv"  # Id, Class and the out-of-fold probability of malignant of every training row
+OUT_OF_FOLD_PROBABILITY = "probability"  # out_of_fold.csv's column of that probability
 TRAIN_INFO = "train.json"  # the candidate's record: its cross-validation scores, model sha256
 CANDIDATE_FAILURE = "failure.json"  # why the candidate's training failed (instead of its record)
 MODEL = "model.joblib"  # the model every prediction uses: the winner's pipeline at its operating threshold
@@ -35,6 +36,9 @@ CHAMPION = "champion.json"  # RESULTS_DIR's pointer to the published run that sc
 PREDICTIONS = "predictions.csv"  # a scored batch: Id, probability, label, the model's run id and sha256
 SCORING_SUMMARY = "summary.json"  # a scored batch's counts, model and drift
 PROMOTE_INFO = "promote.json"  # promote's record: promoted or not, and why
+# What upload publishes of a run (with the manifest it writes): the model and the evidence behind it.
+PUBLISHED = (MODEL, METRICS, *CHARTS, REPORT, VALIDATION_REPORT, TRAINING_PROFILE, TRAINING_IDS, COMPARISON,
+             COMPARISON_REPORT)
 LOCK = ".lock"  # held by the process running a step of the run (or of a candidate, in its folder)
 
 # What metrics.json holds (malignant = positive): the report and the manifest list every test metric; the headline

@@ -1,5 +1,5 @@
 """The champion: the published model in use, named by one pointer `RESULTS_DIR/champion.json`, and the history of
-every run that reached the promotion (`RESULTS_DIR/history.csv`, one row per run id).
+every run, promoted or not, failed ones too (`RESULTS_DIR/history.csv`, one row per run id).
 
 The pointer is `{"name": "<stamp>_<run id>", "run_id", "model_sha256", "promoted_at", "operating_threshold",
 "metric", "metrics"}`; the model is `RESULTS_DIR/<name>/model.joblib`, whose sha256 is also in that folder's
@@ -16,11 +16,13 @@ import io
 import os
 import stat
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from etl import catalog
-from etl.run_folder import PUBLISHED_NAME
+from etl.run_folder import PUBLISHED_NAME, RunFolder
+from utils.config import Settings
 from utils.errors import ArtifactError, UnsafeFileError, excerpt
 from utils.files import (
     kind_of,
@@ -31,6 +33,7 @@ from utils.files import (
     write_json_atomic,
     write_text_atomic,
 )
+from utils.logger import get_logger
 
 POINTER = catalog.CHAMPION
 HISTORY = "history.csv"
@@ -38,7 +41,9 @@ HISTORY_COLUMNS = ("run_id", "name", "recorded_at", "data_sha256", "model", "ope
                    "challenger_score", "champion", "champion_score", "rows_compared", "promoted", "reason",
                    *catalog.HEADLINE_METRICS)
 LOCK = ".champion.lock"
+FAILURE_CHARS = 300  # of a failed run's error in the history; the whole error is in the task log and the alert
 LOWER_IS_BETTER = frozenset({"brier_score"})
+log = get_logger("champion")
 
 
 @contextlib.contextmanager
@@ -198,3 +203,29 @@ def cell(value: Any) -> str:
         return f"{float(value):.4f}"
     except (TypeError, ValueError):
         return str(value)
+
+
+def failed_run_row(run: RunFolder, failed_at: str, error: str) -> dict[str, Any]:
+    """The history row of a run that failed at `failed_at`: not promoted, the error on one line (at most
+    FAILURE_CHARS), and what its finished steps recorded (the data's sha256, the winner, its test metrics)."""
+    def recorded(file: str) -> dict[str, Any]:
+        return read_json(run.file(file)) if run.file(file).is_file() else {}
+
+    loaded, selected, metrics = recorded(catalog.LOAD_INFO), recorded(catalog.SELECT_INFO), recorded(catalog.METRICS)
+    message = " ".join(error.split())
+    message = message[:FAILURE_CHARS] + ("…" if len(message) > FAILURE_CHARS else "")
+    return {"run_id": run.run_id, "name": recorded(catalog.UPLOAD_INFO).get("name", ""),
+            "recorded_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
+            "data_sha256": loaded.get("sha256", ""), "model": selected.get("model", ""),
+            "operating_threshold": selected.get("operating_threshold", ""), "promoted": "false",
+            "reason": f"failed at {failed_at}: {message}",
+            **{name: metrics[name] for name in catalog.HEADLINE_METRICS if name in metrics}}
+
+
+def record_failed_run(run: RunFolder, settings: Settings, failed_at: str, error: str) -> None:
+    """Add the failed run to the history (the pointer is not touched); a later successful try of the same run
+    replaces the row."""
+    with held(settings.results_dir):
+        remove_leftovers(settings.results_dir)
+        record_in_history(settings.results_dir, failed_run_row(run, failed_at, error))
+    log.info("run %s is recorded in the history as failed at %s", run.run_id, failed_at)

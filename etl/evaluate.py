@@ -5,7 +5,6 @@ candidate's cross-validation, then apply the quality gate at the operating thres
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import joblib
@@ -16,9 +15,9 @@ from etl import catalog
 from etl.catalog import CV_METRICS, HEADLINE_METRICS, PUSHED_METRICS, TEST_METRICS
 from etl.dataset import CLASS_NAMES, features_and_labels
 from etl.metrics import DEFAULT_THRESHOLD, score
-from etl.pipeline import cli_main
+from etl.quality_gate import quality_gate
 from etl.run_folder import RunFolder
-from etl.steps import StepResult
+from etl.step_result import StepResult
 from utils.config import Settings
 from utils.errors import QualityGateError
 from utils.files import write_bytes_atomic, write_json_atomic, write_text_atomic
@@ -43,15 +42,6 @@ def reliability(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]
     return {"brier_score_of_prevalence": share * (1 - share), "bins": curve,
             "expected_calibration_error": sum(point["rows"] * abs(point["observed"] - point["mean_predicted"])
                                               for point in curve) / len(labels)}
-
-
-def quality_gate(metrics: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """Compare the gated metrics (at the operating threshold) with their minimums; `passed` is False when any is
-    below."""
-    thresholds = {"recall": settings.min_recall, "roc_auc": settings.min_roc_auc}
-    failures = [f"{name} {metrics[name]:.4f} < {minimum:.4f} (MIN_{name.upper()})"
-                for name, minimum in thresholds.items() if metrics[name] < minimum]
-    return {"passed": not failures, "thresholds": thresholds, "failures": failures}
 
 
 def save_charts(run: RunFolder, labels: np.ndarray, probabilities: np.ndarray, counts: dict[str, int], model: str,
@@ -227,10 +217,3 @@ def run(run: RunFolder, settings: Settings) -> StepResult:
                       | {"quality_gate_passed": gate["passed"], "operating_threshold": metrics["operating_threshold"]},
                       samples=gate_samples(metrics), failure=failure)
 
-
-def main(argv: list[str] | None = None) -> int:
-    return cli_main(STEP, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

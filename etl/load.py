@@ -27,7 +27,6 @@ import io
 import os
 import re
 import socket
-import sys
 import threading
 import time
 import urllib.error
@@ -38,9 +37,8 @@ from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 from etl import catalog
-from etl.pipeline import cli_main
 from etl.run_folder import RunFolder
-from etl.steps import StepResult
+from etl.step_result import StepResult
 from utils import redact
 from utils.config import MAX_BACKOFF_SECONDS, PROJECT_ROOT, Settings, file_path, scrubbed, shown
 from utils.errors import ConfigError, DataSourceError, excerpt
@@ -441,10 +439,3 @@ def run(run: RunFolder, settings: Settings) -> StepResult:
                  Sample("data_fallback_used", float(loaded.source == "bundled"),
                         help="1 when the bundled copy replaced DATA_URL.")])
 
-
-def main(argv: list[str] | None = None) -> int:
-    return cli_main(STEP, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

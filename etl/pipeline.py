@@ -1,4 +1,4 @@
-"""How the steps run, everywhere: one step (`execute_step`, what the DAG's tasks and `python -m etl.<step>` call),
+"""How the steps run, everywhere: one step (`execute_step`, what the DAG's tasks and `python -m etl <step>` call),
 a per-candidate step for every candidate (`execute_for_candidates`: a loop), all steps in one process
 (`python -m etl.pipeline`), and the command line around them.
 
@@ -49,7 +49,8 @@ def execute_step(step: Step, run: RunFolder, settings: Settings, candidate: str 
         try:
             run.begin(step, candidate)
             run.verify_chain(before=step)
-            result = step.run(run, settings, candidate) if candidate else step.run(run, settings, **inputs)
+            function = step.function()
+            result = function(run, settings, candidate) if candidate else function(run, settings, **inputs)
             run.write_record(step, result.record, candidate, result.consumed)
             if result.failure:
                 raise result.failure
@@ -83,7 +84,7 @@ def run_all(run: RunFolder, settings: Settings) -> dict[str, dict[str, Any]]:
     """Every step in order, holding the folder throughout (a second process with the same run id is refused,
     not interleaved); the first failure of a step stops the run, is recorded in the history, as the DAG's
     failure_end records it, and propagates (a candidate's failure does not stop the run)."""
-    from etl.promote import record_failed_run
+    from etl.champion import record_failed_run
 
     summaries: dict[str, dict[str, Any]] = {}
     with run.hold("the whole pipeline"):
@@ -97,17 +98,23 @@ def run_all(run: RunFolder, settings: Settings) -> dict[str, dict[str, Any]]:
     return summaries
 
 
-def cli_main(name: str, argv: list[str] | None = None) -> int:
-    """`python -m etl.<name>`: the step `name` (or "pipeline": all of them) with settings from the environment and
-    `.env`; prints the summary as JSON, or one error line (exit status 1)."""
-    parser = argparse.ArgumentParser(prog=f"python -m etl.{name}", description=__doc__.splitlines()[0])
+def cli_main(argv: list[str] | None = None, all_steps: bool = False) -> int:
+    """`python -m etl <step>` (a step of etl/steps.py) or, with `all_steps`, `python -m etl.pipeline` (every step in
+    one process), with settings from the environment and `.env`; prints the summary as JSON, or one error line
+    (exit status 1)."""
+    parser = argparse.ArgumentParser(prog="python -m etl.pipeline" if all_steps else "python -m etl",
+                                     description=__doc__.splitlines()[0])
+    if not all_steps:
+        parser.add_argument("step", choices=list(STEP), help="the step to run")
     parser.add_argument("--run-id", default=os.environ.get("RUN_ID", DEFAULT_RUN_ID),
                         help=f"the run's folder name (default: RUN_ID, else {DEFAULT_RUN_ID!r})")
-    step = STEP.get(name)
-    if step and step.per_candidate:
-        parser.add_argument("--candidate", choices=CANDIDATE_NAMES,
-                            help="only this candidate (default: each of CANDIDATES in turn)")
+    parser.add_argument("--candidate", choices=CANDIDATE_NAMES,
+                        help="a per-candidate step (train) for this candidate only (default: each of CANDIDATES)")
     args = parser.parse_args(argv)
+    step = None if all_steps else STEP[args.step]
+    if args.candidate and not (step and step.per_candidate):
+        parser.error("--candidate goes only with a per-candidate step: "
+                     + ", ".join(name for name, known in STEP.items() if known.per_candidate))
     try:
         settings = load_settings()
         configure_cli_logging(settings.log_level)
@@ -117,10 +124,10 @@ def cli_main(name: str, argv: list[str] | None = None) -> int:
         elif step.per_candidate and not args.candidate:
             summary = execute_for_candidates(step, run, settings)
         else:
-            summary = execute_step(step, run, settings, getattr(args, "candidate", None))
+            summary = execute_step(step, run, settings, args.candidate)
     except PipelineError as exc:
         configure_cli_logging()
-        get_logger(name).error("%s", exc)
+        get_logger(step.name if step else "pipeline").error("%s", exc)
         return 1
     json.dump(summary, sys.stdout, indent=2, sort_keys=True, default=str)
     sys.stdout.write("\n")
@@ -130,4 +137,4 @@ def cli_main(name: str, argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli_main("pipeline"))
+    sys.exit(cli_main(all_steps=True))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +43,9 @@ from etl.dataset import (
     UCI_LABELS,
 )
 from etl.drift import training_profile
-from etl.pipeline import cli_main
 from etl.run_folder import RunFolder
 from etl.schema import CLEAN_SCHEMA, SAMPLE_SCHEMA, SPLIT_SCHEMA
-from etl.steps import StepResult
+from etl.step_result import StepResult
 from utils.config import Settings
 from utils.errors import DataValidationError, excerpt
 from utils.files import read_regular, write_json_atomic, write_text_atomic
@@ -404,10 +402,3 @@ def run(run: RunFolder, settings: Settings) -> StepResult:
                  Sample("rows_train", len(train), help="Rows in the training split."),
                  Sample("rows_test", len(test), help="Rows in the test split.")])
 
-
-def main(argv: list[str] | None = None) -> int:
-    return cli_main(STEP, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

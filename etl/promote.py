@@ -13,17 +13,15 @@ and the local pointer always end up naming the same champion; the log and the re
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from etl import catalog, champion, compare
-from etl.pipeline import cli_main
+from etl import catalog, champion
 from etl.publishers import remote_publishers
 from etl.run_folder import RunFolder
-from etl.steps import StepResult
+from etl.step_result import StepResult
 from utils.config import Settings
 from utils.errors import PublishError
 from utils.files import read_json, write_json_atomic
@@ -32,7 +30,6 @@ from utils.telemetry import Sample
 
 STEP = "promote"
 PENDING = ".champion.pending.json"  # in RESULTS_DIR: a promotion decided and not yet written everywhere
-FAILURE_CHARS = 300  # of a failed run's error in the history; the whole error is in the task log and the alert
 log = get_logger(STEP)
 
 
@@ -80,7 +77,7 @@ def compared_again(run: RunFolder, comparison: dict[str, Any], settings: Setting
         return None
     log.warning("the champion changed during run %s: compare saw %s, now it is %s; comparing again with it",
                 run.run_id, champion_name(comparison) or "none", current["name"])
-    return compare.compare(run, settings)
+    return comparison.compare(run, settings)
 
 
 def after_champion_change(before: dict[str, Any], now: dict[str, Any], approval: dict[str, Any] | None,
@@ -118,32 +115,6 @@ def history_row(run: RunFolder, comparison: dict[str, Any], manifest: dict[str, 
             "champion_score": incumbent["score"] if incumbent else "", "rows_compared": comparison["rows_compared"],
             "promoted": str(promoted).lower(), "reason": reason,
             **{name: manifest["metrics"][name] for name in catalog.HEADLINE_METRICS}}
-
-
-def failed_run_row(run: RunFolder, failed_at: str, error: str) -> dict[str, Any]:
-    """The history row of a run that failed at `failed_at`: not promoted, the error on one line (at most
-    FAILURE_CHARS), and what its finished steps recorded (the data's sha256, the winner, its test metrics)."""
-    def recorded(file: str) -> dict[str, Any]:
-        return read_json(run.file(file)) if run.file(file).is_file() else {}
-
-    loaded, selected, metrics = recorded(catalog.LOAD_INFO), recorded(catalog.SELECT_INFO), recorded(catalog.METRICS)
-    message = " ".join(error.split())
-    message = message[:FAILURE_CHARS] + ("…" if len(message) > FAILURE_CHARS else "")
-    return {"run_id": run.run_id, "name": recorded(catalog.UPLOAD_INFO).get("name", ""),
-            "recorded_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
-            "data_sha256": loaded.get("sha256", ""), "model": selected.get("model", ""),
-            "operating_threshold": selected.get("operating_threshold", ""), "promoted": "false",
-            "reason": f"failed at {failed_at}: {message}",
-            **{name: metrics[name] for name in catalog.HEADLINE_METRICS if name in metrics}}
-
-
-def record_failed_run(run: RunFolder, settings: Settings, failed_at: str, error: str) -> None:
-    """Add the failed run to the history (the pointer is not touched); a later successful try of the same run
-    replaces the row."""
-    with champion.held(settings.results_dir):
-        champion.remove_leftovers(settings.results_dir)
-        champion.record_in_history(settings.results_dir, failed_run_row(run, failed_at, error))
-    log.info("run %s is recorded in the history as failed at %s", run.run_id, failed_at)
 
 
 def series(comparison: dict[str, Any], promoted: bool) -> list[Sample]:
@@ -257,10 +228,3 @@ def run(run: RunFolder, settings: Settings, approval: dict[str, Any] | None = No
                       summary={"promoted": promoted, "reason": reason, "champion": name},
                       samples=series(comparison, promoted))
 
-
-def main(argv: list[str] | None = None) -> int:
-    return cli_main(STEP, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,7 +6,6 @@ pipeline deciding at that threshold. The test rows are not read here: evaluate s
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import joblib
@@ -17,12 +16,11 @@ from sklearn.model_selection import FixedThresholdClassifier
 from etl import catalog
 from etl.dataset import TARGET, features_and_labels
 from etl.metrics import operating_threshold, score
-from etl.pipeline import cli_main
 from etl.run_folder import RunFolder
-from etl.steps import StepResult
-from etl.train import PROBABILITY, save_model
+from etl.step_result import StepResult
 from utils.config import Settings
 from utils.errors import TrainingError
+from utils.files import write_model_atomic
 from utils.logger import get_logger
 from utils.telemetry import Sample
 
@@ -59,7 +57,7 @@ def threshold_choice(run: RunFolder, candidate: str, settings: Settings) -> dict
     """The operating threshold from `candidate`'s out-of-fold probabilities, whether it reaches the target with
     the confidence asked, and the recall and specificity it had there."""
     oof = pd.read_csv(run.file(catalog.candidate_file(candidate, catalog.OUT_OF_FOLD)))
-    labels, probabilities = oof[TARGET].to_numpy(dtype=int), oof[PROBABILITY].to_numpy()
+    labels, probabilities = oof[TARGET].to_numpy(dtype=int), oof[catalog.OUT_OF_FOLD_PROBABILITY].to_numpy()
     threshold, reached = operating_threshold(labels, probabilities, settings.target_recall,
                                              settings.target_confidence)
     at_threshold = score(labels, probabilities, threshold)
@@ -85,7 +83,7 @@ def run(run: RunFolder, settings: Settings) -> StepResult:
     if not choice["target_reached"]:
         log.warning("too few malignant training rows to reach recall %s with confidence %s: the threshold flags "
                     "every malignant training row out of fold", settings.target_recall, settings.target_confidence)
-    digest = save_model(thresholded_model(run, chosen, choice["operating_threshold"]), run.file(catalog.MODEL))
+    digest = write_model_atomic(thresholded_model(run, chosen, choice["operating_threshold"]), run.file(catalog.MODEL))
     failed = [result["name"] for result in results if result["status"] == "failed"]
     for result in results:
         if result["status"] == "failed":
@@ -106,10 +104,3 @@ def run(run: RunFolder, settings: Settings) -> StepResult:
         summary=summary, consumed=consumed,
         samples=[Sample("candidates_failed", len(failed), help="Candidate models that could not be trained.")])
 
-
-def main(argv: list[str] | None = None) -> int:
-    return cli_main(STEP, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,8 @@
 """The pipeline's steps in one table: their order, what each consumes and produces, and how Airflow retries it.
 
 The DAG, the in-process pipeline, the command line, the bench and the tests all read this table. It imports no
-heavy library (the DAG file imports it at parse time): each step's code is imported when the step runs, by the
-two-line function named in its row (go to its definition, then to the step's `run`).
+heavy library and no step (the DAG file imports it at parse time): a step's code, `etl/<name>.py`, is imported
+when the step runs (`Step.function`).
 
 A step `per_candidate` runs once for each model of the CANDIDATES setting, each in the candidate's own folder
 `candidates/<name>/` (its `produces` are named inside it): in Airflow as mapped task instances side by side, in
@@ -12,18 +12,16 @@ step works with the candidates that succeeded (and fails when none did).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from etl import catalog
 
 if TYPE_CHECKING:
-    from etl.run_folder import RunFolder
-    from utils.config import Settings
-    from utils.errors import PipelineError
-    from utils.telemetry import Sample
+    from etl.step_result import StepResult
 
 DAG_ID = "breast_cancer_pipeline"
 # What the tasks of both DAGs share. The first retry waits Airflow's [core] default_task_retry_delay
@@ -40,36 +38,21 @@ FAILURE_END = {"retries": 2, "execution_timeout": timedelta(minutes=2)}  # retri
 
 
 @dataclass(frozen=True)
-class StepResult:
-    """What a step's `run` hands back: fields for its record (`<step>.json`, beside the checksums the runner
-    adds), the small summary a person reads in XCom and the CLI, the gauges to push, and `failure`: an error to
-    raise once the outputs are recorded (a failed quality gate: its metrics are kept, and pushed, for people)."""
-
-    record: dict[str, Any]
-    summary: dict[str, Any]
-    samples: list[Sample] = field(default_factory=list)
-    failure: PipelineError | None = None
-
-
-    consumed: tuple[str, ...] = ()  # inputs known only when the step ran (select: the candidates that succeeded)
-
-
-StepFunction = Callable[..., StepResult]  # (run, settings, **inputs from the orchestrator) -> StepResult
-CandidateStepFunction = Callable[["RunFolder", "Settings", str], StepResult]  # also given the candidate's name
-
-
-@dataclass(frozen=True)
 class Step:
     """One step: its code, its files, and its retries (a step retries only when its failure can be transient)."""
 
-    name: str
-    run: StepFunction | CandidateStepFunction
+    name: str  # also its module: etl/<name>.py, whose `run` the runner calls (imported only then)
     consumes: tuple[str, ...]  # files of earlier steps it reads; their checksums go into its record
     produces: tuple[str, ...]  # its outputs, its record last
     retries: int
     timeout: timedelta
     retry_reason: str
     per_candidate: bool = False  # once per candidate model, in `candidates/<name>/`
+
+    def function(self) -> Callable[..., StepResult]:
+        """The step's `run(run, settings, ...)`, from its module `etl.<name>`, imported now: the table itself imports
+        no step, so that the DAG file parses without pandas or sklearn and no step's import leads back here."""
+        return importlib.import_module(f"etl.{self.name}").run
 
     @property
     def record(self) -> str:
@@ -85,70 +68,27 @@ class Step:
         return tuple(catalog.candidate_file(candidate, name) for name in self.produces)
 
 
-def _load(run: RunFolder, settings: Settings) -> StepResult:
-    from etl import load
-    return load.run(run, settings)
-
-
-def _preprocess(run: RunFolder, settings: Settings) -> StepResult:
-    from etl import preprocess
-    return preprocess.run(run, settings)
-
-
-def _train(run: RunFolder, settings: Settings, candidate: str) -> StepResult:
-    from etl import train
-    return train.run(run, settings, candidate)
-
-
-def _select(run: RunFolder, settings: Settings) -> StepResult:
-    from etl import select
-    return select.run(run, settings)
-
-
-def _evaluate(run: RunFolder, settings: Settings) -> StepResult:
-    from etl import evaluate
-    return evaluate.run(run, settings)
-
-
-def _compare(run: RunFolder, settings: Settings) -> StepResult:
-    from etl import compare
-    return compare.run(run, settings)
-
-
-def _upload(run: RunFolder, settings: Settings) -> StepResult:
-    from etl import upload
-    return upload.run(run, settings)
-
-
-def _promote(run: RunFolder, settings: Settings, approval: dict[str, Any] | None = None) -> StepResult:
-    from etl import promote
-    return promote.run(run, settings, approval)
-
-
-PUBLISHED = (catalog.MODEL, catalog.METRICS, *catalog.CHARTS, catalog.REPORT, catalog.VALIDATION_REPORT,
-             catalog.TRAINING_PROFILE, catalog.TRAINING_IDS, catalog.COMPARISON,
-             catalog.COMPARISON_REPORT)
 STEPS = (
-    Step("load", _load, consumes=(), produces=(catalog.RUN_INFO, catalog.RAW, catalog.LOAD_INFO),
+    Step("load", consumes=(), produces=(catalog.RUN_INFO, catalog.RAW, catalog.LOAD_INFO),
          retries=3, timeout=timedelta(minutes=10), retry_reason="the download source can be briefly down"),
-    Step("preprocess", _preprocess, consumes=(catalog.RAW,),
+    Step("preprocess", consumes=(catalog.RAW,),
          produces=(catalog.VALIDATION_REPORT, catalog.TRAIN, catalog.TEST, catalog.TRAINING_PROFILE,
                    catalog.TRAINING_IDS, catalog.PREPROCESS_INFO),
          retries=0, timeout=timedelta(minutes=5), retry_reason="bad data stays bad"),
-    Step("train", _train, consumes=(catalog.TRAIN,),
+    Step("train", consumes=(catalog.TRAIN,),
          produces=(catalog.CANDIDATE_MODEL, catalog.OUT_OF_FOLD, catalog.TRAIN_INFO), per_candidate=True,
          retries=1, timeout=timedelta(minutes=30), retry_reason="a worker killed for memory may fit on another try"),
-    Step("select", _select, consumes=(catalog.TRAIN,), produces=(catalog.MODEL, catalog.SELECT_INFO),
+    Step("select", consumes=(catalog.TRAIN,), produces=(catalog.MODEL, catalog.SELECT_INFO),
          retries=0, timeout=timedelta(minutes=5), retry_reason="the same scores choose the same model"),
-    Step("evaluate", _evaluate, consumes=(catalog.MODEL, catalog.TEST),
+    Step("evaluate", consumes=(catalog.MODEL, catalog.TEST),
          produces=(catalog.METRICS, *catalog.CHARTS, catalog.REPORT, catalog.EVALUATE_INFO),
          retries=0, timeout=timedelta(minutes=5), retry_reason="a failed quality gate stays failed"),
-    Step("compare", _compare, consumes=(catalog.MODEL, catalog.TEST, catalog.METRICS),
+    Step("compare", consumes=(catalog.MODEL, catalog.TEST, catalog.METRICS),
          produces=(catalog.COMPARISON, catalog.COMPARISON_REPORT, catalog.COMPARE_INFO),
          retries=0, timeout=timedelta(minutes=5), retry_reason="a missing or altered champion stays so"),
-    Step("upload", _upload, consumes=PUBLISHED, produces=(catalog.MANIFEST, catalog.UPLOAD_INFO),
+    Step("upload", consumes=catalog.PUBLISHED, produces=(catalog.MANIFEST, catalog.UPLOAD_INFO),
          retries=3, timeout=timedelta(minutes=15), retry_reason="Google Drive can answer 5xx / rate-limit"),
-    Step("promote", _promote, consumes=(catalog.COMPARISON, catalog.MANIFEST), produces=(catalog.PROMOTE_INFO,),
+    Step("promote", consumes=(catalog.COMPARISON, catalog.MANIFEST), produces=(catalog.PROMOTE_INFO,),
          retries=3, timeout=timedelta(minutes=5), retry_reason="Google Drive can answer 5xx / rate-limit"),
 )
 STEP = {step.name: step for step in STEPS}

@@ -5,10 +5,6 @@ threshold) and its CV scores."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-import joblib
 import numpy as np
 import pandas as pd
 from sklearn.base import ClassifierMixin, clone
@@ -23,17 +19,15 @@ from etl.catalog import CV_METRICS
 from etl.dataset import ID, NULLABLE_FEATURES, TARGET, features_and_labels
 from etl.folds import grouped_stratified_folds
 from etl.metrics import score
-from etl.pipeline import cli_main
 from etl.run_folder import RunFolder
-from etl.steps import StepResult
+from etl.step_result import StepResult
 from etl.unique_rows import UniqueRowsClassifier
 from utils.config import Settings
 from utils.errors import TrainingError
-from utils.files import atomic_path, sha256_file, write_text_atomic
+from utils.files import write_model_atomic, write_text_atomic
 from utils.logger import get_logger
 
 STEP = "train"
-PROBABILITY = "probability"  # out_of_fold.csv: the column of the out-of-fold probability of malignant
 log = get_logger(STEP)
 Folds = list[tuple[np.ndarray, np.ndarray]]
 
@@ -104,13 +98,6 @@ def summarise(fold_scores: list[dict[str, float]]) -> dict[str, dict[str, float]
                    "std": float(np.std([fold[name] for fold in fold_scores]))} for name in CV_METRICS}
 
 
-def save_model(pipeline: object, path: Path) -> str:
-    """Dump the fitted model atomically; returns its sha256."""
-    with atomic_path(path) as tmp:
-        joblib.dump(pipeline, tmp)
-    return sha256_file(path)
-
-
 def fit(train: pd.DataFrame, candidate: str, folds: int,
         seed: int) -> tuple[Pipeline, np.ndarray, list[dict[str, float]]]:
     """The candidate's pipeline fitted on every training row, its out-of-fold probabilities and fold scores; one
@@ -131,9 +118,9 @@ def run(run: RunFolder, settings: Settings, candidate: str) -> StepResult:
     folder; its CV scores and the model's checksum go into its record."""
     train = pd.read_csv(run.file(catalog.TRAIN))
     pipeline, probabilities, fold_scores = fit(train, candidate, settings.cv_folds, settings.seed)
-    digest = save_model(pipeline, run.file(catalog.candidate_file(candidate, catalog.CANDIDATE_MODEL)))
-    write_text_atomic(run.file(catalog.candidate_file(candidate, catalog.OUT_OF_FOLD)),
-                      train[[ID, TARGET]].assign(**{PROBABILITY: probabilities}).to_csv(index=False))
+    digest = write_model_atomic(pipeline, run.file(catalog.candidate_file(candidate, catalog.CANDIDATE_MODEL)))
+    out_of_fold = train[[ID, TARGET]].assign(**{catalog.OUT_OF_FOLD_PROBABILITY: probabilities})
+    write_text_atomic(run.file(catalog.candidate_file(candidate, catalog.OUT_OF_FOLD)), out_of_fold.to_csv(index=False))
     cv = summarise(fold_scores)
     log.info("trained %s on %d rows; CV recall %.3f±%.3f, ROC-AUC %.3f±%.3f; model sha256 %s", candidate,
              len(train), cv["recall"]["mean"], cv["recall"]["std"], cv["roc_auc"]["mean"], cv["roc_auc"]["std"],
@@ -144,10 +131,3 @@ def run(run: RunFolder, settings: Settings, candidate: str) -> StepResult:
                               "cv_folds_scores": fold_scores},
                       summary=summary)
 
-
-def main(argv: list[str] | None = None) -> int:
-    return cli_main(STEP, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,14 +10,12 @@ from importlib import metadata
 from typing import Any
 
 from etl import catalog
-from etl.pipeline import cli_main
 from etl.publishers import LocalPublisher, RunBundle, remote_publishers
+from etl.quality_gate import gated_metrics
 from etl.run_folder import RunFolder
-from etl.steps import STEP as STEPS_BY_NAME
-from etl.steps import StepResult
+from etl.step_result import StepResult
 from utils.config import PROJECT_ROOT, Settings
-from utils.errors import QualityGateError
-from utils.files import read_json, sha256_file, write_json_atomic
+from utils.files import sha256_file, write_json_atomic
 from utils.logger import get_logger
 from utils.telemetry import Sample
 
@@ -58,20 +56,11 @@ def build_manifest(run: RunFolder, settings: Settings, checksums: dict[str, str]
             "files": checksums}
 
 
-def gated_metrics(run: RunFolder) -> dict[str, Any]:
-    """The run's metrics, or QualityGateError when they record a failed quality gate (nothing after evaluate runs)."""
-    metrics = read_json(run.file(catalog.METRICS))
-    if not metrics["quality_gate"]["passed"]:
-        raise QualityGateError(f"{run.file(catalog.METRICS)} records a failed quality gate: the run is neither "
-                               "compared with the champion nor published")
-    return metrics
-
-
 def run(run: RunFolder, settings: Settings) -> StepResult:
     """Publish model, metrics, charts, reports and manifest of a run that passed the quality gate: locally, then
     to every remote backend; `results/latest` moves only when all of them hold the run."""
     metrics = gated_metrics(run)
-    published = STEPS_BY_NAME[STEP].consumes
+    published = catalog.PUBLISHED
     checksums = {name: sha256_file(run.file(name)) for name in published}
     manifest = write_json_atomic(run.file(catalog.MANIFEST),
                                  build_manifest(run, settings, checksums, metrics, run.record("load")))
@@ -90,10 +79,3 @@ def run(run: RunFolder, settings: Settings) -> StepResult:
                       samples=[Sample("last_success_timestamp_seconds", time.time(),
                                       help="Unix time of the last published run.")])
 
-
-def main(argv: list[str] | None = None) -> int:
-    return cli_main(STEP, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

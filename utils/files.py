@@ -58,6 +58,15 @@ def write_json_atomic(target: Path, payload: Any) -> Path:
     return write_text_atomic(target, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def write_model_atomic(model: object, target: Path) -> str:
+    """Dump a fitted model with joblib to `target` atomically; returns its sha256 (what loads it checks first)."""
+    import joblib  # not at import time: the DAG file's imports reach this module
+
+    with atomic_path(target) as tmp:
+        joblib.dump(model, tmp)
+    return sha256_file(target)
+
+
 def kind_of(mode: int) -> str:
     """What a `stat` mode describes, for people: 'a symbolic link', 'a FIFO (named pipe)', 'a regular file', ..."""
     return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")

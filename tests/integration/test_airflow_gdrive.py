@@ -16,7 +16,6 @@ import pytest
 from etl import catalog
 from etl.publishers.gdrive.client import FOLDER_MIME, folder_url
 from etl.run_folder import safe_run_id
-from etl.steps import PUBLISHED
 from tests.support.airflow_runs import SUCCESSFUL_RUN, Folders, clone_home, dags_test
 from tests.support.drive_fake import FakeDrive
 from utils.files import file_digest
@@ -24,7 +23,7 @@ from utils.files import file_digest
 pytestmark = pytest.mark.slow
 
 LOGICAL_DATE = datetime(2030, 2, 1, 6, 0, tzinfo=UTC)
-PUBLISHED_NAMES = {*PUBLISHED, catalog.MANIFEST}  # what upload publishes, and its manifest
+PUBLISHED_NAMES = {*catalog.PUBLISHED, catalog.MANIFEST}  # what upload publishes, and its manifest
 
 
 def test_dag_run_publishes_every_artifact_to_a_shared_drive_folder_and_locally(tmp_path: Path,

@@ -21,8 +21,8 @@ from google.oauth2 import service_account
 from googleapiclient.http import HttpRequest
 
 from etl import champion, gdrive_check
+from etl.champion import record_failed_run
 from etl.pipeline import execute_for_candidates, execute_step, run_all
-from etl.promote import record_failed_run
 from etl.publishers import remote_publishers
 from etl.publishers.base import RunBundle
 from etl.publishers.gdrive.client import FOLDER_MIME, connect, folder_url

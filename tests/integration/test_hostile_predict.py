@@ -242,7 +242,7 @@ def test_a_formula_run_id_is_text_in_history_and_predictions(results, tmp_path):
 
 
 def test_a_run_id_with_a_line_break_is_refused_by_name(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "etl.load", "--run-id", "a\nb"], env=pipeline_env(tmp_path),
+    done = subprocess.run([sys.executable, "-m", "etl", "load", "--run-id", "a\nb"], env=pipeline_env(tmp_path),
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 1 and "has a control character" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -18,7 +18,7 @@ import pytest
 
 from etl import catalog, select, train
 from etl.pipeline import execute_for_candidates, execute_step, run_all
-from etl.steps import PUBLISHED, STEP, STEPS
+from etl.steps import STEP, STEPS
 from tests.support.data import BAD_INPUTS, BUNDLED_CSV, few_malignant_csv, open_run
 from tests.support.servers import Answer, scripted_server
 from utils.config import PROJECT_ROOT
@@ -228,7 +228,7 @@ def test_each_step_records_the_checksums_it_consumed_and_wrote(make_settings):
                   for file in (catalog.CANDIDATE_MODEL, catalog.OUT_OF_FOLD)}
     assert consumed == {"load": set(), "preprocess": {catalog.RAW}, "select": {catalog.TRAIN, *candidates},
                         "evaluate": {catalog.MODEL, catalog.TEST},
-                        "compare": {catalog.MODEL, catalog.TEST, catalog.METRICS}, "upload": set(PUBLISHED),
+                        "compare": {catalog.MODEL, catalog.TEST, catalog.METRICS}, "upload": set(catalog.PUBLISHED),
                         "promote": {catalog.COMPARISON, catalog.MANIFEST}}
     assert all(set(run.record("train", name)["inputs"]) == {catalog.TRAIN} for name in settings.candidates)
     assert run.record("load")["outputs"][catalog.RAW] == run.record("preprocess")["inputs"][catalog.RAW]

@@ -17,7 +17,6 @@ import pytest
 from etl import catalog, champion
 from etl.dataset import FEATURES, ID, features_and_labels
 from etl.pipeline import execute_step, run_all
-from etl.steps import PUBLISHED as PUBLISHED_FILES
 from etl.steps import STEP, STEPS
 from tests.support.data import BUNDLED_CSV, BUNDLED_SHA256, few_malignant_csv, open_run
 from utils.config import CANDIDATE_NAMES
@@ -27,7 +26,7 @@ from utils.files import sha256_file
 PUBLISHED = {"model.joblib", "metrics.json", "roc_curve.png", "precision_recall_curve.png",
              "confusion_matrix.png", "calibration_curve.png", "report.md", "validation_report.json",
              "training_profile.json", "training_ids.json", "comparison.json", "comparison.md", "manifest.json"}
-assert {*PUBLISHED_FILES, catalog.MANIFEST} == PUBLISHED  # the list a user reads in the README
+assert {*catalog.PUBLISHED, catalog.MANIFEST} == PUBLISHED  # the list a user reads in the README
 DETERMINISTIC_METRICS = (*catalog.TEST_METRICS, "confusion_matrix", "cv", "model", "operating_threshold",
                          "at_default_threshold", "candidates", "out_of_fold", "calibration")
 
@@ -259,13 +258,13 @@ def test_steps_as_separate_commands_share_the_run_id(tmp_path):
            "RUNS_DIR": str(tmp_path / "runs"), "RESULTS_DIR": str(tmp_path / "results"), "RUN_ID": "cli",
            "DATA_URL": BUNDLED_CSV.as_uri(), "STORAGE_BACKEND": "local"}
     for step in STEPS:
-        result = subprocess.run([sys.executable, "-m", f"etl.{step.name}"], env=env, capture_output=True, text=True,
+        result = subprocess.run([sys.executable, "-m", "etl", step.name], env=env, capture_output=True, text=True,
                                 cwd=tmp_path, timeout=300)
         assert result.returncode == 0, result.stderr
         units = [f"{step.name}[{name}]" for name in CANDIDATE_NAMES] if step.per_candidate else [step.name]
         assert all(f"step {unit}: finished" in result.stderr for unit in units), result.stderr
         json.loads(result.stdout)
-    one = subprocess.run([sys.executable, "-m", "etl.train", "--candidate", "linear_svm"], env=env, text=True,
+    one = subprocess.run([sys.executable, "-m", "etl", "train", "--candidate", "linear_svm"], env=env, text=True,
                          capture_output=True, cwd=tmp_path, timeout=300)
     assert one.returncode == 0 and "step train[linear_svm]: finished" in one.stderr, one.stderr
     assert "step train[logreg]" not in one.stderr and json.loads(one.stdout)["candidate"] == "linear_svm"

@@ -11,7 +11,7 @@ import pytest
 from matplotlib import pyplot
 from matplotlib.figure import Figure
 
-from etl import champion, charts, compare, evaluate, metrics, preprocess, promote, select, train
+from etl import champion, charts, comparison, evaluate, metrics, preprocess, promote, select, train
 from etl.dataset import EXPECTED_COLUMNS, FEATURES, ID, TARGET, features_and_labels
 from etl.folds import grouped_stratified_folds
 from utils.config import CANDIDATE_NAMES
@@ -326,21 +326,23 @@ def test_unreachable_pushgateway_never_fails_a_step(make_settings, caplog):
 def test_the_challenger_is_promoted_unless_worse_than_the_champion_beyond_the_tolerance(make_settings):
     rows = clean_frame(40)
     settings = make_settings(promotion_tolerance=0.01)
-    assert compare.decide(0.5, None, rows.head(0), settings) == (True, "first champion: no model was promoted before")
-    assert compare.decide(0.99, 0.995, rows, settings)[0] is True  # within the tolerance
-    kept, reason = compare.decide(0.98, 0.995, rows, settings)
+    first = comparison.decide(0.5, None, rows.head(0), settings)
+    assert first == (True, "first champion: no model was promoted before")
+    assert comparison.decide(0.99, 0.995, rows, settings)[0] is True  # within the tolerance
+    kept, reason = comparison.decide(0.98, 0.995, rows, settings)
     assert not kept and reason == ("roc_auc 0.9800 is not ≥ 0.9850 (champion 0.9950, tolerance 0.01) on 40 rows: "
                                    "the champion stays")
     lower = make_settings(promotion_metric="brier_score", promotion_tolerance=0.0)
-    assert compare.decide(0.03, 0.04, rows, lower)[0] is True and compare.decide(0.05, 0.04, rows, lower)[0] is False
-    assert compare.decide(1.0, 0.5, rows, make_settings(promotion_tolerance=-0.6))[0] is False
+    assert comparison.decide(0.03, 0.04, rows, lower)[0] is True
+    assert comparison.decide(0.05, 0.04, rows, lower)[0] is False
+    assert comparison.decide(1.0, 0.5, rows, make_settings(promotion_tolerance=-0.6))[0] is False
 
 
 def test_too_few_rows_or_one_class_outside_the_champions_training_ids_keep_the_champion(make_settings):
     settings = make_settings()
     rows = clean_frame(40)
-    for few in (rows.head(compare.MIN_COMPARISON_ROWS - 1), rows[rows[TARGET] == 0]):
-        kept, reason = compare.decide(1.0, 0.5, few, settings)
+    for few in (rows.head(comparison.MIN_COMPARISON_ROWS - 1), rows[rows[TARGET] == 0]):
+        kept, reason = comparison.decide(1.0, 0.5, few, settings)
         assert not kept and reason.startswith("no fair comparison") and "the champion stays" in reason
 
 
