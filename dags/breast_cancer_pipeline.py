@@ -18,20 +18,22 @@ a rejection. Steps exchange files in `<RUNS_DIR>/<run_id>/` and only their small
 summaries (counts, checksums, where the run was published) through XCom. "Trigger DAG w/ config" in the UI sets
 the Params below; their defaults come from the environment / `.env` (utils/config.py).
 
-This file is configuration: the steps, their order, retries and timeouts are the table in etl/steps.py; what a
-task runs is etl/airflow_tasks.py and then etl/<step>.py, imported when the task runs.
+This file is configuration: the graph below is the step table's order (etl/steps.py, which also gives each step's
+retries and timeout; tests/unit/test_dag.py keeps the two in step); what a task runs is etl/airflow_tasks.py and
+then etl/<step>.py, imported when the task runs.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.python import PythonOperator
-from airflow.sdk import DAG, BaseOperator, Param, TriggerRule
+from airflow.sdk import DAG, BaseOperator, Param, TriggerRule, chain
 
 from etl import airflow_tasks, assets
-from etl.steps import DAG_ID, DEFAULT_ARGS, FAILURE_END, STEPS
+from etl.steps import DAG_ID, DEFAULT_ARGS, FAILURE_END, STEP
 from utils.config import Settings, data_url_pattern, load_settings, shown
 
 # The settings a user may change per run ("Trigger DAG w/ config"); their types, bounds and choices come from
@@ -75,6 +77,15 @@ def approval_task(timeout_minutes: float) -> BaseOperator:
                         on_failure_callback=airflow_tasks.record_step_failure)
 
 
+def step_task(name: str, **options: Any) -> PythonOperator:
+    """The task of the step `name`: its retries and timeout from the step table (etl/steps.py), its failure kept
+    for failure_end."""
+    step = STEP[name]
+    return PythonOperator(task_id=name, python_callable=airflow_tasks.run_step, op_kwargs={"step": name},
+                          retries=step.retries, execution_timeout=step.timeout,
+                          on_failure_callback=airflow_tasks.record_step_failure, **options)
+
+
 SETTINGS = load_settings()
 
 with DAG(
@@ -91,36 +102,30 @@ with DAG(
     tags=["ml", "breast-cancer"],
 ) as dag:
     start = EmptyOperator(task_id="start")
+    load = step_task("load")
+    preprocess = step_task("preprocess")
+    candidates = PythonOperator(task_id="candidates", python_callable=airflow_tasks.list_candidates,
+                                op_kwargs={"step": "train"})
+    train = PythonOperator.partial(task_id="train", python_callable=airflow_tasks.run_step,
+                                   retries=STEP["train"].retries, execution_timeout=STEP["train"].timeout,
+                                   map_index_template=CANDIDATE_LABEL).expand(op_kwargs=candidates.output)
+    # select runs once every candidate is done and one succeeded; a failed candidate is reported, not fatal
+    select = step_task("select", trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
+    evaluate = step_task("evaluate")
+    compare = step_task("compare")
+    upload = step_task("upload")
+    # an event of the champion Asset (the scoring DAG's trigger) only when promote succeeds: a new champion;
+    # after a skipped approval (compare kept the champion) promote still records the run in the history
+    promote = step_task("promote", outlets=[assets.champion()],
+                        trigger_rule=TriggerRule.NONE_FAILED if SETTINGS.approval_required else TriggerRule.ALL_SUCCESS)
     success_end = EmptyOperator(task_id="success_end", trigger_rule=TriggerRule.NONE_FAILED)
     failure_end = PythonOperator(task_id="failure_end", python_callable=airflow_tasks.end_with_failure,
                                  trigger_rule=TriggerRule.ONE_FAILED, **FAILURE_END)
 
-    upstream, mapped = start, False
-    for step in STEPS:
-        approving = step.name == airflow_tasks.PROMOTE_STEP and SETTINGS.approval_required
-        if approving:
-            approve = approval_task(SETTINGS.approval_timeout)
-            upstream >> approve >> failure_end
-            upstream = approve
-        task_settings = {"task_id": step.name, "python_callable": airflow_tasks.run_step, "retries": step.retries,
-                         "execution_timeout": step.timeout}
-        if step.per_candidate:  # failure_end is not downstream: the next step decides whether enough succeeded
-            listed = PythonOperator(task_id="candidates", python_callable=airflow_tasks.list_candidates,
-                                    op_kwargs={"step": step.name})
-            upstream >> listed >> failure_end
-            task = PythonOperator.partial(**task_settings, map_index_template=CANDIDATE_LABEL).expand(
-                op_kwargs=listed.output)
-            listed >> task
-        else:
-            task = PythonOperator(**task_settings, op_kwargs={"step": step.name},
-                                  on_failure_callback=airflow_tasks.record_step_failure,
-                                  # the scoring DAG's trigger: an event only when promote succeeds (a new champion)
-                                  outlets=[assets.champion()] if step.name == airflow_tasks.PROMOTE_STEP else [],
-                                  trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS if mapped
-                                  else TriggerRule.NONE_FAILED if approving else TriggerRule.ALL_SUCCESS)
-            upstream >> task >> failure_end
-        upstream, mapped = task, step.per_candidate
-    upstream >> success_end
+    start >> load >> preprocess >> candidates >> train >> select >> evaluate >> compare >> upload
+    reviewed = [approval_task(SETTINGS.approval_timeout)] if SETTINGS.approval_required else []
+    chain(upload, *reviewed, promote, success_end)
+    [load, preprocess, candidates, select, evaluate, compare, upload, *reviewed, promote] >> failure_end  # not train
 
 
 if __name__ == "__main__":

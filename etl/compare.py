@@ -42,7 +42,7 @@ def review(comparison: dict[str, Any], report: str) -> str:
 def run(run: RunFolder, settings: Settings) -> StepResult:
     """Compare challenger and champion; write the decision (JSON) and its report (Markdown, with the history)."""
     comparison = compare(run, settings)
-    report = str(settings.results_dir / run.published_name() / catalog.REPORT)
+    report = f"{run.published_name()}/{catalog.REPORT} in RESULTS_DIR"
     text = review(comparison, report)
     history = champion.history_markdown(champion.read_history(settings.results_dir))
     write_json_atomic(run.file(catalog.COMPARISON), comparison)

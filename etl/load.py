@@ -40,7 +40,7 @@ from etl import catalog
 from etl.run_folder import RunFolder
 from etl.step_result import StepResult
 from utils import redact
-from utils.config import MAX_BACKOFF_SECONDS, PROJECT_ROOT, Settings, file_path, scrubbed, shown
+from utils.config import MAX_BACKOFF_SECONDS, PROJECT_ROOT, Settings, file_path, portable, scrubbed, shown
 from utils.errors import ConfigError, DataSourceError, excerpt
 from utils.files import sha256_bytes, write_bytes_atomic
 from utils.logger import get_logger
@@ -431,7 +431,8 @@ def run(run: RunFolder, settings: Settings) -> StepResult:
     write_bytes_atomic(run.file(catalog.RAW), loaded.content)
     log.info("loaded %d rows (%d bytes, sha256 %s) from %s %s", loaded.rows, len(loaded.content), digest,
              loaded.source, loaded.location)
-    provenance = {"source": loaded.source, "location": loaded.location, "rows": loaded.rows, "sha256": digest}
+    provenance = {"source": loaded.source, "location": portable(loaded.location), "rows": loaded.rows,
+                  "sha256": digest}
     return StepResult(
         record={**provenance, "bytes": len(loaded.content), "fallback_reason": loaded.fallback_reason},
         summary=provenance,

@@ -31,11 +31,27 @@ from utils.errors import ArtifactError, ConfigError, RunLockedError, excerpt
 from utils.files import read_json, require_file, sha256_file, write_json_atomic
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-# What `RunFolder.published_name` makes: `<YYYYMMDD_HHMMSS>_<safe run id>`, one name (never a path, never `..`)
+# What `RunFolder.published_name` makes: `<YYYYMMDD_HHMMSS>_<short run id>`, one name (never a path, never `..`)
 # of at most 255 bytes; the only names a model is loaded from (etl/champion.py).
+AIRFLOW_RUN_ID = re.compile(r"(?P<kind>[a-z_]{1,40}?)__\d{4}-\d\d-\d\dT[0-9:.+-]+")  # manual__, scheduled__, ...
 SAFE_RUN_ID_CHARS = 200  # + the stamp and a hash suffix: a published name stays within PUBLISHED_NAME's 255
 PUBLISHED_NAME = re.compile(r"\d{8}_\d{6}_[A-Za-z0-9._-]{1,239}")
 _held: dict[Path, int] = {}  # locked folder -> nesting depth of its hold in this process
+
+
+def short_run_id(run_id: str) -> str:
+    """The run id as a published name shows it: Airflow's `<kind>__<time>` (`manual__2026-12-04T05:46:45.41+00:00`)
+    as `<kind>-<hash>` (`manual-f5582beb`), the time being the name's stamp already and the hash of the whole id
+    keeping two runs apart; any other id as `safe_run_id` makes it. The whole id stays in the manifest."""
+    airflow_id = AIRFLOW_RUN_ID.fullmatch(run_id)
+    if airflow_id:
+        return f"{airflow_id['kind']}-{id_hash(run_id)}"
+    return safe_run_id(run_id)
+
+
+def id_hash(run_id: str) -> str:
+    """Eight hex digits that tell run ids apart in a name."""
+    return hashlib.sha256(run_id.encode()).hexdigest()[:8]
 
 
 def safe_run_id(run_id: str) -> str:
@@ -44,7 +60,7 @@ def safe_run_id(run_id: str) -> str:
     cleaned = _UNSAFE.sub("_", run_id.strip())
     if cleaned == run_id and cleaned not in (".", "..") and len(cleaned) <= SAFE_RUN_ID_CHARS:
         return cleaned
-    return f"{cleaned[:SAFE_RUN_ID_CHARS]}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
+    return f"{cleaned[:SAFE_RUN_ID_CHARS]}-{id_hash(run_id)}"
 
 
 @dataclass(frozen=True)
@@ -135,9 +151,9 @@ class RunFolder:
         return self.started_at().astimezone(UTC).strftime("%Y%m%d_%H%M%S")
 
     def published_name(self) -> str:
-        """`<stamp>_<safe run id>`: the name of the run's folder in results/ and on Drive, readable and unique per
+        """`<stamp>_<short run id>`: the name of the run's folder in results/ and on Drive, readable and unique per
         run even when two runs start in the same second."""
-        return f"{self.stamp()}_{safe_run_id(self.run_id)}"
+        return f"{self.stamp()}_{short_run_id(self.run_id)}"
 
     def write_record(self, step: Step, fields: dict[str, Any], candidate: str | None = None,
                      consumed: tuple[str, ...] = ()) -> None:

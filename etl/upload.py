@@ -50,7 +50,8 @@ def build_manifest(run: RunFolder, settings: Settings, checksums: dict[str, str]
     """Everything needed to trace a published model back to its data, code, settings and environment."""
     return {"run_id": run.run_id, "run_stamp": run.stamp(), "data": {key: load_info[key] for key in
                                                                      ("source", "location", "sha256", "rows")},
-            "settings": settings.public_dict(), "packages": package_versions(), "git_commit": git_commit(),
+            "settings": settings.public_dict(published=True), "packages": package_versions(),
+            "git_commit": git_commit(),
             "metrics": {key: metrics[key] for key in (*catalog.TEST_METRICS, "confusion_matrix", "operating_threshold",
                                                       "quality_gate")},
             "files": checksums}

@@ -62,6 +62,7 @@ Candidates = Annotated[tuple[Candidate, ...], NoDecode]  # likewise
 FILE_FIELDS = ("bundled_data_path", "google_credentials")
 STATE_FOLDERS = ("runs_dir", "results_dir", "incoming_dir", "processed_dir")  # apart: none equal to or inside another
 PATH_FIELDS = (*FILE_FIELDS, *STATE_FOLDERS)
+PORTABLE_FIELDS = (*PATH_FIELDS, "data_allowed_dirs", "data_url")  # made `portable` in published files
 UNPRINTABLE = ("Cc", "Cs")  # control characters (newline, tab, NUL...), bytes that were not UTF-8
 
 
@@ -261,9 +262,14 @@ class Settings(BaseSettings):
         check_apart({VARIABLES[name]: getattr(self, name) for name in STATE_FOLDERS})
         return self
 
-    def public_dict(self) -> dict[str, Any]:
-        """The settings by variable as JSON-ready values for manifests, logs and `make settings`, secrets redacted."""
-        return {variable: shown(variable, _to_json(getattr(self, name))) for name, variable in VARIABLES.items()}
+    def public_dict(self, published: bool = False) -> dict[str, Any]:
+        """The settings by variable as JSON-ready values for logs and `make settings`, secrets redacted; for a
+        published file (`published`, the manifest) paths also made `portable`."""
+        values = {variable: shown(variable, _to_json(getattr(self, name))) for name, variable in VARIABLES.items()}
+        if not published:
+            return values
+        return {variable: ",".join(map(portable, value.split(","))) if name in PORTABLE_FIELDS and value else value
+                for (name, variable), value in zip(VARIABLES.items(), values.values(), strict=True)}
 
     def __repr__(self) -> str:  # pydantic's repr would print the secrets
         return f"Settings({self.public_dict()})"
@@ -428,6 +434,15 @@ def per_run_data_url(value: Any, configured: str) -> Any:
 def _regex_escaped(text: str) -> str:
     """`text` as a regex matching itself, in a syntax Python and JavaScript (also with the `u` flag) share."""
     return re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", text)
+
+
+def portable(value: str) -> str:
+    """A path or a file:// URL as a published file shows it: relative to the project when inside it
+    (`data/BreastCancer.csv`), else `…/<its name>`: never an absolute path of the machine that wrote it."""
+    path = file_path(value) if value.startswith("file:") else Path(value)
+    if not path.is_absolute():
+        return value
+    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else f"…/{path.name}"
 
 
 def _to_json(value: Any) -> Any:

@@ -15,7 +15,7 @@ import pytest
 
 from etl import catalog
 from etl.publishers.gdrive.client import FOLDER_MIME, folder_url
-from etl.run_folder import safe_run_id
+from etl.run_folder import short_run_id
 from tests.support.airflow_runs import SUCCESSFUL_RUN, Folders, clone_home, dags_test
 from tests.support.drive_fake import FakeDrive
 from utils.files import file_digest
@@ -48,7 +48,7 @@ def test_dag_run_publishes_every_artifact_to_a_shared_drive_folder_and_locally(t
     [pointer] = [f for f in created if f.mime_type != FOLDER_MIME]  # the first run became the champion
     assert pointer.name == "champion.json" and pointer.content == (folders.results / "champion.json").read_bytes()
     assert run_folder.mime_type == FOLDER_MIME
-    assert run_folder.name == f"{LOGICAL_DATE:%Y%m%d_%H%M%S}_{safe_run_id(outcome.run_id)}"
+    assert run_folder.name == f"{LOGICAL_DATE:%Y%m%d_%H%M%S}_{short_run_id(outcome.run_id)}"
     assert json.loads(outcome.xcom_values["upload"]) == {
         "name": run_folder.name, "destinations": {"local": str(folders.results / run_folder.name),
                                                   "gdrive": folder_url(run_folder.id)}}

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from etl import catalog, notify
-from etl.run_folder import safe_run_id
+from etl.run_folder import short_run_id
 from tests.support.airflow_runs import (
     SUCCESSFUL_RUN,
     DagRunOutcome,
@@ -186,7 +186,7 @@ def test_good_run_succeeds_and_skips_failure_end(good_run: DagRunOutcome):
 
 def test_good_run_publishes_checksummed_artifacts_stamped_with_the_logical_date(good_run, folders):
     [published] = folders.published(good_run)
-    assert published.name == f"{run_stamp(GOOD_DATE)}_{safe_run_id(good_run.run_id)}"
+    assert published.name == f"{run_stamp(GOOD_DATE)}_{short_run_id(good_run.run_id)}"
     assert read_json(folders.run_folder(good_run) / catalog.RUN_INFO) == {"run_id": good_run.run_id,
                                                                          "started_at": GOOD_DATE.isoformat()}
     assert {"model.joblib", "metrics.json", "report.md", "roc_curve.png", "manifest.json"} <= {

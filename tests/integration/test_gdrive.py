@@ -29,7 +29,7 @@ from etl.publishers.gdrive.client import FOLDER_MIME, connect, folder_url
 from etl.publishers.gdrive.compat import ChunkBytesUpload, ServiceAccountCredentials
 from etl.publishers.gdrive.credentials import identity_from_settings
 from etl.publishers.gdrive.publisher import RUN_ID_PROPERTY, UPLOAD_GRANULARITY, GDrivePublisher, run_property
-from etl.run_folder import RunFolder, safe_run_id
+from etl.run_folder import RunFolder, short_run_id
 from etl.steps import STEP, STEPS
 from tests.support.data import open_run
 from tests.support.drive_fake import DROP, FakeDrive, FakeFile, Fault
@@ -41,7 +41,7 @@ from utils.files import file_digest, read_json, sha256_file
 RUN_ID = "manual__2025-11-23T09:30:00+00:00"
 STARTED = datetime(2025, 11, 23, 9, 30, tzinfo=UTC)
 STAMP = "20251123_093000"
-FOLDER_NAME = f"{STAMP}_{safe_run_id(RUN_ID)}"
+FOLDER_NAME = f"{STAMP}_{short_run_id(RUN_ID)}"
 SA_EMAIL = "pipeline@test-project.iam.gserviceaccount.com"
 CHUNK = 4 * UPLOAD_GRANULARITY  # 1 MiB: small enough to split test files into several chunks
 ARTIFACTS = {"model.joblib": 1_500_000, "metrics.json": 600, "roc_curve.png": 40_000, "confusion_matrix.png": 30_000,

@@ -107,11 +107,11 @@ def test_any_run_id_gives_one_bounded_published_name_or_is_refused_by_name(run_i
     import tempfile
     from datetime import UTC, datetime
 
-    from etl.run_folder import PUBLISHED_NAME, RunFolder, safe_run_id
+    from etl.run_folder import PUBLISHED_NAME, RunFolder, safe_run_id, short_run_id
     from utils.errors import ConfigError
 
-    name = f"20261204_000000_{safe_run_id(run_id)}"
-    assert PUBLISHED_NAME.fullmatch(name) and len(name.encode()) <= 255
+    for name in (f"20261204_000000_{safe_run_id(run_id)}", f"20261204_000000_{short_run_id(run_id)}"):
+        assert PUBLISHED_NAME.fullmatch(name) and len(name.encode()) <= 255
     with tempfile.TemporaryDirectory() as runs:
         try:
             run = RunFolder.open(Path(runs), run_id, datetime(2026, 12, 4, tzinfo=UTC))

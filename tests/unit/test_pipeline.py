@@ -19,7 +19,7 @@ from etl.dataset import FEATURES, ID, features_and_labels
 from etl.pipeline import execute_step, run_all
 from etl.steps import STEP, STEPS
 from tests.support.data import BUNDLED_CSV, BUNDLED_SHA256, few_malignant_csv, open_run
-from utils.config import CANDIDATE_NAMES
+from utils.config import CANDIDATE_NAMES, PROJECT_ROOT
 from utils.errors import ArtifactError, ConfigError, QualityGateError, TrainingError
 from utils.files import sha256_file
 
@@ -45,6 +45,19 @@ def finished_run(tmp_path_factory):
 
 def published_folder(run, settings) -> Path:
     return settings.results_dir / json.loads(run.file(catalog.UPLOAD_INFO).read_text())["name"]
+
+
+def test_no_published_file_names_a_path_of_the_machine_that_trained_it(finished_run):
+    run, settings, _ = finished_run
+    folder = published_folder(run, settings)
+    machine_paths = (str(PROJECT_ROOT), str(settings.results_dir.parent), str(Path.home()))
+    for path in folder.iterdir():
+        text = path.read_bytes().decode("utf-8", "replace")
+        assert not [where for where in machine_paths if where in text], path.name
+    manifest = json.loads((folder / catalog.MANIFEST).read_text())
+    assert manifest["settings"]["BUNDLED_DATA_PATH"] == "data/BreastCancer.csv"
+    assert manifest["settings"]["RESULTS_DIR"] == "…/results"
+    assert manifest["data"]["location"] == "data/BreastCancer.csv"
 
 
 def published_folder_of(settings, run_id: str) -> Path:
