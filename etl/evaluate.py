@@ -1,4 +1,4 @@
-"""Step 5, evaluate: verify and load the selected model, score the held-out rows once (malignant = positive) at its
+"""The evaluate step: verify and load the selected model, score the held-out rows once (malignant = positive) at its
 operating threshold and, for comparison, at 0.5; check its calibration (Brier score, reliability curve); write
 metrics.json, four charts (ROC, precision-recall, confusion matrix, calibration) and a report with every
 candidate's cross-validation, then apply the quality gate at the operating threshold."""

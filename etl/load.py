@@ -1,4 +1,4 @@
-"""Step 1, load: read the CSV from DATA_URL (http(s) with a total deadline per attempt, retries with backoff and a
+"""The load step: read the CSV from DATA_URL (http(s) with a total deadline per attempt, retries with backoff and a
 size limit; file:// only inside DATA_ALLOWED_DIRS), check it is the expected CSV, fall back to the bundled copy
 when the source cannot be reached and DATA_FALLBACK allows it, and record where it came from, its row count and
 sha256.

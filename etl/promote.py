@@ -1,4 +1,4 @@
-"""Step 7, promote: make the published run the champion when compare chose it and (with APPROVAL_REQUIRED) a
+"""The promote step: make the published run the champion when compare chose it and (with APPROVAL_REQUIRED) a
 reviewer approved, then record the run in the history, promoted or not and why.
 
 The decision is made against the champion in place when promote holds the champion lock: when another run

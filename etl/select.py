@@ -1,4 +1,4 @@
-"""Step 4, select: among the candidates that trained, pick the winner by its cross-validated SELECTION_METRIC on the
+"""The select step: among the candidates that trained, pick the winner by its cross-validated SELECTION_METRIC on the
 training rows (within TIE_TOLERANCE of the best, the earliest of CANDIDATES: the simpler one), choose its operating
 threshold from its out-of-fold probabilities (the highest one whose recall reaches TARGET_RECALL with
 TARGET_CONFIDENCE, i.e. the best specificity at that sensitivity), and save model.joblib: the winner's fitted

@@ -1,4 +1,4 @@
-"""Step 5, upload: publish the run's artifacts with a manifest, locally (always) and to Google Drive when
+"""The upload step: publish the run's artifacts with a manifest, locally (always) and to Google Drive when
 STORAGE_BACKEND asks for it. A run whose model failed the quality gate is never published."""
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The pipeline's own metrics, pushed to a Prometheus Pushgateway (best effort).
 
-Batch-job convention: one group per step under job `breast_cancer_pipeline` (never per run id, which would
-grow the gateway forever). A missing or failing gateway is logged as a warning and never fails a step.
+Batch-job convention: one group per step under the job named as the DAG (etl/steps.py's DAG_ID,
+`breast_cancer_pipeline`), never per run id, which would grow the gateway forever. A missing or failing gateway
+is logged as a warning and never fails a step.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
 
+from etl.steps import DAG_ID
 from utils.config import Settings, scrubbed, shown
 from utils.logger import get_logger
 
-JOB = "breast_cancer_pipeline"
+JOB = DAG_ID  # the dashboards and alert rules select job="breast_cancer_pipeline"
 PUSH_TIMEOUT_SECONDS = 5.0
 log = get_logger("telemetry")
 
