@@ -28,7 +28,7 @@ SECONDS_GOAL = 10.0
 GROWTH_GOAL = 20.0  # peak RSS growth / input bytes
 MEASURE = """
 import json, resource, sys
-from etl import predict, preprocess, drift  # noqa: F401 (imported before measuring, as the command imports them)
+from etl import predict, contract, drift  # noqa: F401 (imported before measuring, as the command imports them)
 import joblib, sklearn.linear_model, sklearn.pipeline  # noqa: F401
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 status = predict.main(sys.argv[1:])

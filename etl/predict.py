@@ -5,7 +5,7 @@ The model is the run named by RESULTS_DIR/champion.json (or by PREDICT_RUN; with
 run, `results/latest`, and the summary says so): a published run's folder directly inside RESULTS_DIR, never a
 path, `..` or a link out; it is loaded from the very bytes whose sha256 matched the pointer and the run's
 manifest (joblib runs code). The input is a regular file (a link, a FIFO or a device is refused unread) and
-follows the training data's rules (etl/preprocess.py) with `Class` optional: when present it gives the
+follows the data contract (etl/contract.py) with `Class` optional: when present it gives the
 accuracy. Bad input is an error naming the file, line and column, and nothing is written. The output is never
 the input, a link, a device or a folder, nor inside the project's state (results, runs, incoming, processed);
 it appears whole or not at all, and no cell of it is a spreadsheet formula.
@@ -115,11 +115,11 @@ def load_published(settings: Settings) -> PublishedModel:
 def read_samples(path: Path) -> pd.DataFrame:
     """The samples of `path` (a regular file, never read through a link), typed, after the training data's cell
     rules (`Class` optional); an error naming the file, and the first lines and columns that break them."""
-    from etl import preprocess
+    from etl import contract
 
-    clean, violations = preprocess.read_typed(path, optional=(TARGET,))
+    clean, violations = contract.read_typed(path, optional=(TARGET,))
     if violations:
-        raise DataValidationError(preprocess.failure_message(path, None, violations, []))
+        raise DataValidationError(contract.failure_message(path, None, violations, []))
     return clean
 
 

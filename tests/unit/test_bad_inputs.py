@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from etl import catalog, preprocess
+from etl import catalog
+from etl.dataset import EXPECTED_COLUMNS
 from etl.pipeline import execute_step
 from etl.run_folder import safe_run_id
 from etl.steps import STEP
@@ -149,7 +150,7 @@ def test_alternative_encodings_are_normalised(make_settings, name):
     assert (summary["rows_in"], summary["duplicates_dropped"]) == (rows_in, dropped)
     assert summary["rows_train"] + summary["rows_test"] == rows_in - dropped
     train = (folder(settings, name) / catalog.TRAIN).read_text()
-    assert train.splitlines()[0] == ",".join(preprocess.EXPECTED_COLUMNS)
+    assert train.splitlines()[0] == ",".join(EXPECTED_COLUMNS)
     labels = {line.rsplit(",", 1)[1] for line in train.splitlines()[1:]}
     assert labels == {"0", "1"}
 

@@ -1,5 +1,5 @@
 """The pure parts of scoring: PSI on synthetic batches, the training profile, the champion pointer, the samples'
-validation (Class optional) and its fast path, and the predictions file's format."""
+validation (Class optional) and the predictions file's format (the data contract's fast path: test_contract.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etl import catalog, drift, preprocess
+from etl import catalog, contract, drift
 from etl.champion import read_pointer as read_champion
 from etl.dataset import FEATURES, ID, TARGET
 from etl.predict import read_samples, write_predictions
@@ -23,7 +23,7 @@ from utils.errors import ArtifactError, DataValidationError
 
 def typed(frame: pd.DataFrame) -> pd.DataFrame:
     """A batch as normalise types it."""
-    clean, violations = preprocess.normalise(frame.astype(str).apply(lambda c: c.replace("nan", "NA")))
+    clean, violations = contract.normalise(frame.astype(str).apply(lambda c: c.replace("nan", "NA")))
     assert violations == []
     return clean
 
@@ -31,7 +31,7 @@ def typed(frame: pd.DataFrame) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def profile() -> dict:
     """The profile of the bundled rows, as preprocess writes it for training rows."""
-    clean, _ = preprocess.read_typed(BUNDLED_CSV)
+    clean, _ = contract.read_typed(BUNDLED_CSV)
     return drift.training_profile(clean)
 
 
@@ -101,27 +101,6 @@ def test_a_bad_sample_cell_is_named_with_its_line_and_column(tmp_path, cell, pro
         read_samples(path)
 
 
-@pytest.mark.parametrize("with_class", [False, True])
-def test_the_fast_path_types_a_valid_file_as_the_string_path_does(tmp_path, with_class):
-    frame = batch(300, 2, with_class=with_class).astype(str)
-    frame.loc[7, "Bare.nuclei"] = " NA "  # read by the string path only: the result must be the same
-    path = tmp_path / "s.csv"
-    frame.to_csv(path, index=False)
-    optional = (TARGET,)
-
-    def cell_by_cell() -> tuple[pd.DataFrame, list]:
-        return preprocess.normalise(preprocess.raw_cells(preprocess.read_checked(path, optional)))
-
-    slow, violations = cell_by_cell()
-    assert violations == []
-    assert preprocess.read_valid_numbers(preprocess.read_checked(path, optional)) is None  # not a number
-    pd.testing.assert_frame_equal(read_samples(path), slow)
-    frame.loc[7, "Bare.nuclei"] = "?"
-    frame.to_csv(path, index=False)
-    fast = preprocess.read_valid_numbers(preprocess.read_checked(path, optional))
-    pd.testing.assert_frame_equal(fast, cell_by_cell()[0])
-
-
 def test_predictions_are_written_with_six_decimals_and_quoted_identity(tmp_path):
     predictions = pd.DataFrame({ID: [7, 8], "probability_malignant": [0.1234567, 1.0], "predicted_class": [0, 1],
                                 "model_run_id": "manual__2026,x", "model_sha256": "f" * 64})
@@ -141,7 +120,7 @@ def test_a_model_with_an_operating_threshold_labels_at_it_and_says_so(make_setti
     from etl.train import build_pipeline
     from utils.files import sha256_file, write_json_atomic
 
-    clean, _ = preprocess.read_typed(BUNDLED_CSV)
+    clean, _ = contract.read_typed(BUNDLED_CSV)
     features, labels, _ = features_and_labels(clean)
     model = FixedThresholdClassifier(build_pipeline("logreg", 42), threshold=0.2).fit(features, labels)
     settings = make_settings()

@@ -15,12 +15,8 @@ from etl import champion, charts, comparison, evaluate, metrics, preprocess, pro
 from etl.dataset import EXPECTED_COLUMNS, FEATURES, ID, TARGET, features_and_labels
 from etl.folds import grouped_stratified_folds
 from utils.config import CANDIDATE_NAMES
-from utils.errors import EXCERPT_CHARS, DataValidationError, TrainingError, excerpt
+from utils.errors import TrainingError
 from utils.telemetry import Sample, build_registry, step_samples
-
-
-def raw_frame(rows: list[list[str]]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=EXPECTED_COLUMNS, dtype=str)
 
 
 def clean_frame(n_ids: int, rows_per_id: int = 1) -> pd.DataFrame:
@@ -31,87 +27,6 @@ def clean_frame(n_ids: int, rows_per_id: int = 1) -> pd.DataFrame:
         for _ in range(rows_per_id):
             records.append([1000 + i] + [(8 if label else 2) + (i % 3) - 1] * len(FEATURES) + [label])
     return pd.DataFrame(records, columns=EXPECTED_COLUMNS).astype("Int64")
-
-
-def test_normalise_types_cells_and_reports_each_bad_one_with_its_line():
-    raw = raw_frame([["1", "5", "1", "1", "1", "2", "NA", "3", "1", "1", "benign"],
-                     ["2", "x", "1", "1", "1", "2", "?", "3", "1", "11", "Malignant"],
-                     ["3", "5", "1", "1", "1", "2", "", "3", "1", "1", "4"]])
-    clean, violations = preprocess.normalise(raw)
-    assert clean[TARGET].tolist()[:2] == [0, 1] and clean["Bare.nuclei"].isna().all()
-    found = {(v["line"], v["column"]): v["problem"] for v in violations}
-    assert found[(3, "Cl.thickness")] == "not a whole number"
-    assert found[(3, "Mitoses")].startswith("fails in_range")
-    assert found[(4, TARGET)].startswith("unknown label")
-    assert len(violations) == 3
-
-
-def test_uci_labels_are_used_only_when_the_file_uses_nothing_else():
-    labels, violations = preprocess.parse_labels(pd.Series(["2", "4", "4"]))
-    assert labels.tolist() == [0, 1, 1] and not violations
-    labels, violations = preprocess.parse_labels(pd.Series(["0", "1", "4"]))
-    assert [v["line"] for v in violations] == [4]
-
-
-def test_check_columns_names_missing_unexpected_and_repeated_in_any_order(tmp_path):
-    with pytest.raises(DataValidationError, match="repeated column.*'Id'.*missing column.*Class"):
-        preprocess.check_columns([ID, *FEATURES, ID], tmp_path / "f.csv")
-    preprocess.check_columns([TARGET, *FEATURES, ID], tmp_path / "f.csv")
-
-
-def test_check_columns_lists_at_most_ten_names_each_cut_short(tmp_path):
-    header = [*EXPECTED_COLUMNS, *(f"{i:02d}" + "x" * 100 for i in range(12))]
-    with pytest.raises(DataValidationError) as error:
-        preprocess.check_columns(header, tmp_path / "f.csv")
-    listed = str(error.value).split("unexpected column(s) ")[1]
-    assert listed.startswith(f"'00{'x' * (EXCERPT_CHARS - 2)}…', '01") and "'09" in listed and "'10" not in listed
-    assert listed.split(".")[0].endswith("…' and 2 more")
-
-
-def test_reading_drops_a_bom_and_padding_and_puts_columns_in_order(tmp_path):
-    path = tmp_path / "f.csv"
-    names = [TARGET, *FEATURES, ID]
-    path.write_text("\ufeff" + ",".join(f" {name} " for name in names) + "\n" + ",".join(["1"] * 10 + ["7"]) + "\n")
-    raw = preprocess.raw_cells(preprocess.read_checked(path))
-    assert raw.columns.tolist() == EXPECTED_COLUMNS and raw[ID].tolist() == ["7"]
-
-
-def test_reading_ends_lines_at_cr_lf_or_crlf(tmp_path):
-    path = tmp_path / "f.csv"
-    path.write_bytes(b"\r".join([",".join(EXPECTED_COLUMNS).encode(), b",".join([b"1"] * 11), b",".join([b"2"] * 11)]))
-    raw = preprocess.raw_cells(preprocess.read_checked(path))
-    assert raw[ID].tolist() == ["1", "2"] and raw.index.tolist() == [0, 1]
-
-
-def test_reading_names_the_line_the_csv_module_cannot_read(tmp_path):
-    path = tmp_path / "f.csv"
-    path.write_text(",".join(EXPECTED_COLUMNS) + "\n" + ",".join(["1"] * 11) + "\n" + "1," + "9" * 200_000 + "\n")
-    with pytest.raises(DataValidationError, match=r"not a well-formed CSV at line 3: field larger than field limit"):
-        preprocess.read_typed(path)
-
-
-@pytest.mark.parametrize("bom", [b"", "\ufeff".encode()])
-def test_reading_names_a_byte_that_is_not_utf8_however_deep_in_the_file(tmp_path, bom):
-    path = tmp_path / "f.csv"
-    good = bom + (",".join(EXPECTED_COLUMNS) + "\n" + (",".join(["1"] * 11) + "\n") * 1000).encode()
-    path.write_bytes(good + b"1,\xe9,1,1,1,1,1,1,1,1,1\n")
-    with pytest.raises(DataValidationError, match=f"byte {len(good) + 2} is not UTF-8"):
-        preprocess.read_typed(path)
-
-
-@pytest.mark.parametrize(("text", "shown"), [
-    ("five", "five"), ("", ""), ("x" * EXCERPT_CHARS, "x" * EXCERPT_CHARS),
-    ("x" * (EXCERPT_CHARS + 1), "x" * EXCERPT_CHARS + "…"), ("a\tb\x1b[2J", "a\\tb\\x1b[2J"),
-    ("\x00" * EXCERPT_CHARS, "\\x00" * (EXCERPT_CHARS // 4) + "…"),
-])
-def test_excerpt_is_short_printable_and_marks_a_cut(text, shown):
-    assert excerpt(text) == shown
-
-
-def test_a_violation_keeps_only_an_excerpt_of_the_cell():
-    _, violations = preprocess.normalise(raw_frame([["1", "y" * 500, *["1"] * 8, "0"]]))
-    assert [v["value"] for v in violations] == ["y" * EXCERPT_CHARS + "…"]
-    assert preprocess.describe(violations[0]).endswith(f"'{'y' * EXCERPT_CHARS}…' not a whole number")
 
 
 def test_split_keeps_every_id_on_one_side_and_is_seeded():
