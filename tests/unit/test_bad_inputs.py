@@ -186,7 +186,9 @@ def test_a_re_encoded_bundled_file_gives_byte_identical_splits(make_settings, na
 
 
 @pytest.mark.parametrize(("readme", "phrase"), [("README.md", "holds {} example files"),
-                                                ("README.ru.md", "лежат {} примеров файлов")])
+                                                ("README.ru.md", "лежат {} примеров файлов"),
+                                                ("docs/pipeline.md", "holds {} example files"),
+                                                ("docs/testing.md", "holds {} example files")])
 def test_the_readmes_count_the_corpus(readme, phrase):
     text = " ".join((PROJECT_ROOT / readme).read_text(encoding="utf-8").split())
     assert phrase.format(len(corpus())) in text

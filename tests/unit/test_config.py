@@ -1,5 +1,5 @@
-"""Settings: defaults, precedence (override > environment > .env > default), clear errors, and the README's table
-generated from them."""
+"""Settings: defaults, precedence (override > environment > .env > default), clear errors, and the table of
+docs/settings.md generated from them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from etl.candidates import CANDIDATE_NAMES
 from tests.support.data import BUNDLED_CSV
 from utils.config import PROJECT_ROOT, VARIABLES, Settings, env_example, load_settings, markdown_table
 from utils.errors import ConfigError
@@ -16,7 +17,7 @@ from utils.errors import ConfigError
 def test_defaults_need_no_environment(tmp_path):
     settings = load_settings(env_file=tmp_path / "none.env")
     assert settings == Settings()
-    assert settings.candidates == ("logreg", "random_forest", "hist_gradient_boosting", "linear_svm")
+    assert settings.candidates == CANDIDATE_NAMES
     assert settings.selection_metric == "roc_auc" and settings.target_recall == 0.97
     assert settings.data_fallback is True and settings.seed == 42
     assert settings.bundled_data_path == BUNDLED_CSV
@@ -40,14 +41,16 @@ def test_env_file_comes_from_env_file_variable_by_default(tmp_path, monkeypatch)
     assert load_settings().seed == 5
 
 
+EVERY_CANDIDATE = ", ".join(map(repr, CANDIDATE_NAMES[:-1])) + f" or {CANDIDATE_NAMES[-1]!r}"  # as pydantic lists them
+
+
 @pytest.mark.parametrize("variable, value, expected", [
     ("SEED", "forty", "SEED='forty' is invalid: input should be a valid integer"),
     ("TEST_SIZE", "1.5", "TEST_SIZE='1.5' is invalid: input should be less than 1"),
     ("TEST_SIZE", "0", "TEST_SIZE='0' is invalid: input should be greater than 0"),
-    ("CANDIDATES", "logreg,xgboost", "CANDIDATES='xgboost' is invalid: input should be 'logreg', "  # the bad item
-                                      "'random_forest', 'hist_gradient_boosting' or 'linear_svm'"),
-    ("CANDIDATES", " , ", "CANDIDATES=' , ' is invalid: expected at least one of logreg, random_forest, "
-                          "hist_gradient_boosting, linear_svm"),
+    ("CANDIDATES", "logreg,xgboost",  # the bad item
+     f"CANDIDATES='xgboost' is invalid: input should be {EVERY_CANDIDATE}"),
+    ("CANDIDATES", " , ", f"CANDIDATES=' , ' is invalid: expected at least one of {', '.join(CANDIDATE_NAMES)}"),
     ("CANDIDATES", "logreg,svm", "CANDIDATES='svm' is invalid: input should be 'logreg'"),
     ("CANDIDATES", "logreg,linear_svm,logreg", "CANDIDATES='logreg,linear_svm,logreg' is invalid: expected each "
                                                "candidate once, got logreg more than once"),
@@ -125,8 +128,11 @@ def test_malformed_env_file_line_is_reported_with_its_number(tmp_path):
     assert (load_settings(env_file=env_file).seed, load_settings(env_file=env_file).candidates) == (1, ("linear_svm",))
 
 
-def test_every_setting_is_documented_in_env_example_and_readmes():
-    for document in ("README.md", "README.ru.md", ".env.example"):
+SETTINGS_PAGE = "docs/settings.md"  # the generated table; both READMEs link to it
+
+
+def test_every_setting_is_documented_in_env_example_and_the_settings_page():
+    for document in (SETTINGS_PAGE, ".env.example"):
         text = (PROJECT_ROOT / document).read_text(encoding="utf-8")
         undocumented = [v for v in VARIABLES.values() if v not in text]
         assert not undocumented, f"{document} does not mention {undocumented}"
@@ -148,19 +154,19 @@ def test_env_example_does_not_present_the_run_id_as_a_setting():
     load_settings(env_file=PROJECT_ROOT / ".env.example")  # its values are valid settings (ConfigError otherwise)
 
 
-def readme_table(document: str) -> list[list[str]]:
-    """The rows (cells, header row excluded) of the first table under `## Settings` / `## Настройки`."""
+def settings_table(document: str) -> list[list[str]]:
+    """The rows (cells, header row excluded) of the first table under `## Every setting`."""
     text = (PROJECT_ROOT / document).read_text(encoding="utf-8")
-    section = re.split(r"^## (?:Settings|Настройки)\n", text, flags=re.M)[1]
+    section = re.split(r"^## Every setting\n", text, flags=re.M)[1]
     lines = section.split("\n\n| ")[1].split("\n\n")[0].splitlines()
     return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines[2:]]
 
 
-def test_readme_holds_the_generated_settings_table():
+def test_the_settings_page_holds_the_generated_settings_table():
     table = markdown_table()
-    assert table in (PROJECT_ROOT / "README.md").read_text(encoding="utf-8"), (
-        "README.md's settings table is stale: replace it with the output of `python -m utils.config --markdown`")
-    assert [row[0] for row in readme_table("README.md")] == [f"`{variable}`" for variable in VARIABLES.values()]
+    assert table in (PROJECT_ROOT / SETTINGS_PAGE).read_text(encoding="utf-8"), (
+        f"{SETTINGS_PAGE}'s table is stale: replace it with the output of `python -m utils.config --markdown`")
+    assert [row[0] for row in settings_table(SETTINGS_PAGE)] == [f"`{variable}`" for variable in VARIABLES.values()]
 
 
 def test_the_generated_table_is_plain_markdown():
@@ -174,11 +180,9 @@ def test_the_generated_table_is_plain_markdown():
     assert "| `DATA_SHA256` | empty |" in markdown_table() and "| `DATA_FALLBACK` | `true` |" in markdown_table()
 
 
-def test_the_russian_readme_has_the_generated_variables_and_defaults():
-    generated = [row[:2] for row in readme_table("README.md")]
-    russian = [[variable, "empty" if default == "пусто" else default] for variable, default, *_ in
-               readme_table("README.ru.md")]
-    assert russian == generated
+@pytest.mark.parametrize("readme", ["README.md", "README.ru.md"])
+def test_both_readmes_send_the_reader_to_the_settings_page(readme):
+    assert f"]({SETTINGS_PAGE})" in (PROJECT_ROOT / readme).read_text(encoding="utf-8")
 
 
 def test_public_dict_is_json_ready():
