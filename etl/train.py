@@ -1,4 +1,4 @@
-"""Step 3, train (once per candidate model): one sklearn Pipeline (median imputation of the column that may be
+"""The train step (once per candidate model): one sklearn Pipeline (median imputation of the column that may be
 missing, standard scaling, classifier) cross-validated on the training rows grouped by Id, then fitted on all of
 them; saved in the candidate's folder with its out-of-fold probabilities (from which select chooses the operating
 threshold) and its CV scores."""
@@ -14,7 +14,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from etl import catalog
+from etl import candidates, catalog
 from etl.catalog import CV_METRICS
 from etl.dataset import ID, NULLABLE_FEATURES, TARGET, features_and_labels
 from etl.folds import grouped_stratified_folds
@@ -33,39 +33,11 @@ Folds = list[tuple[np.ndarray, np.ndarray]]
 
 
 def make_classifier(candidate: str, seed: int) -> ClassifierMixin:
-    """The estimator of the candidate `candidate` (a name of CANDIDATES), seeded: every constructor parameter of
-    the candidates is here. Each stays practical on a million rows on one core (n_jobs=1: candidates train side
-    by side): a bounded forest, histogram boosting, a linear SVM rather than a kernel one.
-
-    Classes are weighted by inverse frequency where the estimator allows it: malignant cases are the minority,
-    and a missed malignancy (recall) costs more than a false alarm, which is also what the quality gate checks.
-    The linear models are fitted on the distinct rows weighted by their counts (etl/unique_rows.py), in time that
-    grows with the distinct rows: the same logistic regression and the same SVM margins as on every row; the SVM's
-    Platt scaling draws its 3 internal folds from the distinct rows. Each estimator's module is imported only when
-    chosen: the ensemble and SVM modules cost start-up time.
-    """
-    if candidate == "logreg":
-        from sklearn.linear_model import LogisticRegression
-
-        return UniqueRowsClassifier(LogisticRegression(max_iter=1000, class_weight="balanced", random_state=seed))
-    if candidate == "random_forest":
-        from sklearn.ensemble import RandomForestClassifier
-
-        return RandomForestClassifier(n_estimators=30, max_samples=0.1, min_samples_leaf=5, class_weight="balanced",
-                                      random_state=seed, n_jobs=1)
-    if candidate == "hist_gradient_boosting":
-        from sklearn.ensemble import HistGradientBoostingClassifier
-
-        return HistGradientBoostingClassifier(max_iter=30, learning_rate=0.2, early_stopping=False,
-                                              class_weight="balanced", random_state=seed)
-    if candidate == "linear_svm":
-        from sklearn.calibration import CalibratedClassifierCV
-        from sklearn.svm import LinearSVC
-
-        # A margin, not a probability: Platt scaling on 3 internal folds turns it into one.
-        return UniqueRowsClassifier(CalibratedClassifierCV(LinearSVC(class_weight="balanced", random_state=seed),
-                                                           cv=3, ensemble=False))
-    raise ValueError(f"unknown candidate {candidate!r}")
+    """The estimator of the registered candidate `candidate` (etl/candidates.py), seeded; one marked
+    `distinct_rows` is fitted on the distinct rows weighted by their counts (etl/unique_rows.py)."""
+    entry = candidates.candidate(candidate)
+    estimator = entry.build(seed)
+    return UniqueRowsClassifier(estimator) if entry.distinct_rows else estimator
 
 
 def build_pipeline(candidate: str, seed: int) -> Pipeline:

@@ -4,7 +4,7 @@ For a model whose loss is a sum over the rows (logistic regression, a linear SVM
 the same loss as repeating it, so the fit reaches the same minimum (up to the solver's tolerance) in time that grows
 with the distinct rows rather than all of them. The cytology scores are integers 1-10: the bundled 699 rows hold
 about 460 distinct ones, and rows drawn from them at any size no more; data with few repeats gains nothing.
-Trees are not wrapped: a forest's bootstrap and the boosting's minimum leaf size count rows, not weights.
+Which candidates are fitted this way is `distinct_rows` in etl/candidates.py.
 """
 
 from __future__ import annotations

@@ -27,17 +27,17 @@ from dotenv.parser import parse_stream
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from etl.candidates import CANDIDATE_NAMES, described
 from utils import redact
 from utils.errors import ConfigError, excerpt
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_DATA = PROJECT_ROOT / "data" / "BreastCancer.csv"
 DEFAULT_DATA_URL = "https://raw.githubusercontent.com/selva86/datasets/master/BreastCancer.csv"
-Candidate = Literal["logreg", "random_forest", "hist_gradient_boosting", "linear_svm"]  # simplest first
+Candidate = Literal[CANDIDATE_NAMES]  # etl/candidates.py's registry, simplest first
 SelectionMetric = Literal["roc_auc", "pr_auc"]
 StorageBackend = Literal["local", "gdrive", "auto"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
-CANDIDATE_NAMES: tuple[str, ...] = get_args(Candidate)
 # Test metrics a challenger may be compared on: the threshold-free ones, then those at the operating threshold.
 PromotionMetric = Literal["roc_auc", "pr_auc", "brier_score", "recall", "f1", "balanced_accuracy", "accuracy",
                           "precision", "specificity"]
@@ -122,8 +122,8 @@ class Settings(BaseSettings):
                             f"{MAX_CV_FOLDS}).", ge=2, le=MAX_CV_FOLDS)
     # Choosing the model (etl/train.py trains each candidate, etl/select.py picks one and its threshold).
     candidates: Candidates = setting(
-        "CANDIDATES", CANDIDATE_NAMES, "Comma-separated candidate models, each cross-validated on the training rows: "
-        + ", ".join(CANDIDATE_NAMES) + " (simplest first: a tie in SELECTION_METRIC goes to the earlier one).",
+        "CANDIDATES", CANDIDATE_NAMES, "Comma-separated candidate models, each cross-validated on the training rows, "
+        "simplest first (a tie in SELECTION_METRIC goes to the earlier one): " + described() + ".",
         min_length=1)
     selection_metric: SelectionMetric = setting(
         "SELECTION_METRIC", "roc_auc", "Cross-validated metric that picks the winning candidate: roc_auc or pr_auc "

@@ -12,9 +12,9 @@ from matplotlib import pyplot
 from matplotlib.figure import Figure
 
 from etl import champion, charts, comparison, evaluate, metrics, preprocess, promote, select, train
+from etl.candidates import CANDIDATE_NAMES
 from etl.dataset import EXPECTED_COLUMNS, FEATURES, ID, TARGET, features_and_labels
 from etl.folds import grouped_stratified_folds
-from utils.config import CANDIDATE_NAMES
 from utils.errors import TrainingError
 from utils.telemetry import Sample, build_registry, step_samples
 
