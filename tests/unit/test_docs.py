@@ -87,7 +87,9 @@ def dag_edges(tmp_path_factory: pytest.TempPathFactory, **settings: str) -> set[
             env.setenv(name, value)
         from airflow.dag_processing.dagbag import DagBag
 
-        dag = DagBag(dag_folder=str(DAGS_FOLDER)).dags[DAG_ID]
+        bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    assert DAG_ID in bag.dags, f"the DAG does not import: {bag.import_errors}"
+    dag = bag.dags[DAG_ID]
     return {(task.task_id, downstream) for task in dag.tasks for downstream in task.downstream_task_ids}
 
 
