@@ -34,35 +34,20 @@ from airflow.sdk import DAG, BaseOperator, Param, TriggerRule, chain
 
 from etl import airflow_tasks, assets
 from etl.steps import DAG_ID, DEFAULT_ARGS, FAILURE_END, STEP
-from utils.config import Settings, data_url_pattern, load_settings, shown
+from utils import dag_settings
 
-# The settings a user may change per run ("Trigger DAG w/ config"); their types, bounds and choices come from
-# utils/config.py. Any other key of a trigger's conf is ignored (etl/airflow_tasks.py).
-PER_RUN_SETTINGS = ("candidates", "test_size", "min_recall", "min_roc_auc", "promotion_metric", "promotion_tolerance",
-                    "storage_backend", "data_url")
 # Retries and timeouts of each step, and the arguments every task shares, are in etl/steps.py.
-PARAM_KEYWORDS = ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "items", "minItems",
-                  "maxLength")
 CANDIDATE_LABEL = "{{ task.op_kwargs['candidate'] }}"  # a mapped train instance's name in the grid
 REVIEW = ("{{ ti.xcom_pull(task_ids='compare')['review'] }}\n\n"
           "Published to: {{ ti.xcom_pull(task_ids='upload')['destinations'] }}")  # what the reviewer reads
 
 
-def run_params(defaults: Settings) -> dict[str, Param]:
-    """A Param for each per-run setting: its current value as default, its description, its JSON schema from
-    the settings (and for `data_url` a pattern no wider than DATA_ALLOWED_DIRS that admits no credentials),
-    checked before a run is made. Defaults are stored in the metadata database and shown in the Trigger form, so
-    `data_url`'s is DATA_URL redacted; a run with that default reads DATA_URL itself (etl/airflow_tasks.py)."""
-    schema = Settings.model_json_schema(by_alias=False)["properties"]
-    extra = {"data_url": {"pattern": data_url_pattern(defaults.data_allowed_dirs)},
-             "candidates": {"uniqueItems": True}}
-    fields = Settings.model_fields
-    values = {name: shown(fields[name].alias, getattr(defaults, name)) for name in PER_RUN_SETTINGS}
-    return {name: Param(list(value) if isinstance(value, tuple) else value,
-                        description=f"{fields[name].alias}: {fields[name].description}",
-                        **{key: value for key, value in schema[name].items() if key in PARAM_KEYWORDS},
-                        **extra.get(name, {}))
-            for name, value in values.items()}
+def run_params(values: dict[str, Any]) -> dict[str, Param]:
+    """A Param for each per-run setting (utils/config.py's PER_RUN_SETTINGS): its current value as default, its
+    description and JSON schema, checked before a run is made. Defaults are stored in the metadata database and
+    shown in the Trigger form, so `data_url`'s is DATA_URL redacted; a run with that default reads DATA_URL itself
+    (etl/airflow_tasks.py). Any other key of a trigger's conf is ignored there."""
+    return {name: Param(**spec) for name, spec in dag_settings.param_specs(values).items()}
 
 
 def approval_task(timeout_minutes: float) -> BaseOperator:
@@ -86,7 +71,8 @@ def step_task(name: str, **options: Any) -> PythonOperator:
                           on_failure_callback=airflow_tasks.record_step_failure, **options)
 
 
-SETTINGS = load_settings()
+SETTINGS = dag_settings.current()  # the settings read at parse time, without the settings model
+APPROVAL_REQUIRED = SETTINGS["approval_required"]
 
 with DAG(
     dag_id=DAG_ID,
@@ -117,13 +103,13 @@ with DAG(
     # an event of the champion Asset (the scoring DAG's trigger) only when promote succeeds: a new champion;
     # after a skipped approval (compare kept the champion) promote still records the run in the history
     promote = step_task("promote", outlets=[assets.champion()],
-                        trigger_rule=TriggerRule.NONE_FAILED if SETTINGS.approval_required else TriggerRule.ALL_SUCCESS)
+                        trigger_rule=TriggerRule.NONE_FAILED if APPROVAL_REQUIRED else TriggerRule.ALL_SUCCESS)
     success_end = EmptyOperator(task_id="success_end", trigger_rule=TriggerRule.NONE_FAILED)
     failure_end = PythonOperator(task_id="failure_end", python_callable=airflow_tasks.end_with_failure,
                                  trigger_rule=TriggerRule.ONE_FAILED, **FAILURE_END)
 
     start >> load >> preprocess >> candidates >> train >> select >> evaluate >> compare >> upload
-    reviewed = [approval_task(SETTINGS.approval_timeout)] if SETTINGS.approval_required else []
+    reviewed = [approval_task(SETTINGS["approval_timeout"])] if APPROVAL_REQUIRED else []
     chain(upload, *reviewed, promote, success_end)
     [load, preprocess, candidates, select, evaluate, compare, upload, *reviewed, promote] >> failure_end  # not train
 

@@ -12,12 +12,14 @@ import contextlib
 import logging
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from etl.run_folder import RunFolder
-from utils.config import Settings, load_settings, per_run_data_url
 from utils.errors import PipelineError
 from utils.logger import ROOT_LOGGER
+
+if TYPE_CHECKING:  # imported when a task runs: the DAG file imports this module at parse time
+    from etl.run_folder import RunFolder
+    from utils.config import Settings
 
 COMPARE_STEP, PROMOTE_STEP = "compare", "promote"  # etl/steps.py's steps whose tasks the approval sits between
 
@@ -37,6 +39,8 @@ def settings_for(context: Context) -> Settings:
     hands over undeclared keys of a trigger's conf, unvalidated: they are ignored, so that a trigger cannot
     widen DATA_ALLOWED_DIRS, redirect the alert webhook or point BUNDLED_DATA_PATH at a key file. `data_url` equal
     to DATA_URL redacted (the Param's default) means DATA_URL with its credentials; one with credentials is refused."""
+    from utils.config import load_settings, per_run_data_url
+
     declared = context["dag"].params.keys()
     overrides = {name: value for name, value in context["params"].items() if name in declared}
     if "data_url" in overrides:
@@ -48,6 +52,8 @@ def settings_for(context: Context) -> Settings:
 
 def run_and_settings(context: Context) -> tuple[RunFolder, Settings]:
     """This DAG run's folder and settings."""
+    from etl.run_folder import RunFolder
+
     settings = settings_for(context)
     return RunFolder.open(settings.runs_dir, context["run_id"], run_start(context)), settings
 

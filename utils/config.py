@@ -13,6 +13,7 @@ and no value holds a control character.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import stat
@@ -21,7 +22,7 @@ import textwrap
 import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from dotenv.parser import parse_stream
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -29,9 +30,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from etl.candidates import CANDIDATE_NAMES, described
 from utils import redact
+from utils.data_url import PROJECT_ROOT, file_path, folder_forms, resolved
 from utils.errors import ConfigError, excerpt
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_DATA = PROJECT_ROOT / "data" / "BreastCancer.csv"
 DEFAULT_DATA_URL = "https://raw.githubusercontent.com/selva86/datasets/master/BreastCancer.csv"
 Candidate = Literal[CANDIDATE_NAMES]  # etl/candidates.py's registry, simplest first
@@ -57,6 +58,14 @@ MAX_APPROVAL_MINUTES = 30 * 24 * 60  # 30 days
 MAX_PSI_THRESHOLD = 10.0  # a population stability index above 0.25 is already a large shift
 MAX_URL_CHARS = 2048
 MAX_NAME_CHARS = 255  # a folder name (PREDICT_RUN), a Drive id, an e-mail address
+# The settings a user may change per run ("Trigger DAG w/ config": the DAG's Params), and the others the DAG file
+# reads when it is parsed (the approval task, data_url's pattern); utils/dag_settings.py reads them there.
+PER_RUN_SETTINGS = ("candidates", "test_size", "min_recall", "min_roc_auc", "promotion_metric", "promotion_tolerance",
+                    "storage_backend", "data_url")
+PARSE_TIME_SETTINGS = ("approval_required", "approval_timeout", "data_allowed_dirs")
+PARAM_KEYWORDS = ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "items", "minItems",
+                  "maxLength")  # what a Param checks of a setting's JSON schema
+PARAM_EXTRA_KEYWORDS = {"candidates": {"uniqueItems": True}}  # what the settings check that their schema omits
 Folders = Annotated[tuple[Path, ...], NoDecode]  # comma-separated in the environment, not JSON
 Candidates = Annotated[tuple[Candidate, ...], NoDecode]  # likewise
 FILE_FIELDS = ("bundled_data_path", "google_credentials")
@@ -317,14 +326,6 @@ def usable_path(path: Path, want_folder: bool) -> Path:
     return path
 
 
-def resolved(path: Path) -> Path:
-    """`path` with its links resolved as far as they exist (`path` normalised when they loop)."""
-    try:
-        return path.resolve()
-    except (OSError, RuntimeError):
-        return Path(os.path.normpath(path))
-
-
 def check_apart(folders: dict[str, Path]) -> None:
     """Refuse two of `folders` (by variable) that are the same folder or one inside the other, naming both."""
     forms = {variable: {Path(os.path.normpath(path)), resolved(path)} for variable, path in folders.items()}
@@ -393,29 +394,6 @@ def check_data_url(url: str, allowed_dirs: tuple[Path, ...]) -> None:
                          " add its folder there to read it")
 
 
-def file_path(url: str) -> Path:
-    """The path a file:// URL names, percent-decoded, as written."""
-    return Path(unquote(urlsplit(url).path))
-
-
-def folder_forms(folders: tuple[Path, ...]) -> set[Path]:
-    """Each folder as written (normalised) and with its links resolved."""
-    return {form for folder in folders for form in (Path(os.path.normpath(folder)), resolved(folder))}
-
-
-def data_url_pattern(allowed_dirs: tuple[Path, ...]) -> str:
-    """A JSON-schema `pattern` no wider than what `load` reads, and carrying no credentials: http(s):// with a host
-    and no user:password@, or file:// followed by one of the allowed folders (as written and resolved, each also
-    percent-encoded) and no `..` or percent-encoded dot; never a query or a fragment."""
-    web = r"https?://[^/?#@\s]+(?:/[^?#\s]*)?"
-    folders = sorted({text.rstrip("/") for folder in folder_forms(allowed_dirs)
-                      for text in (str(folder), folder.as_uri().removeprefix("file://"))})
-    if not folders:
-        return rf"^{web}$"
-    alternatives = "|".join(_regex_escaped(folder) + "/" for folder in folders)
-    return rf"^(?:{web}|file://(?:{alternatives})(?!.*(?:\.\.|%2[eE]))[^?#]*)$"
-
-
 def per_run_data_url(value: Any, configured: str) -> Any:
     """What a run's `data_url` Param means: the configured DATA_URL, its credentials included, when the Param is
     that URL's redacted form (the Param's default); else the Param itself, refused when it carries credentials
@@ -429,11 +407,6 @@ def per_run_data_url(value: Any, configured: str) -> Any:
                           "must carry no credentials (user:password@, ?query or #fragment); set them in DATA_URL "
                           "in the environment and trigger with its redacted form, the Param's default")
     return value
-
-
-def _regex_escaped(text: str) -> str:
-    """`text` as a regex matching itself, in a syntax Python and JavaScript (also with the `u` flag) share."""
-    return re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", text)
 
 
 def portable(value: str) -> str:
@@ -519,14 +492,30 @@ def env_example() -> str:
         + f"\n# {variable}={default_text(name)}" for name, variable in VARIABLES.items())
 
 
+def dag_spec() -> dict[str, Any]:
+    """What the DAG file reads of the settings when it is parsed (utils/dag_settings.py), as the JSON of
+    utils/dag_settings.json: which settings are per-run Params, and for each setting it reads its variable,
+    description, default as `.env` writes it, redaction rule and the JSON-schema keywords a Param checks."""
+    schema = Settings.model_json_schema(by_alias=False)["properties"]
+    return {"params": list(PER_RUN_SETTINGS), "settings": {name: {
+        "variable": VARIABLES[name], "description": Settings.model_fields[name].description,
+        "default": default_text(name), "redact": _REDACT_RULES[VARIABLES[name]],
+        "schema": {key: value for key, value in schema[name].items() if key in PARAM_KEYWORDS}
+        | PARAM_EXTRA_KEYWORDS.get(name, {})} for name in (*PER_RUN_SETTINGS, *PARSE_TIME_SETTINGS)}}
+
+
 def main(argv: list[str]) -> int:
-    """`python -m utils.config`: every setting's current value and meaning; `--markdown`: the README's table;
-    `--env-example`: the pipeline's part of `.env.example`. A setting that cannot be used: one line, exit 1."""
+    """`python -m utils.config`: every setting's current value and meaning; `--markdown`: the docs' table;
+    `--env-example`: the pipeline's part of `.env.example`; `--dag-spec`: utils/dag_settings.json. A setting that
+    cannot be used: one line, exit 1."""
     if argv == ["--markdown"]:
         print(markdown_table())
         return 0
     if argv == ["--env-example"]:
         print(env_example())
+        return 0
+    if argv == ["--dag-spec"]:
+        print(json.dumps(dag_spec(), indent=2, sort_keys=True, ensure_ascii=False))
         return 0
     try:
         current = load_settings().public_dict()

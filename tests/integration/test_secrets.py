@@ -19,7 +19,8 @@ from etl.steps import STEP
 from tests.support.data import BUNDLED_CSV, FAKE_KEY, fake_key, open_run
 from tests.support.servers import Answer, free_port, scripted_server
 from utils import redact
-from utils.config import PROJECT_ROOT, Settings, data_url_pattern, shown
+from utils.config import PROJECT_ROOT, Settings, shown
+from utils.data_url import data_url_pattern
 from utils.errors import ConfigError
 
 SECRET_DATA_URL = "https://reader:pw-4b1d@example.org:8443/d/BreastCancer.csv?token=tok-77e1#frag-5c"
