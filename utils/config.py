@@ -230,11 +230,16 @@ class Settings(BaseSettings):
     @classmethod
     def _inside_the_project(cls, value: Path | tuple[Path, ...], info: ValidationInfo) -> Path | tuple[Path, ...]:
         """Relative paths are relative to the project, wherever the command runs; each must be usable as what it
-        names (a folder, or for BUNDLED_DATA_PATH and GOOGLE_APPLICATION_CREDENTIALS a file)."""
+        names (a folder, or for BUNDLED_DATA_PATH and GOOGLE_APPLICATION_CREDENTIALS a file); a folder may not be
+        the project's root or hold it."""
         want_folder = info.field_name not in FILE_FIELDS
-        if isinstance(value, tuple):
-            return tuple(usable_path(project_path(path), want_folder) for path in value)
-        return usable_path(project_path(value), want_folder)
+        paths = tuple(usable_path(project_path(path), want_folder) for path in
+                      (value if isinstance(value, tuple) else (value,)))
+        for path in paths if want_folder else ():
+            if PROJECT_ROOT.is_relative_to(resolved(path)):
+                raise ValueError(f"expected a folder of its own, got {path}, which holds the whole project (its "
+                                 ".env, secrets/ and code)")
+        return paths if isinstance(value, tuple) else paths[0]
 
     @field_validator("gdrive_api_root", "alert_webhook_url", "pushgateway_url")
     @classmethod
