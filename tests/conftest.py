@@ -7,10 +7,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests.support.airflow_runs import migrate
 from tests.support.data import BUNDLED_CSV, SETTING_VARIABLES, TEST_DATA
 from utils.config import Settings, load_settings
+
+# Property-based tests draw the same examples on every run (CI stays reproducible); `--hypothesis-profile=explore`
+# draws new ones, to look for cases nobody has seen yet.
+hypothesis_settings.register_profile("default", derandomize=True)
+hypothesis_settings.register_profile("explore", derandomize=False)
+hypothesis_settings.load_profile("default")
 
 
 @pytest.fixture(scope="session")
