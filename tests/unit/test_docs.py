@@ -3,6 +3,7 @@ short front door with a Russian mirror of the same sections, and the pipeline di
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def diagram_edges(text: str) -> set[tuple[str, str]]:
     for line in lines[1:]:
         groups = [[MERMAID_NODE.match(node).group(1) for node in part.split("&")]
                   for part in MERMAID_LINK.split(line.strip())]
-        edges |= {(source, target) for sources, targets in zip(groups, groups[1:], strict=False)
+        edges |= {(source, target) for sources, targets in itertools.pairwise(groups)
                   for source in sources for target in targets}
     return edges
 
