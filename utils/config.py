@@ -2,7 +2,7 @@
 `.env` file; where to add a setting.
 
 Precedence: explicit overrides (Airflow Params, tests) > environment variables > `.env` (ENV_FILE, default
-`<project>/.env`) > defaults. Each field's alias is its environment variable; its description feeds the README's
+`<project>/.env`) > defaults. Each field's alias is its environment variable; its description feeds docs/settings.md's
 table, `make settings` and the DAG's Params; `redact` in its extra says what of a secret-bearing value may be shown.
 A value that cannot be used raises ConfigError naming the variable: every number is finite and bounded (the
 bounds are in the descriptions), every URL has an http(s) scheme (DATA_URL also file://) and a host, every folder
@@ -482,7 +482,7 @@ def _markdown_text(text: str) -> str:
 
 
 def markdown_table() -> str:
-    """The README's table of settings: variable, default (`empty` when it is empty), meaning."""
+    """The table of settings in docs/settings.md: variable, default (`empty` when it is empty), meaning."""
     rows = [f"| `{variable}` | {f'`{default_text(name)}`' if default_text(name) else 'empty'} | "
             f"{_markdown_text(Settings.model_fields[name].description or '')} |"
             for name, variable in VARIABLES.items()]

@@ -39,7 +39,7 @@ from utils.files import file_digest
 pytestmark = pytest.mark.stack
 
 TASKS = {"start", "candidates", *(step.name for step in STEPS), "success_end", "failure_end"}
-SCREENSHOTS = PROJECT_ROOT / "results" / "ui-screenshots"  # the README's docs/img/airflow-*.png are copies
+SCREENSHOTS = PROJECT_ROOT / "results" / "ui-screenshots"  # docs/img/airflow-*.png are copies
 EXPECTED_SERVICES = {"postgres", "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                      "airflow-triggerer", "statsd-exporter", "pushgateway", "prometheus"}
 
@@ -156,7 +156,7 @@ def test_a_run_on_bad_data_fails_at_preprocess_and_alerts_the_webhook_once(api: 
 def test_the_ui_shows_the_dag_and_a_good_and_a_failed_run_in_a_browser(api: AirflowApi, log_dir: Path,
                                                                        tmp_path: Path) -> None:
     """Headless Debian Chromium against the real api-server port: login, a good run's page and graph, a failed
-    run's graph, with screenshots (git-ignored; the README's docs/img/airflow-*.png are copied from them)."""
+    run's graph, with screenshots (git-ignored; docs/img/airflow-*.png are copied from them)."""
     runs = api.runs(DAG_ID)
     good = next(run for run in runs if run["state"] == "success")
     bad = next(run for run in runs if run["state"] == "failed")

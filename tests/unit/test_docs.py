@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from etl.steps import DAG_ID
-from tests.support.airflow_runs import DAGS_FOLDER
-from tests.support.data import SETTING_VARIABLES
+from tests.unit.test_dag import parsed_dags
 from utils.config import PROJECT_ROOT
 
 DOCUMENTS = sorted([PROJECT_ROOT / "README.md", PROJECT_ROOT / "README.ru.md", *(PROJECT_ROOT / "docs").glob("*.md")])
@@ -79,19 +78,9 @@ def test_diagram_edges_reads_chains_labels_and_groups() -> None:
 
 def dag_edges(tmp_path_factory: pytest.TempPathFactory, **settings: str) -> set[tuple[str, str]]:
     """The training DAG's edges as Airflow parses dags/, with no settings from the shell or `.env` but `settings`."""
-    with pytest.MonkeyPatch.context() as env:
-        for name in SETTING_VARIABLES:
-            env.delenv(name, raising=False)
-        env.setenv("ENV_FILE", str(tmp_path_factory.mktemp("env") / "absent.env"))
-        env.setenv("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow_home")))  # if this imports airflow first
-        for name, value in settings.items():
-            env.setenv(name, value)
-        from airflow.dag_processing.dagbag import DagBag
-
-        bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    bag = parsed_dags(tmp_path_factory, **settings)
     assert DAG_ID in bag.dags, f"the DAG does not import: {bag.import_errors}"
-    dag = bag.dags[DAG_ID]
-    return {(task.task_id, downstream) for task in dag.tasks for downstream in task.downstream_task_ids}
+    return {(task.task_id, downstream) for task in bag.dags[DAG_ID].tasks for downstream in task.downstream_task_ids}
 
 
 @pytest.fixture(scope="module")
