@@ -12,7 +12,7 @@ from typing import ClassVar
 import pytest
 
 from etl import catalog, load
-from etl.pipeline import execute_step
+from etl.pipeline import cli_main, execute_step
 from etl.run_folder import safe_run_id
 from etl.steps import STEP
 from tests.support.data import BUNDLED_CSV, BUNDLED_SHA256, open_run
@@ -267,7 +267,7 @@ def test_command_line_reports_errors_without_traceback(make_settings, capsys, mo
     monkeypatch.setenv("DATA_FALLBACK", "false")
     monkeypatch.setenv("RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("DOWNLOAD_RETRIES", "0")
-    assert load.main(["--run-id", "cli"]) == 1
-    assert load.main(["--run-id", "cli"]) == 1  # a retry fails the same way
+    assert cli_main(["load", "--run-id", "cli"]) == 1
+    assert cli_main(["load", "--run-id", "cli"]) == 1  # a retry fails the same way
     assert "missing.csv does not exist" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "cli" / catalog.RAW).exists()

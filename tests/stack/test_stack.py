@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from etl.publishers.gdrive.client import FOLDER_MIME, folder_url
-from etl.run_folder import safe_run_id
+from etl.run_folder import short_run_id
 from etl.steps import STEPS
 from tests.support.airflow_api import AirflowApi, http_json
 from tests.support.browser import chromium, graph_nodes, open_run, ui_login
@@ -117,7 +117,7 @@ def test_a_run_asking_for_drive_publishes_to_the_drive_fake_with_the_key_in_the_
     run = triggered_run(api, {"storage_backend": "gdrive"})
     assert run["state"] == "success", run
     [folder] = [item for item in drive.files_in(drive_folder) if item.mime_type == FOLDER_MIME]  # + champion.json
-    assert folder.name.endswith(f"_{safe_run_id(run['dag_run_id'])}"), folder.name
+    assert folder.name.endswith(f"_{short_run_id(run['dag_run_id'])}"), folder.name
     local = stack.root / "results" / folder.name
     assert {item.name: item.md5 for item in drive.files_in(folder.id)} == {
         path.name: file_digest(path, "md5") for path in local.iterdir()}
@@ -234,7 +234,7 @@ def test_a_scheduler_restarted_while_train_runs_still_ends_in_one_publication(st
     docker("restart", str(scheduler["ID"]), timeout=120)
     run = finished(api, run_id)
     assert run["state"] == "success", run
-    published = [path.name for path in (stack.root / "results").glob(f"*_{safe_run_id(run_id)}")]
+    published = [path.name for path in (stack.root / "results").glob(f"*_{short_run_id(run_id)}")]
     assert len(published) == 1, published  # results/<start time>_<run id>, once
 
 

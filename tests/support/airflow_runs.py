@@ -16,7 +16,7 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from etl.run_folder import safe_run_id
+from etl.run_folder import safe_run_id, short_run_id
 from etl.steps import DAG_ID
 from etl.steps import STEPS as STEP_TABLE
 from tests.support.data import BUNDLED_CSV
@@ -95,7 +95,7 @@ class Folders:
         return self.runs / safe_run_id(outcome.run_id)
 
     def published(self, outcome: DagRunOutcome) -> list[Path]:
-        return sorted(self.results.glob(f"*_{safe_run_id(outcome.run_id)}"))
+        return sorted(self.results.glob(f"*_{short_run_id(outcome.run_id)}"))
 
 
 def start_dags_test(home: Path, logical_date: datetime, settings: Mapping[str, str],
