@@ -42,7 +42,7 @@ from etl.step_result import StepResult
 from utils import redact
 from utils.config import MAX_BACKOFF_SECONDS, PROJECT_ROOT, Settings, file_path, portable, scrubbed, shown
 from utils.errors import ConfigError, DataSourceError, excerpt
-from utils.files import sha256_bytes, write_bytes_atomic
+from utils.files import regular_handle, sha256_bytes, write_bytes_atomic
 from utils.logger import get_logger
 from utils.telemetry import Sample
 
@@ -115,9 +115,10 @@ def allowed_data_file(settings: Settings) -> Path:
 
 
 def read_file_limited(path: Path, max_bytes: int, origin: str) -> bytes:
-    """The bytes of a local file, refused when it is larger than `max_bytes`."""
+    """The bytes of a local file, refused when it is larger than `max_bytes`, or not a regular file by the time it
+    is opened (a FIFO swapped in never blocks the read: utils.files.regular_handle)."""
     try:
-        with open(path, "rb") as handle:
+        with regular_handle(path) as handle:
             size = os.fstat(handle.fileno()).st_size
             if size > max_bytes:
                 raise DownloadTooLargeError(too_large(origin, max_bytes, f"the file has {size} bytes"))
