@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from etl import catalog, champion
+from etl.comparison import compare
 from etl.publishers import remote_publishers
 from etl.run_folder import RunFolder
 from etl.step_result import StepResult
@@ -77,7 +78,7 @@ def compared_again(run: RunFolder, comparison: dict[str, Any], settings: Setting
         return None
     log.warning("the champion changed during run %s: compare saw %s, now it is %s; comparing again with it",
                 run.run_id, champion_name(comparison) or "none", current["name"])
-    return comparison.compare(run, settings)
+    return compare(run, settings)
 
 
 def after_champion_change(before: dict[str, Any], now: dict[str, Any], approval: dict[str, Any] | None,

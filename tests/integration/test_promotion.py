@@ -179,7 +179,7 @@ def watched(name, function):
 
 for name in ("replace", "rename", "unlink"):
     setattr(os, name, watched(name, getattr(os, name)))
-sys.exit(cli_main("promote", ["--run-id", "new"]))
+sys.exit(cli_main(["promote", "--run-id", "new"]))
 '''
 
 

@@ -68,7 +68,7 @@ compare.run = after(compare.run, f"compared-{index}")
 newer_first = waiting(local.LocalPublisher.point_latest_at, [f"pointed-{j}" for j in range(index + 1, count)])
 local.LocalPublisher.point_latest_at = after(newer_first, f"pointed-{index}")
 promote.run = waiting(promote.run, [f"compared-{j}" for j in range(count)] + [f"pointed-{j}" for j in range(count)])
-sys.exit(cli_main("pipeline", []))
+sys.exit(cli_main([], all_steps=True))
 '''
 
 
