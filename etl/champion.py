@@ -26,6 +26,7 @@ from utils.config import Settings
 from utils.errors import ArtifactError, UnsafeFileError, excerpt
 from utils.files import (
     kind_of,
+    load_model,
     read_json,
     read_regular,
     sha256_bytes,
@@ -99,13 +100,12 @@ def published_folder(results_dir: Path, name: Any, named_by: str) -> Path:
     return folder
 
 
-def verified_content(results_dir: Path, run_name: str, name: str, remedy: str, pinned: str | None = None,
-                     pinned_by: str = "") -> bytes:
-    """The bytes of the file `name` of the published run `run_name` (its folder checked by `published_folder`), after
-    their sha256 matched the one that folder's manifest records and, when given, `pinned` (the sha256 that
-    `pinned_by`, a pointer or a record, names). Both files are read as regular files, never through a link, and
-    the bytes checked are the bytes returned: a published file that changed, or is not the one named, is never
-    read. Errors end with `remedy`."""
+def published_bytes(results_dir: Path, run_name: str, name: str, remedy: str, pinned: str | None = None,
+                    pinned_by: str = "") -> tuple[bytes, str, Path, Path]:
+    """The bytes of the file `name` of the published run `run_name` (its folder checked by `published_folder`), the
+    sha256 its manifest records (which must be `pinned`, when given: the sha256 that `pinned_by`, a pointer or a
+    record, names), its path and the manifest's path. Both files are read as regular files, never through a link.
+    Errors end with `remedy`."""
     folder = published_folder(results_dir, run_name, pinned_by or "its record")
     path, manifest_path = folder / name, folder / catalog.MANIFEST
     recorded = read_json(manifest_path).get("files", {}).get(name)
@@ -119,11 +119,28 @@ def verified_content(results_dir: Path, run_name: str, name: str, remedy: str, p
     if pinned is not None and pinned != recorded:
         raise ArtifactError(f"{pinned_by} pins {name} sha256 {pinned[:12]}…, but {manifest_path} records "
                             f"{recorded[:12]}…: it names another file; {remedy}")
+    return content, recorded, path, manifest_path
+
+
+def verified_content(results_dir: Path, run_name: str, name: str, remedy: str, pinned: str | None = None,
+                     pinned_by: str = "") -> bytes:
+    """The bytes `published_bytes` read, once their sha256 matched the manifest's: the bytes checked are the bytes
+    returned, so a published file that changed, or is not the one named, is never read."""
+    content, recorded, path, manifest_path = published_bytes(results_dir, run_name, name, remedy, pinned, pinned_by)
     actual = sha256_bytes(content)
     if actual != recorded:
         raise ArtifactError(f"{path} has sha256 {actual[:12]}…, but {manifest_path} records {recorded[:12]}…: it "
                             f"changed after publication; {remedy}")
     return content
+
+
+def published_model(results_dir: Path, run_name: str, remedy: str, pinned: str | None = None,
+                    pinned_by: str = "") -> tuple[Any, str]:
+    """The model of the published run `run_name` and its sha256, loaded by utils.files.load_model against the
+    digest its manifest records (and `pinned`)."""
+    content, recorded, path, manifest_path = published_bytes(results_dir, run_name, catalog.MODEL, remedy, pinned,
+                                                             pinned_by)
+    return load_model(content, recorded, path, str(manifest_path), "publication", remedy), recorded
 
 
 def verified_file(results_dir: Path, run_name: str, name: str, remedy: str, pinned: str | None = None,
@@ -133,20 +150,22 @@ def verified_file(results_dir: Path, run_name: str, name: str, remedy: str, pinn
     return results_dir / run_name / name
 
 
+def champion_remedy(results_dir: Path) -> str:
+    """What to do about a champion whose published files are not what its pointer and manifest record."""
+    return f"restore it, or remove {pointer_path(results_dir)} so that the next run becomes the champion"
+
+
 def published_content(results_dir: Path, pointer: dict[str, Any], name: str) -> bytes:
-    """A file of the champion's published folder, checked against its manifest (the model also against the
-    pointer): a champion that changed on disk, or lies outside RESULTS_DIR, is never loaded."""
-    path = pointer_path(results_dir)
-    return verified_content(results_dir, pointer["name"], name,
-                            f"restore it, or remove {path} so that the next run becomes the champion",
-                            pinned=pointer["model_sha256"] if name == catalog.MODEL else None, pinned_by=str(path))
+    """A file (not the model: `champion_model`) of the champion's published folder, checked against its manifest:
+    a champion that changed on disk, or lies outside RESULTS_DIR, is never read."""
+    return verified_content(results_dir, pointer["name"], name, champion_remedy(results_dir),
+                            pinned_by=str(pointer_path(results_dir)))
 
 
-def load_model(content: bytes) -> Any:
-    """The sklearn pipeline in `content`: bytes that `verified_content` (or a run's checksum chain) accepted."""
-    import joblib
-
-    return joblib.load(io.BytesIO(content))
+def champion_model(results_dir: Path, pointer: dict[str, Any]) -> Any:
+    """The champion's model, checked against the pointer's pin and its manifest before it is loaded."""
+    return published_model(results_dir, pointer["name"], champion_remedy(results_dir), pointer["model_sha256"],
+                           str(pointer_path(results_dir)))[0]
 
 
 def remove_leftovers(results_dir: Path) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
 
@@ -73,13 +72,13 @@ def compare(run: RunFolder, settings: Settings) -> dict[str, Any]:
     rows = comparison_rows(test, pointer, settings)
     features, labels, _ = features_and_labels(rows)
     enough = len(rows) >= MIN_COMPARISON_ROWS and rows[TARGET].nunique() == 2
-    model = joblib.load(run.file(catalog.MODEL))
+    model = run.load_model(catalog.MODEL)
     challenger = {"name": run.published_name(), "run_id": run.run_id, "model": metrics["model"],
                   "operating_threshold": threshold_of(model), "metrics": scored(model, features, labels) if enough
                   else {}}
     incumbent = None
     if pointer is not None:
-        champion_model = champion.load_model(champion.published_content(settings.results_dir, pointer, catalog.MODEL))
+        champion_model = champion.champion_model(settings.results_dir, pointer)
         incumbent = {"name": pointer["name"], "run_id": pointer["run_id"], "operating_threshold":
                      threshold_of(champion_model),
                      "metrics": scored(champion_model, features, labels) if enough else {}}

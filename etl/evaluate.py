@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
 
@@ -185,7 +184,7 @@ def test_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float
 def run(run: RunFolder, settings: Settings) -> StepResult:
     """Score the selected model on test.csv; write metrics, charts and report. Below the quality gate the step
     still records what it wrote, then fails."""
-    model = joblib.load(run.file(catalog.MODEL))  # its checksum was verified before the step started
+    model = run.load_model(catalog.MODEL)
     test = pd.read_csv(run.file(catalog.TEST))
     features, labels, _ = features_and_labels(test)
     probabilities = model.predict_proba(features)[:, 1]

@@ -34,7 +34,7 @@ from etl.dataset import FEATURES, ID, TARGET
 from etl.publishers.local import LATEST_LINK
 from utils.config import Settings, load_settings
 from utils.errors import ArtifactError, ConfigError, DataValidationError, UnsafeFileError
-from utils.files import atomic_path, kind_of, read_json, sha256_bytes, spreadsheet_cell
+from utils.files import atomic_path, kind_of, read_json, spreadsheet_cell
 from utils.logger import configure_cli_logging, get_logger, run_command
 from utils.telemetry import Sample
 
@@ -101,13 +101,12 @@ def load_published(settings: Settings) -> PublishedModel:
     """The chosen run's model, loaded from the very bytes whose sha256 matched the pointer's and the manifest's."""
     chosen = choose_run(settings)
     remedy = "publish the run again, or choose another with PREDICT_RUN"
-    content = champion.verified_content(chosen.folder.parent, chosen.folder.name, catalog.MODEL, remedy,
-                                        chosen.pinned, chosen.named_by)
-    model = champion.load_model(content)
+    model, sha256 = champion.published_model(chosen.folder.parent, chosen.folder.name, remedy, chosen.pinned,
+                                             chosen.named_by)
     manifest = read_json(chosen.folder / catalog.MANIFEST)
     profile_path = chosen.folder / catalog.TRAINING_PROFILE
     return PublishedModel(name=chosen.folder.name, run_id=str(manifest.get("run_id", chosen.folder.name)),
-                          sha256=sha256_bytes(content), threshold=float(getattr(model, "threshold", DEFAULT_THRESHOLD)),
+                          sha256=sha256, threshold=float(getattr(model, "threshold", DEFAULT_THRESHOLD)),
                           source=chosen.source, model=model,
                           profile=read_json(profile_path) if profile_path.is_file() else None)
 

@@ -28,7 +28,7 @@ from typing import Any
 from etl import catalog
 from etl.steps import STEP, STEPS, Step, produced_by
 from utils.errors import ArtifactError, ConfigError, RunLockedError, excerpt
-from utils.files import read_json, require_file, sha256_file, write_json_atomic
+from utils.files import load_model, read_json, read_regular, require_file, sha256_file, write_json_atomic
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 # What `RunFolder.published_name` makes: `<YYYYMMDD_HHMMSS>_<short run id>`, one name (never a path, never `..`)
@@ -168,6 +168,14 @@ class RunFolder:
         """The record of the step `step_name` (of `candidate`, for a per-candidate step), as written (the runner
         has verified the chain up to it)."""
         return read_json(self.require(STEP[step_name].outputs(candidate)[-1]))
+
+    def load_model(self, name: str) -> Any:
+        """The model in the run's file `name`, loaded by utils.files.load_model against the sha256 that the step
+        which wrote it recorded (train for a candidate's, select for the run's)."""
+        candidate = name.split("/")[1] if name.startswith(f"{catalog.CANDIDATES_DIR}/") else None
+        producer = produced_by(name)
+        return load_model(read_regular(self.require(name)), self.record(producer, candidate)["outputs"][name],
+                          self.file(name), f"{producer}'s record", "its step wrote it", f"rerun from {producer}")
 
     def write_candidate_failure(self, step: Step, candidate: str, error: BaseException) -> None:
         """Keep why `candidate`'s `step` failed in its folder, for the next step's record and the report."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import joblib
 import pandas as pd
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import FixedThresholdClassifier
@@ -68,7 +67,7 @@ def threshold_choice(run: RunFolder, candidate: str, settings: Settings) -> dict
 
 def thresholded_model(run: RunFolder, candidate: str, threshold: float) -> FixedThresholdClassifier:
     """The candidate's fitted pipeline, frozen (not refitted), deciding malignant at `threshold`."""
-    pipeline = joblib.load(run.file(catalog.candidate_file(candidate, catalog.CANDIDATE_MODEL)))
+    pipeline = run.load_model(catalog.candidate_file(candidate, catalog.CANDIDATE_MODEL))
     features, labels, _ = features_and_labels(pd.read_csv(run.file(catalog.TRAIN)))
     model = FixedThresholdClassifier(FrozenEstimator(pipeline), threshold=threshold, response_method="predict_proba")
     return model.fit(features, labels)  # FrozenEstimator's fit does nothing: this only records the classes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import json
 import os
 import stat
@@ -65,6 +66,20 @@ def write_model_atomic(model: object, target: Path) -> str:
     with atomic_path(target) as tmp:
         joblib.dump(model, tmp)
     return sha256_file(target)
+
+
+def load_model(content: bytes, expected_sha256: str, source: Path, recorded_by: str, written: str,
+               remedy: str) -> Any:
+    """The one place a model is unpickled (joblib runs code): from `content`, the bytes of `source` as they were
+    read, only when their sha256 is `expected_sha256`, which `recorded_by` recorded when the file was `written`
+    (published, or written by its step). Otherwise ArtifactError ending with `remedy`, and nothing is loaded."""
+    actual = sha256_bytes(content)
+    if actual != expected_sha256:
+        raise ArtifactError(f"{source} has sha256 {actual[:12]}…, but {recorded_by} records {expected_sha256[:12]}…: "
+                            f"it changed after {written}; {remedy}")
+    import joblib  # not at import time: the DAG file's imports reach this module
+
+    return joblib.load(io.BytesIO(content))
 
 
 def kind_of(mode: int) -> str:

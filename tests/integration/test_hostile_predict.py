@@ -106,9 +106,10 @@ def test_a_champion_pointer_naming_a_folder_outside_results_is_refused_by_predic
     write_json_atomic(results / catalog.CHAMPION, pointer)
     with pytest.raises(PipelineError, match="champion.json"):
         load_published(settings_for(results, tmp_path))
-    for name in (catalog.MODEL, catalog.TRAINING_IDS):  # what compare reads of the champion
-        with pytest.raises(PipelineError, match="champion.json"):
-            champion.published_content(results, pointer, name)
+    with pytest.raises(PipelineError, match="champion.json"):  # what compare reads of the champion: its model
+        champion.champion_model(results, pointer)
+    with pytest.raises(PipelineError, match="champion.json"):  # and its training Ids
+        champion.published_content(results, pointer, catalog.TRAINING_IDS)
     with pytest.raises(PipelineError):  # what promote checks before it writes a pointer
         champion.verified_file(results, pointer["name"], catalog.MODEL, "rerun upload", pointer["model_sha256"],
                                "the run's manifest")
