@@ -75,6 +75,10 @@ bench: venv ## Time the pipeline (as processes, in one process, under Airflow) a
 bench-scale: venv ## Only the scale bench: each step and candidate on 10k, 100k, 1M generated rows (BENCH_SCALE_ROWS)
 	$(PY) bench/bench_scale.py
 
+.PHONY: seed-study
+seed-study: venv ## The quality gate and the test metrics over SEED 0-19, on the bundled data and with 30% of its labels flipped (issue 21)
+	$(PY) -m bench.seed_study
+
 clean-runs: ## Delete the per-run working folders under data/runs/
 	rm -rf data/runs
 
