@@ -161,21 +161,25 @@ def markdown_table(header: list[str], lines: list[list[str]]) -> str:
 
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
-    """Per variant: the gate's passes, recall (and its seeds at 1.0), specificity, ROC-AUC, the thresholds."""
+    """Per variant: what the gate should say and how often it passed; recall (and its seeds at 1.0), specificity,
+    ROC-AUC, the thresholds."""
     lines = []
     for variant in dict.fromkeys(row["variant"] for row in rows):
         runs = {name: [row[name] for row in rows if row["variant"] == variant] for name in rows[0]}
         count = len(runs["seed"])
-        lines.append([variant, f"{sum(runs['gate_passed'])}/{count}", spread(runs["recall"]),
+        lines.append([variant, "pass" if VARIANTS[variant].should_pass else "fail",
+                      f"{sum(runs['gate_passed'])}/{count}", spread(runs["recall"]),
                       f"{runs['recall'].count(1.0)}/{count}", spread(runs["specificity"]), spread(runs["roc_auc"]),
                       f"{min(runs['threshold']):.4f}–{max(runs['threshold']):.4f}"])
-    return markdown_table(["variant", "gate passed", "recall mean [min–max]", "recall = 1.0",
+    return markdown_table(["variant", "gate should", "gate passed", "recall mean [min–max]", "recall = 1.0",
                            "specificity mean [min–max]", "ROC-AUC mean [min–max]", "threshold min–max"], lines)
 
 
 def optional_cell(value: Any) -> str:
-    """A fact metrics.json may lack: three decimals, or empty."""
-    return "" if value is None else f"{value:.3f}"
+    """A fact metrics.json may lack: a number to three decimals, anything else as it is, nothing as empty."""
+    if value is None:
+        return ""
+    return f"{value:.3f}" if isinstance(value, int | float) else str(value)
 
 
 def seed_table(rows: list[dict[str, Any]]) -> str:
