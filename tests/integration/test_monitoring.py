@@ -50,6 +50,8 @@ from tests.support.scoring import batch, write_batch
 from tests.support.servers import Answer, free_port, scripted_server
 from utils.config import PROJECT_ROOT
 
+# The test-set figures the evaluate step pushes with their 95% bounds (pipeline_model_metric_lower, _upper).
+PUSHED_INTERVALS = ("precision", "recall", "specificity", "npv", "accuracy", "roc_auc", "pr_auc")
 TASK_IDS = ("start", "load", "preprocess", "train", "evaluate", "upload", "success_end", "failure_end")
 RULES_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
 RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))
@@ -341,16 +343,43 @@ def gate(metrics: dict[str, Any]) -> dict[str, float]:
     return metrics["quality_gate"]["thresholds"]
 
 
-# Per Model quality panel (and query refId): the values it must show, by `metric` label ("" = no label),
-# computed from the run's metrics.json.
+def series_key(labels: dict[str, str]) -> str:
+    """A series' key in the tables below: its `metric` (or `feature`) label, then its `rows` and `bound` labels
+    when it has them (a check of the quality gate); "" for a series without them."""
+    return " ".join(labels[name] for name in ("metric", "feature", "rows", "bound") if name in labels)
+
+
+def checks(metrics: dict[str, Any], value: Callable[[dict[str, Any]], float]) -> dict[str, float]:
+    """`value` of each check of the quality gate, keyed as its pipeline_quality_gate_bound series."""
+    return {f"{check['figure']} {check['rows']} {check['bound']}": value(check)
+            for check in metrics["quality_gate"]["checks"]}
+
+
+def intervals(metrics: dict[str, Any], end: str) -> dict[str, float]:
+    """The `end` (lower, estimate, upper) of the 95% interval of each test-set figure pushed with its bounds."""
+    return {name: metrics["intervals"][name][end] for name in PUSHED_INTERVALS}
+
+
+# Per Model quality panel (and query refId): the values it must show, by series_key ("" = no label), computed
+# from the run's metrics.json.
 EXPECTED: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, float]]] = {
     ("Quality gate", "A"): lambda m: {"": float(m["quality_gate"]["passed"])},
     ("Recall (malignant found)", "A"): lambda m: {"": m["recall"]},
+    ("Recall (malignant found)", "B"): lambda m: {"": m["intervals"]["recall"]["lower"]},
+    ("Recall (malignant found)", "C"): lambda m: {"": m["intervals"]["recall"]["upper"]},
     ("ROC-AUC", "A"): lambda m: {"": m["roc_auc"]},
+    ("ROC-AUC", "B"): lambda m: {"": m["intervals"]["roc_auc"]["lower"]},
+    ("ROC-AUC", "C"): lambda m: {"": m["intervals"]["roc_auc"]["upper"]},
     ("Test rows", "A"): lambda m: {"": m["rows_test"]},
     ("Test rows", "B"): lambda m: {"": m["rows_train"]},
     ("Test-set metrics", "A"): lambda m: {name: m[name] for name in PUSHED_METRICS},
-    ("Margin over the gate", "A"): lambda m: {name: m[name] - minimum for name, minimum in gate(m).items()},
+    ("Test-set metrics with 95% CI", "A"): lambda m: intervals(m, "lower"),
+    ("Test-set metrics with 95% CI", "B"): lambda m: intervals(m, "estimate"),
+    ("Test-set metrics with 95% CI", "C"): lambda m: intervals(m, "upper"),
+    ("Quality gate checks", "A"): lambda m: checks(m, lambda check: check["value"]),
+    ("Quality gate checks", "B"): lambda m: checks(m, lambda check: check["minimum"]),
+    ("Quality gate checks", "C"): lambda m: checks(m, lambda check: float(check["passed"])),
+    ("Margin over the gate", "A"): lambda m: checks(m, lambda check: check["value"] - check["minimum"]),
     ("Gate minimums", "A"): lambda m: dict(gate(m)),
     ("Operating threshold", "A"): lambda m: {"": m["operating_threshold"]},
     ("Metrics over time", "A"): lambda m: {name: m[name] for name in PUSHED_METRICS},
@@ -377,7 +406,7 @@ def test_every_model_quality_panel_shows_the_numbers_of_metrics_json(live: Live,
     sources = ((EXPECTED, live.metrics), (SCORING_EXPECTED, live.scoring), (COMPARISON_EXPECTED, live.comparison))
     wanted = next((table[key](values) for table, values in sources if key in table), None)
     assert wanted is not None, f"{query.source}: add the values this panel must show"
-    shown = {series["metric"].get("metric", series["metric"].get("feature", "")): float(series["value"][1])
+    shown = {series_key(series["metric"]): float(series["value"][1])
              for series in prometheus_query(live.prometheus, query.expression)}
     assert shown == pytest.approx(wanted, rel=1e-9)
 
@@ -409,4 +438,5 @@ def test_prometheus_loads_every_rule_and_evaluates_it_without_error(live: Live) 
 def test_a_healthy_run_fires_no_pipeline_alert(live: Live) -> None:
     firing = prometheus_query(live.prometheus, 'ALERTS{alertname=~"Model.*|PipelineNoRecentSuccess"}')
     assert firing == []
-    assert prometheus_query(live.prometheus, "pipeline_model_metric < pipeline_quality_gate_threshold") == []
+    assert prometheus_query(live.prometheus, "pipeline_quality_gate_bound < ignoring(rows, bound) group_left() "
+                                             "pipeline_quality_gate_threshold") == []
