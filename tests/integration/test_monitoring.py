@@ -350,14 +350,17 @@ def series_key(labels: dict[str, str]) -> str:
 
 
 def checks(metrics: dict[str, Any], value: Callable[[dict[str, Any]], float]) -> dict[str, float]:
-    """`value` of each check of the quality gate, keyed as its pipeline_quality_gate_bound series."""
+    """`value` of each check of the quality gate, keyed as its pipeline_quality_gate_bound series (a check whose
+    bound could not be computed is not pushed)."""
     return {f"{check['figure']} {check['rows']} {check['bound']}": value(check)
-            for check in metrics["quality_gate"]["checks"]}
+            for check in metrics["quality_gate"]["checks"] if check["value"] is not None}
 
 
 def intervals(metrics: dict[str, Any], end: str) -> dict[str, float]:
-    """The `end` (lower, estimate, upper) of the 95% interval of each test-set figure pushed with its bounds."""
-    return {name: metrics["intervals"][name][end] for name in PUSHED_INTERVALS}
+    """The `end` (lower, estimate, upper) of the 95% interval of each test-set figure pushed with its bounds (those
+    that could be computed)."""
+    return {name: metrics["intervals"][name][end] for name in PUSHED_INTERVALS
+            if metrics["intervals"][name]["lower"] is not None}
 
 
 # Per Model quality panel (and query refId): the values it must show, by series_key ("" = no label), computed
