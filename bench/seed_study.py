@@ -41,9 +41,9 @@ DEFAULT_SEEDS = range(20)
 WEAK_SHARE = 0.30  # of the labels flipped: too many for any model to pass the gate honestly
 # Each label coding the data contract accepts, to its other class (the file keeps its own coding).
 OTHER_LABEL = {"0": "1", "1": "0", "2": "4", "4": "2", "benign": "malignant", "malignant": "benign"}
-# Facts some versions of metrics.json hold and others not: a column each, empty where absent.
-OPTIONAL_FACTS = {"recall_lower": ("intervals", "recall", "lower"),
-                  "internal_roc_auc_lower": ("internal_validation", "roc_auc", "lower")}
+# Facts some versions of metrics.json hold and others not: a column each, empty where absent. The gate's own
+# checks, whatever they are, get a column each too (`gate_checks`).
+OPTIONAL_FACTS = {"test recall lower": ("intervals", "recall", "lower")}
 
 
 def swapped_label(line: str, column: int) -> str:
@@ -117,6 +117,11 @@ def nested(facts: dict[str, Any], path: tuple[str, ...]) -> Any:
     return facts
 
 
+def check_name(check: dict[str, Any]) -> str:
+    """How the tables name one check of the gate: the rows it reads, its figure and bound."""
+    return f"{check['rows']} {check['figure']} {check['bound']}"
+
+
 def study_row(variant: str, seed: int, metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
     """One run's line of the study, from its metrics.json."""
     gate = metrics["quality_gate"]
@@ -124,7 +129,8 @@ def study_row(variant: str, seed: int, metrics: dict[str, Any], seconds: float) 
             "threshold": metrics["operating_threshold"], "recall": metrics["recall"],
             "specificity": metrics["specificity"], "roc_auc": metrics["roc_auc"],
             **{name: nested(metrics, path) for name, path in OPTIONAL_FACTS.items()},
-            "gate_passed": gate["passed"], "gate_failures": gate.get("failures", []), "seconds": seconds}
+            "gate_passed": gate["passed"], "gate_failures": gate.get("failures", []),
+            "gate_checks": {check_name(check): check for check in gate.get("checks", [])}, "seconds": seconds}
 
 
 def seed_run(variant: str, seed: int, work: Path) -> dict[str, Any]:
@@ -175,6 +181,32 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
                            "specificity mean [min–max]", "ROC-AUC mean [min–max]", "threshold min–max"], lines)
 
 
+def check_names(rows: list[dict[str, Any]]) -> list[str]:
+    """Every gate check the rows hold, in the order the gate made them."""
+    return list(dict.fromkeys(name for row in rows for name in row["gate_checks"]))
+
+
+def check_table(rows: list[dict[str, Any]]) -> str:
+    """Per variant and check of the gate: on how many seeds it passed, the range of its value, its minimum."""
+    lines = []
+    for variant in dict.fromkeys(row["variant"] for row in rows):
+        runs = [row for row in rows if row["variant"] == variant]
+        for name in check_names(runs):
+            checks = [row["gate_checks"][name] for row in runs if name in row["gate_checks"]]
+            values = [check["value"] for check in checks if check["value"] is not None]
+            lines.append([variant, name, f"{sum(check['passed'] for check in checks)}/{len(checks)}",
+                          f"{min(values):.3f}–{max(values):.3f}" if values else "none",
+                          optional_cell(checks[0]["minimum"])])
+    return markdown_table(["variant", "gate check", "passed", "value min–max", "minimum"], lines)
+
+
+def check_cell(check: dict[str, Any] | None) -> str:
+    """One check of a run's gate: its value, marked ✗ when it failed; empty when the gate had no such check."""
+    if check is None:
+        return ""
+    return f"{optional_cell(check['value']) or 'none'}{'' if check['passed'] else ' ✗'}"
+
+
 def optional_cell(value: Any) -> str:
     """A fact metrics.json may lack: a number to three decimals, anything else as it is, nothing as empty."""
     if value is None:
@@ -183,14 +215,17 @@ def optional_cell(value: Any) -> str:
 
 
 def seed_table(rows: list[dict[str, Any]]) -> str:
-    """A line per run: the model, its threshold, test metrics, the optional facts and the gate's verdict."""
+    """A line per run: the model, its threshold, test metrics, the optional facts, each check of the gate and its
+    verdict (its reasons in words are in the JSON rows)."""
+    checks = check_names(rows)
     return markdown_table(
-        ["variant", "seed", "model", "threshold", "recall", "specificity", "ROC-AUC", *OPTIONAL_FACTS, "gate",
-         "seconds", "gate failures"],
+        ["variant", "seed", "model", "threshold", "recall", "specificity", "ROC-AUC", *OPTIONAL_FACTS, *checks,
+         "gate", "seconds"],
         [[row["variant"], str(row["seed"]), str(row["model"]), f"{row['threshold']:.4f}", f"{row['recall']:.3f}",
           f"{row['specificity']:.3f}", f"{row['roc_auc']:.3f}",
-          *(optional_cell(row[name]) for name in OPTIONAL_FACTS), "pass" if row["gate_passed"] else "FAIL",
-          f"{row['seconds']:.1f}", "; ".join(row["gate_failures"])] for row in rows])
+          *(optional_cell(row[name]) for name in OPTIONAL_FACTS),
+          *(check_cell(row["gate_checks"].get(name)) for name in checks), "pass" if row["gate_passed"] else "FAIL",
+          f"{row['seconds']:.1f}"] for row in rows])
 
 
 def seed_range(text: str) -> list[int]:
@@ -224,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     rows = run_study(args.seeds, args.variants, args.workers)
     wall = time.perf_counter() - started
-    print(summary_table(rows), seed_table(rows), sep="\n\n")
+    tables = [summary_table(rows), check_table(rows) if check_names(rows) else "", seed_table(rows)]
+    print(*filter(None, tables), sep="\n\n")
     print(f"\n{len(rows)} runs in {wall:.0f} s wall time with {args.workers} workers "
           f"({statistics.mean(row['seconds'] for row in rows):.1f} s a run)")
     if args.json:
