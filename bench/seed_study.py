@@ -2,8 +2,9 @@
 
 For each seed and each data variant it runs load → preprocess → train (every candidate of CANDIDATES) → select →
 evaluate in process (no Airflow, no Pushgateway, no alerts) on a copy of the bundled data in a temporary folder,
-several runs side by side in a process pool, and prints what the gate decided with the test metrics: a summary per
-variant and a row per run, as Markdown tables. The variants: `default`, the bundled data as it is; `weak`, the same
+several runs side by side in a process pool, and prints what the gate decided with the test metrics, as Markdown
+tables: a summary per variant, the range of each of the gate's checks per variant (when it records them), a row
+per run. The variants: `default`, the bundled data as it is; `weak`, the same
 file with a seeded 30% of its labels flipped (a different 30% for each seed), a model the gate must refuse.
 Settings are the defaults and the environment's (`.env` is not read); the data, the folders and SEED are the study's.
 
