@@ -1,5 +1,5 @@
 """The candidate registry (etl/candidates.py): the settings' choices and their documentation come from it, the
-distinct-rows mark decides how etl/train.py fits a candidate, and a new model is one entry. That building the
+distinct-rows mark decides how etl/modelling.py fits a candidate, and a new model is one entry. That building the
 registry imports no estimator is checked where it matters, by the DAG file's parse-time import test (test_dag.py)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from sklearn.naive_bayes import GaussianNB
 from sklearn.utils.validation import has_fit_parameter
 
-from etl import catalog, train
+from etl import catalog, modelling
 from etl.candidates import CANDIDATE_NAMES, REGISTRY, Candidate
 from etl.pipeline import execute_step
 from etl.steps import STEP
@@ -30,15 +30,22 @@ def test_the_settings_offer_every_registered_candidate_in_order_and_describe_eac
 
 @pytest.mark.parametrize("name", CANDIDATE_NAMES)
 def test_a_candidate_is_fitted_on_the_distinct_rows_exactly_when_marked_and_then_takes_weights(name):
-    classifier = train.make_classifier(name, seed=0)
+    classifier = modelling.make_classifier(name, seed=0)
     assert isinstance(classifier, UniqueRowsClassifier) == REGISTRY[name].distinct_rows
     if REGISTRY[name].distinct_rows:  # its counts are passed as sample weights
         assert has_fit_parameter(classifier.estimator, "sample_weight")
 
 
+@pytest.mark.parametrize("name", CANDIDATE_NAMES)
+def test_no_candidate_weights_the_classes(name):
+    """The operating threshold sets the sensitivity; weighted classes would overstate every risk."""
+    parameters = REGISTRY[name].build(0).get_params(deep=True)
+    assert all(value is None for key, value in parameters.items() if key.endswith("class_weight"))
+
+
 def test_an_unknown_candidate_is_an_error_naming_it():
     with pytest.raises(ValueError, match="unknown candidate 'xgboost'"):
-        train.make_classifier("xgboost", seed=0)
+        modelling.make_classifier("xgboost", seed=0)
 
 
 @pytest.mark.parametrize("distinct_rows", [False, True])
