@@ -1,4 +1,5 @@
-"""The run's four charts, drawn as a notebook draws them: scikit-learn's displays on matplotlib axes, as PNG bytes.
+"""The run's charts, drawn as a notebook draws them (scikit-learn's displays, or plain matplotlib where scikit-learn
+has none) on matplotlib axes, as PNG bytes.
 
 Each figure is a `matplotlib.figure.Figure` on an Agg canvas, so nothing depends on a display or on pyplot's
 registry of open figures. The PNGs carry no software tag and no timestamp: the same input gives the same bytes,
@@ -17,7 +18,6 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine
-from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
 SIZE_INCHES, DPI = (5.5, 5.0), 100  # 550 x 500 pixels
@@ -26,17 +26,26 @@ CAPTION_CHARS = 70  # a longer caption (run ids can be long) is wrapped onto fur
 PNG_METADATA = {"Software": None}  # matplotlib's default names its version; PNG has no timestamp unless asked
 
 
-def titled_axes(title: str, caption: str, grid: bool = True) -> Axes:
-    """The single axes of a new figure, headed by `title`, with `caption` in small print below (wrapped to fit)."""
+def captioned_figure(caption: str) -> Figure:
+    """A new figure on an Agg canvas with `caption` in small print at the bottom (wrapped to fit)."""
     figure = Figure(figsize=SIZE_INCHES, dpi=DPI, layout=ConstrainedLayoutEngine(w_pad=MARGIN, h_pad=MARGIN))
     FigureCanvasAgg(figure)
     figure.supxlabel(textwrap.fill(caption, CAPTION_CHARS, break_on_hyphens=False), fontsize="small",
                      color="dimgray")
-    axes = figure.add_subplot()
+    return figure
+
+
+def headed(axes: Axes, title: str, grid: bool = True) -> Axes:
+    """`axes` headed by `title`, with a light grid unless `grid` is off."""
     axes.set_title(title, fontsize="large", fontweight="bold")
     if grid:
         axes.grid(alpha=0.3)
     return axes
+
+
+def titled_axes(title: str, caption: str, grid: bool = True) -> Axes:
+    """The single axes of a new figure, headed by `title`, with `caption` in small print below."""
+    return headed(captioned_figure(caption).add_subplot(), title, grid)
 
 
 @dataclass(frozen=True)
@@ -77,11 +86,40 @@ def precision_recall_curve(labels: np.ndarray, probabilities: np.ndarray, model:
     return scored_curve(PRECISION_RECALL, labels, probabilities, model, caption)
 
 
-def calibration_curve(labels: np.ndarray, probabilities: np.ndarray, model: str, caption: str) -> Figure:
-    """The share of positives against the mean predicted probability, in scikit-learn's five equal-width bins."""
-    axes = titled_axes("Calibration curve", caption)
-    CalibrationDisplay.from_predictions(labels, probabilities, pos_label=1, name=model, ax=axes)
-    axes.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), aspect="equal")
+def calibration_curve(curve: list[dict], histogram: list[dict], model: str, caption: str) -> Figure:
+    """A reliability diagram: the observed malignant share against the mean predicted probability per bin of
+    `curve` (`calibration.reliability_curve`), with its 95% exact interval as error bars, and the diagonal of
+    perfect calibration; beneath it, the rows per predicted-risk bin of `histogram`
+    (`calibration.predicted_risk_histogram`)."""
+    figure = captioned_figure(caption)
+    axes, risks = figure.subplots(2, 1, sharex=True, height_ratios=(4, 1))
+    headed(axes, "Calibration (reliability diagram)")
+    axes.plot([0, 1], [0, 1], linestyle=":", color="gray", label="Perfectly calibrated")
+    predicted, observed = ([point[key] for point in curve] for key in ("mean_predicted", "observed"))
+    below, above = ([abs(point[bound] - point["observed"]) for point in curve] for bound in ("lower", "upper"))
+    axes.errorbar(predicted, observed, yerr=[below, above], fmt="o-", capsize=3, label=f"{model} (95% CI per bin)")
+    axes.set(ylim=(-0.02, 1.02), ylabel="Observed malignant share")
+    axes.legend(loc="upper left")
+    risks.bar([row["from"] for row in histogram], [row["rows"] for row in histogram],
+              width=[row["to"] - row["from"] for row in histogram], align="edge", color="tab:blue", alpha=0.6)
+    risks.set(xlim=(-0.02, 1.02), xlabel="Predicted probability of malignancy", ylabel="Rows")
+    return figure
+
+
+def decision_curve(table: list[dict], operating_threshold: float, model: str, caption: str) -> Figure:
+    """Net benefit against the threshold probability (`decision_curve.net_benefit`): the model, treating all and
+    treating none, with the operating threshold marked. The y-axis stops a little below 0, where treating all
+    plunges as the threshold grows."""
+    axes = titled_axes("Decision curve", caption)
+    thresholds = [row["threshold"] for row in table]
+    for key, label, style in (("model", model, "-"), ("treat_all", "Biopsy all", "--"),
+                              ("treat_none", "Biopsy none", ":")):
+        axes.plot(thresholds, [row[key] for row in table], linestyle=style, label=label)
+    axes.axvline(operating_threshold, color="gray", linewidth=1,
+                 label=f"Operating threshold ({operating_threshold:.3f})")
+    highest = max([row["model"] for row in table] + [row["treat_all"] for row in table] + [0.01])
+    axes.set(ylim=(-0.1 * highest, 1.1 * highest), xlabel="Threshold probability", ylabel="Net benefit")
+    axes.legend(loc="upper right")
     return axes.figure
 
 
