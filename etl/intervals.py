@@ -89,8 +89,9 @@ def roc_auc_of_levels(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
 def average_precision_of_levels(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
     """Average precision from `level_sums`: the precision at each distinct threshold (descending), weighted by
     the recall it adds."""
-    positives_above = np.cumsum(positive[:, ::-1], axis=1)[:, ::-1]
-    flagged_above = np.cumsum((positive + negative)[:, ::-1], axis=1)[:, ::-1]
+    positives_below, negatives_below = np.cumsum(positive, axis=1), np.cumsum(negative, axis=1)
+    positives_above = positives_below[:, -1:] - positives_below + positive  # at or above each level
+    flagged_above = positives_above + negatives_below[:, -1:] - negatives_below + negative
     precision = np.divide(positives_above, flagged_above, out=np.zeros_like(positives_above),
                           where=flagged_above > 0)
     return _ratio(np.sum(positive * precision, axis=1), positive.sum(axis=1))
