@@ -15,7 +15,8 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.multiclass import unique_labels
+from sklearn.utils import Tags
+from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 
@@ -40,14 +41,25 @@ class NonNegativeLogisticRegression(ClassifierMixin, BaseEstimator):
         self.tol = tol
         self.max_iter = max_iter
 
+    def __sklearn_tags__(self) -> Tags:
+        """Binary only, as sklearn's estimator checks and meta-estimators read it."""
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        return tags
+
     def fit(self, X: np.ndarray, y: np.ndarray,
             sample_weight: np.ndarray | None = None) -> NonNegativeLogisticRegression:
         """Fit on (X, y), each row weighted by `sample_weight` (1 when not given)."""
         X, y = validate_data(self, X, y, dtype=np.float64)
+        target = type_of_target(y, input_name="y", raise_unknown=True)
+        if target != "binary":
+            raise ValueError(f"Only binary classification is supported. The type of the target is {target}.")
         self.classes_ = unique_labels(y)
         if len(self.classes_) != 2:
-            raise ValueError(f"needs exactly 2 classes, got {len(self.classes_)}")
+            raise ValueError("needs both classes, and y holds 1 class")
         weights = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        if not weights.sum() > 0:
+            raise ValueError("the sample weights sum to zero or less")
         positive = (y == self.classes_[1]).astype(np.float64)
         result = minimize(penalised_log_loss, np.zeros(X.shape[1] + 1), args=(X, positive, weights, self.C),
                           method="L-BFGS-B", jac=True, bounds=[(0.0, None)] * X.shape[1] + [(None, None)],
@@ -69,4 +81,5 @@ class NonNegativeLogisticRegression(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """The more probable class."""
-        return self.classes_[(self.decision_function(X) > 0).astype(int)]
+        positive = self.decision_function(X) > 0
+        return self.classes_[positive.astype(int)]
