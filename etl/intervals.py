@@ -33,10 +33,11 @@ Statistic = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 def proportion(successes: int, trials: int, confidence: float = CONFIDENCE) -> dict[str, Any]:
     """`successes` of `trials` with its exact (Clopper-Pearson) interval; no trials gives no estimate (None)."""
-    record = {"estimate": None, "lower": None, "upper": None, "successes": int(successes), "trials": int(trials),
+    successes, trials = int(successes), int(trials)
+    record = {"estimate": None, "lower": None, "upper": None, "successes": successes, "trials": trials,
               "method": "Clopper-Pearson exact"}
     if trials:
-        interval = binomtest(int(successes), int(trials)).proportion_ci(confidence_level=confidence, method="exact")
+        interval = binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="exact")
         record |= {"estimate": successes / trials, "lower": float(interval.low), "upper": float(interval.high)}
     return record
 

@@ -3,6 +3,8 @@ cluster bootstrap against a slow reference that resamples Ids one by one."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -149,6 +151,7 @@ def test_bootstrap_intervals_bracket_the_estimate_and_repeat_with_the_seed():
         assert (record["method"], record["replicates"], record["clusters"], record["seed"]) == (
             intervals.BOOTSTRAP_METHOD, 400, 150, 7)
     assert intervals.bootstrap_intervals(labels, probabilities, groups, replicates=400, seed=7) == result
+    json.dumps(result, allow_nan=False)  # plain JSON numbers, as metrics.json needs
     assert intervals.bootstrap_intervals(labels, probabilities, groups, replicates=400, seed=8) != result
 
 
