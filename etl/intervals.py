@@ -27,6 +27,7 @@ MAX_CELLS = 20_000_000  # replicates x max(composition types, atoms) one call ma
 CHUNK_CELLS = 4_000_000  # weight-matrix cells held at once (32 MB of float64)
 CLIP = 1e-12  # probabilities are clipped to [CLIP, 1 - CLIP] before the logit
 NEWTON_ITERATIONS, NEWTON_TOLERANCE = 50, 1e-10
+NEWTON_REACH = 5.0  # the most one Newton step may move the linear predictor (logit units)
 
 Statistic = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -150,10 +151,12 @@ def logit(probabilities: np.ndarray) -> np.ndarray:
 def weighted_logistic_fit(weights: np.ndarray, labels: np.ndarray, scores: np.ndarray,
                           fit_slope: bool) -> tuple[np.ndarray, np.ndarray]:
     """Intercept a and slope b of the weighted logistic regression P(label) = sigmoid(a + b * scores), one fit per
-    row of `weights`, by Newton's method from a = 0, b = 1. Without `fit_slope`, b stays 1 (`scores` is an offset).
-    A row whose fit has not converged after NEWTON_ITERATIONS (e.g. perfectly separated rows, where no maximum
-    exists) gets NaN."""
-    intercept, slope = np.zeros(len(weights)), np.ones(len(weights))
+    row of `weights`, by Newton's method from a = b = 0 (the usual start: every fitted probability one half), each
+    step moving the linear predictor by at most NEWTON_REACH (a full step from afar can overshoot). Without
+    `fit_slope`, b stays 1 (`scores` is an offset). A row whose fit has not converged after NEWTON_ITERATIONS (e.g.
+    perfectly separated rows, where no maximum exists) gets NaN."""
+    intercept, slope = np.zeros(len(weights)), np.full(len(weights), 0.0 if fit_slope else 1.0)
+    largest_score = np.abs(scores).max()
     converged = np.zeros(len(weights), dtype=bool)
     for _ in range(NEWTON_ITERATIONS):
         residual = slope[:, None] * scores  # in place from here on: these arrays are the size of `weights`
@@ -172,6 +175,8 @@ def weighted_logistic_fit(weights: np.ndarray, labels: np.ndarray, scores: np.nd
             step_b = _ratio(hessian_aa * gradient_b - hessian_ab * gradient_a, determinant)
         else:
             step_a, step_b = _ratio(gradient_a, hessian_aa), np.zeros_like(gradient_a)
+        shrink = NEWTON_REACH / np.maximum(np.abs(step_a) + np.abs(step_b) * largest_score, NEWTON_REACH)
+        step_a, step_b = step_a * shrink, step_b * shrink
         intercept, slope = intercept + step_a, slope + step_b
         converged = np.abs(step_a) + np.abs(step_b) < NEWTON_TOLERANCE
         if converged.all():

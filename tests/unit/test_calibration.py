@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from matplotlib.collections import LineCollection
+from scipy.optimize import minimize
 from scipy.special import expit
 from sklearn.calibration import calibration_curve
 
@@ -46,6 +47,25 @@ def test_weights_count_as_repeated_rows():
     weights = rng.integers(1, 4, 300)
     repeated = calibration.weak_calibration(np.repeat(labels, weights), np.repeat(probabilities, weights))
     assert calibration.weak_calibration(labels, probabilities, weights) == pytest.approx(repeated, abs=1e-9)
+
+
+def test_every_replicate_of_small_overconfident_data_fits_as_a_general_optimiser_does():
+    """A full Newton step from afar overshoots on logits this extreme; the fit must still find each maximum."""
+    rng = np.random.default_rng(5)
+    true_logits = rng.normal(-0.6, 2.5, 130)
+    labels = (rng.random(130) < expit(true_logits)).astype(int)
+    probabilities = expit(2.5 * true_logits)  # overconfident: slope 0.4
+    weights = rng.multinomial(130, np.full(130, 1 / 130), size=100).astype(float)
+    _, slopes = intervals.weighted_weak_calibration(weights, labels, probabilities)
+    scores = intervals.logit(probabilities)
+
+    def negative_log_likelihood(coefficients: np.ndarray, row_weights: np.ndarray) -> float:
+        linear = coefficients[0] + coefficients[1] * scores
+        return -np.sum(row_weights * (labels * linear - np.logaddexp(0, linear)))
+
+    expected = [minimize(negative_log_likelihood, np.zeros(2), args=(row,), method="BFGS",
+                         options={"gtol": 1e-10}).x[1] for row in weights]
+    assert slopes == pytest.approx(expected, abs=1e-5)
 
 
 def test_perfectly_separated_labels_have_no_slope():
