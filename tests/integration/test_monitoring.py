@@ -50,7 +50,9 @@ from tests.support.scoring import batch, write_batch
 from tests.support.servers import Answer, free_port, scripted_server
 from utils.config import PROJECT_ROOT
 
-# The test-set figures the evaluate step pushes with their 95% bounds (pipeline_model_metric_lower, _upper).
+# The test-set figures the evaluate step pushes (pipeline_model_metric; npv beside PUSHED_METRICS), and those it
+# pushes with their 95% bounds (pipeline_model_metric_lower, _upper).
+PUSHED_FIGURES = (*PUSHED_METRICS, "npv")
 PUSHED_INTERVALS = ("precision", "recall", "specificity", "npv", "accuracy", "roc_auc", "pr_auc")
 TASK_IDS = ("start", "load", "preprocess", "train", "evaluate", "upload", "success_end", "failure_end")
 RULES_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
@@ -375,7 +377,7 @@ EXPECTED: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, float]]] = 
     ("ROC-AUC", "C"): lambda m: {"": m["intervals"]["roc_auc"]["upper"]},
     ("Test rows", "A"): lambda m: {"": m["rows_test"]},
     ("Test rows", "B"): lambda m: {"": m["rows_train"]},
-    ("Test-set metrics", "A"): lambda m: {name: m[name] for name in PUSHED_METRICS},
+    ("Test-set metrics", "A"): lambda m: {name: m[name] for name in PUSHED_FIGURES},
     ("Test-set metrics with 95% CI", "A"): lambda m: intervals(m, "lower"),
     ("Test-set metrics with 95% CI", "B"): lambda m: intervals(m, "estimate"),
     ("Test-set metrics with 95% CI", "C"): lambda m: intervals(m, "upper"),
@@ -385,7 +387,7 @@ EXPECTED: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, float]]] = 
     ("Margin over the gate", "A"): lambda m: checks(m, lambda check: check["value"] - check["minimum"]),
     ("Gate minimums", "A"): lambda m: dict(gate(m)),
     ("Operating threshold", "A"): lambda m: {"": m["operating_threshold"]},
-    ("Metrics over time", "A"): lambda m: {name: m[name] for name in PUSHED_METRICS},
+    ("Metrics over time", "A"): lambda m: {name: m[name] for name in PUSHED_FIGURES},
 }
 # The same for the scoring panels, by `feature` label, from the scored batch's summary.
 SCORING_EXPECTED: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, float]]] = {
