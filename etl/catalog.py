@@ -18,13 +18,15 @@ OUT_OF_FOLD_PROBABILITY = "probability"  # out_of_fold.csv's column of that prob
 TRAIN_INFO = "train.json"  # the candidate's record: its cross-validation scores, model sha256
 CANDIDATE_FAILURE = "failure.json"  # why the candidate's training failed (instead of its record)
 MODEL = "model.joblib"  # the model every prediction uses: the winner's pipeline at its operating threshold
+REPEATED_OUT_OF_FOLD = "out_of_fold.csv"  # the winner's: Id, Class, the mean out-of-fold probability over CV_REPEATS
 SELECT_INFO = "select.json"  # select's record: every candidate's scores, the winner, the threshold and why
 METRICS = "metrics.json"
 ROC_CURVE = "roc_curve.png"
 PRECISION_RECALL_CURVE = "precision_recall_curve.png"
 CONFUSION_MATRIX = "confusion_matrix.png"
-CALIBRATION_CURVE = "calibration_curve.png"
-CHARTS = (ROC_CURVE, PRECISION_RECALL_CURVE, CONFUSION_MATRIX, CALIBRATION_CURVE)
+CALIBRATION_CURVE = "calibration_curve.png"  # from the repeated out-of-fold probabilities, with 95% bands
+DECISION_CURVE = "decision_curve.png"  # net benefit against treat-all and treat-none on the test rows
+CHARTS = (ROC_CURVE, PRECISION_RECALL_CURVE, CONFUSION_MATRIX, CALIBRATION_CURVE, DECISION_CURVE)
 REPORT = "report.md"
 EVALUATE_INFO = "evaluate.json"  # evaluate's record
 COMPARISON = "comparison.json"  # challenger vs champion on this run's test rows, and the decision
@@ -48,6 +50,7 @@ TEST_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "balance
                 "brier_score")
 HEADLINE_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 CV_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "brier_score")
+HEADLINE_INTERVALS = ("recall", "specificity", "roc_auc")  # their 95% bounds go into the history beside them
 PUSHED_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc")
 
 

@@ -39,8 +39,9 @@ from utils.logger import get_logger
 POINTER = catalog.CHAMPION
 HISTORY = "history.csv"
 HISTORY_COLUMNS = ("run_id", "name", "recorded_at", "data_sha256", "model", "operating_threshold", "metric",
-                   "challenger_score", "champion", "champion_score", "rows_compared", "promoted", "reason",
-                   *catalog.HEADLINE_METRICS)
+                   "challenger_score", "champion", "champion_score", "rows_compared", "difference", "difference_lower",
+                   "difference_upper", "margin", "promoted", "reason", *catalog.HEADLINE_METRICS,
+                   *(f"{name}_{bound}" for name in catalog.HEADLINE_INTERVALS for bound in ("lower", "upper")))
 LOCK = ".champion.lock"
 FAILURE_CHARS = 300  # of a failed run's error in the history; the whole error is in the task log and the alert
 LOWER_IS_BETTER = frozenset({"brier_score"})
@@ -175,13 +176,6 @@ def remove_leftovers(results_dir: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
-def better_or_equal(challenger: float, champion: float, metric: str, tolerance: float) -> bool:
-    """Whether the challenger is not worse than the champion on `metric` beyond `tolerance`."""
-    if metric in LOWER_IS_BETTER:
-        return challenger <= champion + tolerance
-    return challenger >= champion - tolerance
-
-
 def read_history(results_dir: Path) -> list[dict[str, str]]:
     """The history's rows, oldest first ([] before the first run)."""
     path = results_dir / HISTORY
@@ -238,7 +232,14 @@ def failed_run_row(run: RunFolder, failed_at: str, error: str) -> dict[str, Any]
             "data_sha256": loaded.get("sha256", ""), "model": selected.get("model", ""),
             "operating_threshold": selected.get("operating_threshold", ""), "promoted": "false",
             "reason": f"failed at {failed_at}: {message}",
-            **{name: metrics[name] for name in catalog.HEADLINE_METRICS if name in metrics}}
+            **{name: metrics[name] for name in catalog.HEADLINE_METRICS if name in metrics}, **interval_cells(metrics)}
+
+
+def interval_cells(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The 95% bounds of the headline test figures (HEADLINE_INTERVALS) as history cells, from metrics.json."""
+    intervals = metrics.get("intervals", {})
+    return {f"{name}_{bound}": intervals[name][bound] for name in catalog.HEADLINE_INTERVALS if name in intervals
+            for bound in ("lower", "upper")}
 
 
 def record_failed_run(run: RunFolder, settings: Settings, failed_at: str, error: str) -> None:

@@ -34,7 +34,8 @@ def review(comparison: dict[str, Any], report: str) -> str:
              "| metric | challenger | champion |", "|---|---|---|"]
     lines += [f"| {name} | {score_text(challenger['metrics'].get(name))} | "
               f"{score_text(incumbent['metrics'].get(name) if incumbent else None)} |" for name in catalog.TEST_METRICS]
-    lines += ["", f"Compared on **{comparison['metric']}** (tolerance {comparison['tolerance']:g}): "
+    lines += ["", f"Compared on **{comparison['metric']}** (non-inferiority margin {comparison['margin']:g}, 95% "
+              "interval of the paired difference over the same resampled Ids): "
               f"**{comparison['decision']}**: {comparison['reason']}.", "", f"Report: {report}"]
     return "\n".join(lines)
 

@@ -114,8 +114,16 @@ def history_row(run: RunFolder, comparison: dict[str, Any], manifest: dict[str, 
             "operating_threshold": challenger["operating_threshold"], "metric": comparison["metric"],
             "challenger_score": challenger["score"], "champion": incumbent["name"] if incumbent else "",
             "champion_score": incumbent["score"] if incumbent else "", "rows_compared": comparison["rows_compared"],
-            "promoted": str(promoted).lower(), "reason": reason,
-            **{name: manifest["metrics"][name] for name in catalog.HEADLINE_METRICS}}
+            **difference_cells(comparison), "promoted": str(promoted).lower(), "reason": reason,
+            **{name: manifest["metrics"][name] for name in catalog.HEADLINE_METRICS},
+            **champion.interval_cells(manifest["metrics"])}
+
+
+def difference_cells(comparison: dict[str, Any]) -> dict[str, Any]:
+    """The paired difference's history cells (empty without a comparison: the first run, too few rows)."""
+    difference = comparison.get("difference") or {}
+    return {"difference": difference.get("difference"), "difference_lower": difference.get("lower"),
+            "difference_upper": difference.get("upper"), "margin": comparison["margin"]}
 
 
 def series(comparison: dict[str, Any], promoted: bool) -> list[Sample]:

@@ -1,6 +1,7 @@
 """The select step: among the candidates that trained, pick the winner by its cross-validated SELECTION_METRIC on the
-training rows (within TIE_TOLERANCE of the best, the earliest of CANDIDATES: the simpler one), choose its operating
-threshold from its out-of-fold probabilities (the highest one whose recall reaches TARGET_RECALL with
+training rows (within TIE_TOLERANCE of the best, the earliest of CANDIDATES: the simpler one); repeat the winner's
+grouped cross-validation CV_REPEATS times (etl/modelling.py) and write each training row's mean out-of-fold
+probability; choose the operating threshold from those (the highest one whose recall reaches TARGET_RECALL with
 TARGET_CONFIDENCE, i.e. the best specificity at that sensitivity), and save model.joblib: the winner's fitted
 pipeline deciding at that threshold. The test rows are not read here: evaluate scores the winner alone, once."""
 
@@ -13,13 +14,14 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import FixedThresholdClassifier
 
 from etl import catalog
-from etl.dataset import TARGET, features_and_labels
+from etl.dataset import ID, TARGET, features_and_labels
 from etl.metrics import operating_threshold, score
+from etl.modelling import repeated_out_of_fold
 from etl.run_folder import RunFolder
 from etl.step_result import StepResult
 from utils.config import Settings
 from utils.errors import TrainingError
-from utils.files import write_model_atomic
+from utils.files import write_model_atomic, write_text_atomic
 from utils.logger import get_logger
 from utils.telemetry import Sample
 
@@ -52,11 +54,24 @@ def winner(results: list[dict[str, Any]], metric: str) -> str:
     return next(name for name, mean in means.items() if mean >= best - TIE_TOLERANCE)
 
 
-def threshold_choice(run: RunFolder, candidate: str, settings: Settings) -> dict[str, Any]:
-    """The operating threshold from `candidate`'s out-of-fold probabilities, whether it reaches the target with
+def repeated_cv(run: RunFolder, candidate: str, settings: Settings) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The winner's out-of-fold probabilities averaged over CV_REPEATS fold draws (the train step's first), as
+    out_of_fold.csv's frame, and what the repeats were."""
+    train = pd.read_csv(run.file(catalog.TRAIN))
+    first = pd.read_csv(run.file(catalog.candidate_file(candidate, catalog.OUT_OF_FOLD)))
+    probabilities, per_repeat = repeated_out_of_fold(train, candidate, settings.cv_folds, settings.seed,
+                                                     settings.cv_repeats,
+                                                     first[catalog.OUT_OF_FOLD_PROBABILITY].to_numpy())
+    frame = train[[ID, TARGET]].assign(**{catalog.OUT_OF_FOLD_PROBABILITY: probabilities})
+    return frame, {"repeats": settings.cv_repeats, "folds": settings.cv_folds, "rows": len(train),
+                   "roc_auc_per_repeat": per_repeat}
+
+
+def threshold_choice(out_of_fold: pd.DataFrame, settings: Settings) -> dict[str, Any]:
+    """The operating threshold from the repeated out-of-fold probabilities, whether it reaches the target with
     the confidence asked, and the recall and specificity it had there."""
-    oof = pd.read_csv(run.file(catalog.candidate_file(candidate, catalog.OUT_OF_FOLD)))
-    labels, probabilities = oof[TARGET].to_numpy(dtype=int), oof[catalog.OUT_OF_FOLD_PROBABILITY].to_numpy()
+    labels = out_of_fold[TARGET].to_numpy(dtype=int)
+    probabilities = out_of_fold[catalog.OUT_OF_FOLD_PROBABILITY].to_numpy()
     threshold, reached = operating_threshold(labels, probabilities, settings.target_recall,
                                              settings.target_confidence)
     at_threshold = score(labels, probabilities, threshold)
@@ -78,7 +93,9 @@ def run(run: RunFolder, settings: Settings) -> StepResult:
     scores (or failure) go into the record."""
     results = candidate_results(run, settings)
     chosen = winner(results, settings.selection_metric)
-    choice = threshold_choice(run, chosen, settings)
+    out_of_fold, repeats = repeated_cv(run, chosen, settings)
+    write_text_atomic(run.file(catalog.REPEATED_OUT_OF_FOLD), out_of_fold.to_csv(index=False))
+    choice = threshold_choice(out_of_fold, settings)
     if not choice["target_reached"]:
         log.warning("too few malignant training rows to reach recall %s with confidence %s: the threshold flags "
                     "every malignant training row out of fold", settings.target_recall, settings.target_confidence)
@@ -87,10 +104,10 @@ def run(run: RunFolder, settings: Settings) -> StepResult:
     for result in results:
         if result["status"] == "failed":
             log.warning("candidate %s is left out: %s", result["name"], result["error"])
-    log.info("selected %s by CV %s %.4f (tie tolerance %s); operating threshold %.4f: out-of-fold recall %.4f "
-             "(target %s) with specificity %.4f; model sha256 %s", chosen, settings.selection_metric,
-             run.record("train", chosen)["cv"][settings.selection_metric]["mean"], TIE_TOLERANCE,
-             choice["operating_threshold"],
+    log.info("selected %s by CV %s %.4f (tie tolerance %s); operating threshold %.4f from %d repeats of its CV: "
+             "out-of-fold recall %.4f (target %s) with specificity %.4f; model sha256 %s", chosen,
+             settings.selection_metric, run.record("train", chosen)["cv"][settings.selection_metric]["mean"],
+             TIE_TOLERANCE, choice["operating_threshold"], settings.cv_repeats,
              choice["out_of_fold"]["recall"], settings.target_recall, choice["out_of_fold"]["specificity"], digest)
     trained = run.record("train", chosen)
     summary = {"model": chosen, "operating_threshold": choice["operating_threshold"], "failed_candidates": failed,
@@ -98,7 +115,8 @@ def run(run: RunFolder, settings: Settings) -> StepResult:
     consumed = tuple(catalog.candidate_file(result["name"], file) for result in results
                      if result["status"] == "trained" for file in (catalog.CANDIDATE_MODEL, catalog.OUT_OF_FOLD))
     return StepResult(
-        record={**summary, **choice, "selection_metric": settings.selection_metric, "tie_tolerance": TIE_TOLERANCE,
+        record={**summary, **choice, "repeated_cv": repeats, "selection_metric": settings.selection_metric,
+                "tie_tolerance": TIE_TOLERANCE,
                 "candidates": results, **{key: trained[key] for key in ("seed", "cv_folds", "rows_train", "cv")}},
         summary=summary, consumed=consumed,
         samples=[Sample("candidates_failed", len(failed), help="Candidate models that could not be trained.")])

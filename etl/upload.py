@@ -53,7 +53,7 @@ def build_manifest(run: RunFolder, settings: Settings, checksums: dict[str, str]
             "settings": settings.public_dict(published=True), "packages": package_versions(),
             "git_commit": git_commit(),
             "metrics": {key: metrics[key] for key in (*catalog.TEST_METRICS, "confusion_matrix", "operating_threshold",
-                                                      "quality_gate")},
+                                                      "intervals", "quality_gate")},
             "files": checksums}
 
 

@@ -54,6 +54,8 @@ MAX_DOWNLOAD_BYTES = 4 * 1024**3  # the body is held in memory
 MAX_DOWNLOAD_RETRIES = 10
 MAX_BACKOFF_SECONDS = 60.0  # also the longest single wait between two attempts (etl/load.py)
 MAX_CV_FOLDS = 20  # each class of the bundled data has far more Ids; more folds only cost time
+MAX_CV_REPEATS = 20  # beyond, the mean out-of-fold probability barely moves; each repeat costs a CV
+MIN_BOOTSTRAP_REPLICATES, MAX_BOOTSTRAP_REPLICATES = 200, 10000  # fewer make a 95% percentile interval noisy
 MAX_APPROVAL_MINUTES = 30 * 24 * 60  # 30 days
 MAX_PSI_THRESHOLD = 10.0  # a population stability index above 0.25 is already a large shift
 MAX_URL_CHARS = 2048
@@ -129,6 +131,14 @@ class Settings(BaseSettings):
     test_size: float = setting("TEST_SIZE", 0.2, "Share of Ids held out for the test split (0 < x < 1).", gt=0, lt=1)
     cv_folds: int = setting("CV_FOLDS", 5, f"Folds of the grouped cross-validation on the training rows (2 to "
                             f"{MAX_CV_FOLDS}).", ge=2, le=MAX_CV_FOLDS)
+    cv_repeats: int = setting("CV_REPEATS", 5, "Times the selected candidate's grouped cross-validation is repeated "
+                              "with another fold draw; each training row's out-of-fold probability is the mean over "
+                              "them, and gives the threshold, the calibration check and the internal validation "
+                              f"(1 to {MAX_CV_REPEATS}).", ge=1, le=MAX_CV_REPEATS)
+    bootstrap_replicates: int = setting(
+        "BOOTSTRAP_REPLICATES", 1000, "Resamples of Ids behind every bootstrap interval (ROC-AUC, PR-AUC, Brier, "
+        f"calibration, the champion comparison) ({MIN_BOOTSTRAP_REPLICATES} to {MAX_BOOTSTRAP_REPLICATES}).",
+        ge=MIN_BOOTSTRAP_REPLICATES, le=MAX_BOOTSTRAP_REPLICATES)
     # Choosing the model (etl/train.py trains each candidate, etl/select.py picks one and its threshold).
     candidates: Candidates = setting(
         "CANDIDATES", CANDIDATE_NAMES, "Comma-separated candidate models, each cross-validated on the training rows, "
@@ -166,11 +176,12 @@ class Settings(BaseSettings):
                                    "(optional; an http(s):// URL with a host).", redact.URL, max_length=MAX_URL_CHARS)
     # Champion and challenger (etl/compare.py, etl/promote.py).
     promotion_metric: PromotionMetric = setting(
-        "PROMOTION_METRIC", "roc_auc", "Test metric on which a run's model (the challenger) must not be worse than "
-        "the champion to replace it: " + ", ".join(PROMOTION_METRICS) + " (brier_score: lower is better).")
+        "PROMOTION_METRIC", "roc_auc", "Test metric on which a run's model (the challenger) must be shown not worse "
+        "than the champion to replace it: " + ", ".join(PROMOTION_METRICS) + " (brier_score: lower is better).")
     promotion_tolerance: float = setting(
-        "PROMOTION_TOLERANCE", 0.005, "How much worse than the champion on PROMOTION_METRIC the challenger may be "
-        "and still be promoted; negative: it must be that much better.", ge=-1, le=1)
+        "PROMOTION_TOLERANCE", 0.01, "Non-inferiority margin: the challenger is promoted when the 95% interval of "
+        "its paired difference from the champion on PROMOTION_METRIC (bootstrap over the same Ids) excludes being "
+        "worse by more than this; negative: it must be shown that much better.", ge=-1, le=1)
     approval_required: bool = setting(
         "APPROVAL_REQUIRED", False, "Ask a person in the Airflow UI (or REST API) to approve each new champion "
         "before it is promoted (read when the DAG is parsed).")

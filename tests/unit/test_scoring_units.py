@@ -116,8 +116,8 @@ def test_a_model_with_an_operating_threshold_labels_at_it_and_says_so(make_setti
     from sklearn.model_selection import FixedThresholdClassifier
 
     from etl.dataset import features_and_labels
+    from etl.modelling import build_pipeline
     from etl.predict import load_published, predict
-    from etl.train import build_pipeline
     from utils.files import sha256_file, write_json_atomic
 
     clean, _ = contract.read_typed(BUNDLED_CSV)

@@ -11,10 +11,12 @@ import pytest
 from matplotlib import pyplot
 from matplotlib.figure import Figure
 
-from etl import champion, charts, comparison, evaluate, metrics, preprocess, promote, select, train
+from etl import champion, charts, comparison, metrics, modelling, preprocess, promote, select
 from etl.candidates import CANDIDATE_NAMES
+from etl.catalog import CV_METRICS
 from etl.dataset import EXPECTED_COLUMNS, FEATURES, ID, TARGET, features_and_labels
 from etl.folds import grouped_stratified_folds
+from etl.quality_gate import quality_gate
 from utils.errors import TrainingError
 from utils.telemetry import Sample, build_registry, step_samples
 
@@ -62,7 +64,7 @@ def test_pipeline_learns_imputation_from_training_rows_only():
     training = clean_frame(30)
     training.loc[0, "Bare.nuclei"] = pd.NA
     features, labels, _ = features_and_labels(training)
-    pipeline = train.build_pipeline("logreg", seed=0).fit(features, labels)
+    pipeline = modelling.build_pipeline("logreg", seed=0).fit(features, labels)
     expected_median = training["Bare.nuclei"].dropna().astype(float).median()
     imputer = pipeline.named_steps["impute"].named_transformers_["median"]
     assert imputer.feature_names_in_.tolist() == ["Bare.nuclei"] and imputer.statistics_.tolist() == [expected_median]
@@ -73,11 +75,13 @@ def test_pipeline_learns_imputation_from_training_rows_only():
 
 @pytest.mark.parametrize("candidate", CANDIDATE_NAMES)
 def test_every_candidate_is_a_seeded_single_threaded_three_stage_pipeline(candidate):
-    pipeline = train.build_pipeline(candidate, seed=3)
+    pipeline = modelling.build_pipeline(candidate, seed=3)
     assert [name for name, _ in pipeline.steps] == ["impute", "scale", "model"]
     parameters = pipeline.named_steps["model"].get_params()
-    assert "random_state" in str(parameters) and parameters.get("n_jobs", 1) in (1, None)
-    assert hasattr(pipeline, "predict_proba")
+    assert parameters.get("n_jobs", 1) in (1, None) and hasattr(pipeline, "predict_proba")
+    features, labels, _ = features_and_labels(clean_frame(40))
+    first, again = (modelling.build_pipeline(candidate, seed=3).fit(features, labels) for _ in range(2))
+    assert (first.predict_proba(features) == again.predict_proba(features)).all()  # the seed fixes the model
 
 
 def test_out_of_fold_scores_every_row_with_a_model_that_did_not_see_its_id():
@@ -85,16 +89,16 @@ def test_out_of_fold_scores_every_row_with_a_model_that_did_not_see_its_id():
     features, labels, groups = features_and_labels(frame)
     folds = grouped_stratified_folds(labels, groups, 3, 0)
     assert all(not set(groups[fit]) & set(groups[held]) for fit, held in folds)
-    probabilities, fold_scores = train.out_of_fold(train.build_pipeline("logreg", 0), features, labels, folds)
+    probabilities, fold_scores = modelling.out_of_fold(modelling.build_pipeline("logreg", 0), features, labels, folds)
     assert not np.isnan(probabilities).any() and len(fold_scores) == 3
-    summary = train.summarise(fold_scores)
-    assert set(summary) == set(train.CV_METRICS)
+    summary = modelling.summarise(fold_scores)
+    assert set(summary) == set(CV_METRICS)
     assert all(0.0 <= s["mean"] <= 1.0 and s["std"] >= 0.0 for s in summary.values())
 
 
 def test_a_candidate_that_cannot_fit_fails_for_good_naming_it():
     with pytest.raises(TrainingError, match="candidate linear_svm cannot be fitted on the 8 training rows") as error:
-        train.fit(clean_frame(8), "linear_svm", 2, 0)  # 2 malignant rows per fold: too few to calibrate on 3
+        modelling.fit(clean_frame(8), "linear_svm", 2, 0)  # 2 malignant rows per fold: too few to calibrate on 3
     assert error.value.transient is False
 
 
@@ -139,30 +143,32 @@ def test_the_winner_is_the_best_and_a_tie_goes_to_the_earlier_candidate():
         select.winner([failed], "roc_auc")
 
 
-def test_the_reliability_curve_bins_as_the_chart_does():
-    labels = np.array([0, 0, 1, 0, 1, 1])
-    probabilities = np.array([0.05, 0.2, 0.3, 0.5, 0.9, 1.0])
-    check = evaluate.reliability(labels, probabilities)
-    assert [(point["bin"], point["rows"]) for point in check["bins"]] == [("0.0-0.2", 2), ("0.2-0.4", 1),
-                                                                          ("0.4-0.6", 1), ("0.8-1.0", 2)]
-    assert check["bins"][0]["observed"] == 0 and check["bins"][1]["observed"] == 1
-    gaps, rows = [0.125, 0.7, 0.5, 0.05], [2, 1, 1, 2]  # |observed - mean predicted| and rows per bin
-    expected = sum(gap * count for gap, count in zip(gaps, rows, strict=True)) / 6
-    assert check["expected_calibration_error"] == pytest.approx(expected)
-    assert check["brier_score_of_prevalence"] == pytest.approx(0.25)
+def interval(estimate: float, lower: float, upper: float) -> dict:
+    return {"estimate": estimate, "lower": lower, "upper": upper}
 
 
-def test_quality_gate_lists_each_metric_below_its_threshold(make_settings):
-    settings = make_settings(min_recall=0.9, min_roc_auc=0.98)
-    gate = evaluate.quality_gate({"recall": 0.85, "roc_auc": 0.97}, settings)
-    assert gate["passed"] is False and len(gate["failures"]) == 2
-    assert evaluate.quality_gate({"recall": 0.9, "roc_auc": 0.98}, settings)["passed"]
+def test_the_gate_decides_on_internal_lower_bounds_and_lets_the_test_veto_only_when_it_excludes_the_minimum(
+        make_settings):
+    settings = make_settings(min_recall=0.9, min_roc_auc=0.95)
+    internal = {"recall": interval(0.97, 0.94, 0.99), "roc_auc": interval(0.99, 0.985, 0.995)}
+    seed_19 = {"recall": interval(42 / 47, 0.769, 0.965), "roc_auc": interval(0.994, 0.985, 1.0)}  # passes
+    assert quality_gate(seed_19, internal, settings)["passed"]
+    weak_internal = {"recall": interval(0.97, 0.94, 0.99), "roc_auc": interval(0.93, 0.90, 0.96)}
+    gate = quality_gate(seed_19, weak_internal, settings)
+    assert gate["passed"] is False and len(gate["failures"]) == 1
+    assert gate["failures"][0].startswith("roc_auc on the repeated out-of-fold probabilities of the training rows: "
+                                          "the lower 95% bound 0.9000 < 0.9500 (MIN_ROC_AUC; estimate 0.9300")
+    contradicted = {"recall": interval(30 / 47, 0.49, 0.77), "roc_auc": interval(0.99, 0.98, 1.0)}
+    gate = quality_gate(contradicted, internal, settings)
+    assert [(check["rows"], check["bound"]) for check in gate["checks"] if not check["passed"]] == [("test", "upper")]
+    no_malignant = {"recall": {"estimate": None, "lower": None, "upper": None}, "roc_auc": interval(0.99, 0.98, 1.0)}
+    gate = quality_gate(no_malignant, internal, settings)
+    assert gate["passed"] is False and "upper 95% bound none" in gate["failures"][0]
 
 
 CHART_LABELS = np.array([0, 0, 0, 1, 1, 1])
 CHART_PROBABILITIES = np.array([0.1, 0.2, 0.7, 0.4, 0.8, 0.9])  # ROC-AUC 8/9, as in the scoring test above
-CURVES = {"roc": charts.roc_curve, "precision_recall": charts.precision_recall_curve,
-          "calibration": charts.calibration_curve}
+CURVES = {"roc": charts.roc_curve, "precision_recall": charts.precision_recall_curve}
 
 
 def confusion(counts: list[list[int]], caption: str = "logreg · run test") -> Figure:
@@ -211,7 +217,7 @@ def test_confusion_chart_writes_each_count_in_its_cell_under_the_class_names_rep
     assert charts.png(confusion([[50, 0], [25, 10]])) == drawn != charts.png(confusion([[50, 1], [24, 10]]))
 
 
-@pytest.mark.parametrize("chart", ["roc", "precision_recall", "calibration", "confusion"])
+@pytest.mark.parametrize("chart", ["roc", "precision_recall", "confusion"])
 def test_every_text_of_a_chart_fits_even_with_a_very_long_run_id(chart):
     caption = "logreg · run " + "manual__2026-12-01T09:30:00.123456+00:00" * 6
     figure = (confusion([[50, 0], [25, 10]], caption) if chart == "confusion"
@@ -238,26 +244,34 @@ def test_unreachable_pushgateway_never_fails_a_step(make_settings, caplog):
 
 # --- compare and promote: the decision --------------------------------------------------------------------------
 
-def test_the_challenger_is_promoted_unless_worse_than_the_champion_beyond_the_tolerance(make_settings):
+def difference(value: float, lower: float, upper: float) -> dict:
+    return {"difference": value, "lower": lower, "upper": upper, "challenger": 0.99, "champion": 0.99 - value,
+            "clusters": 40}
+
+
+def test_the_challenger_is_promoted_only_when_its_interval_shows_it_not_worse_than_the_margin(make_settings):
     rows = clean_frame(40)
     settings = make_settings(promotion_tolerance=0.01)
-    first = comparison.decide(0.5, None, rows.head(0), settings)
+    first = comparison.decide(None, True, rows.head(0), settings)
     assert first == (True, "first champion: no model was promoted before")
-    assert comparison.decide(0.99, 0.995, rows, settings)[0] is True  # within the tolerance
-    kept, reason = comparison.decide(0.98, 0.995, rows, settings)
-    assert not kept and reason == ("roc_auc 0.9800 is not ≥ 0.9850 (champion 0.9950, tolerance 0.01) on 40 rows: "
-                                   "the champion stays")
+    assert comparison.decide(difference(-0.002, -0.009, 0.004), False, rows, settings)[0] is True
+    kept, reason = comparison.decide(difference(0.004, -0.021, 0.012), False, rows, settings)  # better, not shown
+    assert not kept and reason == (
+        "not shown non-inferior (roc_auc difference +0.0040, 95% CI [-0.0210, +0.0120], margin 0.01, on 40 rows "
+        "(40 Ids); challenger 0.9900, champion 0.9860): the champion stays")
     lower = make_settings(promotion_metric="brier_score", promotion_tolerance=0.0)
-    assert comparison.decide(0.03, 0.04, rows, lower)[0] is True
-    assert comparison.decide(0.05, 0.04, rows, lower)[0] is False
-    assert comparison.decide(1.0, 0.5, rows, make_settings(promotion_tolerance=-0.6))[0] is False
+    assert comparison.decide(difference(-0.01, -0.02, -0.001), False, rows, lower)[0] is True
+    assert comparison.decide(difference(-0.01, -0.02, 0.001), False, rows, lower)[0] is False
+    superior = make_settings(promotion_tolerance=-0.01)  # a negative margin asks for a better model
+    assert comparison.decide(difference(0.03, 0.005, 0.05), False, rows, superior)[0] is False
+    assert comparison.decide(difference(0.03, 0.011, 0.05), False, rows, superior)[0] is True
 
 
 def test_too_few_rows_or_one_class_outside_the_champions_training_ids_keep_the_champion(make_settings):
     settings = make_settings()
     rows = clean_frame(40)
     for few in (rows.head(comparison.MIN_COMPARISON_ROWS - 1), rows[rows[TARGET] == 0]):
-        kept, reason = comparison.decide(1.0, 0.5, few, settings)
+        kept, reason = comparison.decide(None, False, few, settings)
         assert not kept and reason.startswith("no fair comparison") and "the champion stays" in reason
 
 
