@@ -151,11 +151,11 @@ def logit(probabilities: np.ndarray) -> np.ndarray:
 def weighted_logistic_fit(weights: np.ndarray, labels: np.ndarray, scores: np.ndarray,
                           fit_slope: bool) -> tuple[np.ndarray, np.ndarray]:
     """Intercept a and slope b of the weighted logistic regression P(label) = sigmoid(a + b * scores), one fit per
-    row of `weights`, by Newton's method from a = b = 0 (the usual start: every fitted probability one half), each
-    step moving the linear predictor by at most NEWTON_REACH (a full step from afar can overshoot). Without
-    `fit_slope`, b stays 1 (`scores` is an offset). A row whose fit has not converged after NEWTON_ITERATIONS (e.g.
-    perfectly separated rows, where no maximum exists) gets NaN."""
-    intercept, slope = np.zeros(len(weights)), np.full(len(weights), 0.0 if fit_slope else 1.0)
+    row of `weights`, by Newton's method from a = 0, b = 1 (a calibrated model), each step moving the linear
+    predictor by at most NEWTON_REACH (a full step from afar overshoots on extreme logits). Without `fit_slope`,
+    b stays 1 (`scores` is an offset). A row whose fit has not converged after NEWTON_ITERATIONS (e.g. perfectly
+    separated rows, where no maximum exists) gets NaN."""
+    intercept, slope = np.zeros(len(weights)), np.ones(len(weights))
     largest_score = np.abs(scores).max()
     converged = np.zeros(len(weights), dtype=bool)
     for _ in range(NEWTON_ITERATIONS):
