@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from etl import catalog
-from etl.evaluate import PUSHED_METRICS
+from etl.evaluate import INTERVAL_METRICS, PUSHED_METRICS
 from etl.run_folder import safe_run_id
 from etl.steps import DAG_ID
 from tests.support.data import BUNDLED_CSV, SETTING_VARIABLES
@@ -50,10 +50,9 @@ from tests.support.scoring import batch, write_batch
 from tests.support.servers import Answer, free_port, scripted_server
 from utils.config import PROJECT_ROOT
 
-# The test-set figures the evaluate step pushes (pipeline_model_metric; npv beside PUSHED_METRICS), and those it
-# pushes with their 95% bounds (pipeline_model_metric_lower, _upper).
+# The test-set figures the evaluate step pushes as pipeline_model_metric (npv beside PUSHED_METRICS); those of
+# INTERVAL_METRICS also with their 95% bounds (pipeline_model_metric_lower, _upper).
 PUSHED_FIGURES = (*PUSHED_METRICS, "npv")
-PUSHED_INTERVALS = ("precision", "recall", "specificity", "npv", "accuracy", "roc_auc", "pr_auc")
 TASK_IDS = ("start", "load", "preprocess", "train", "evaluate", "upload", "success_end", "failure_end")
 RULES_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
 RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))
@@ -361,7 +360,7 @@ def checks(metrics: dict[str, Any], value: Callable[[dict[str, Any]], float]) ->
 def intervals(metrics: dict[str, Any], end: str) -> dict[str, float]:
     """The `end` (lower, estimate, upper) of the 95% interval of each test-set figure pushed with its bounds (those
     that could be computed)."""
-    return {name: metrics["intervals"][name][end] for name in PUSHED_INTERVALS
+    return {name: metrics["intervals"][name][end] for name in INTERVAL_METRICS
             if metrics["intervals"][name]["lower"] is not None}
 
 
