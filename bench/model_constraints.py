@@ -4,9 +4,10 @@ Each candidate as registered (no class weights; monotone where it can be) beside
 (class_weight="balanced", as before) and unconstrained, on the bundled training rows (the preprocess split at the
 default seed 42). Per seed 0..N-1 (folds and model): grouped 5-fold cross-validation as the train step runs it;
 printed per variant: the mean over the seeds of the folds' mean ROC-AUC and PR-AUC with their range over the seeds,
-and the calibration of the pooled out-of-fold probabilities (intercept with the slope fixed at 1, slope; 0 and 1 are
-perfect), averaged over the seeds. Then the time to fit the logistic regressions on the distinct rows of ROWS
-generated rows (bench/make_data.py), the constrained one beside sklearn's. The table is in docs/models.md.
+and the weak calibration of the pooled out-of-fold probabilities (etl/calibration.py: intercept with logit(p) as
+offset, slope; 0 and 1 are perfect), averaged over the seeds. Then the time to fit the logistic regressions on the
+distinct rows of ROWS generated rows (bench/make_data.py), the constrained one beside sklearn's. The table is in
+docs/models.md.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
-from scipy.special import logit
 from sklearn.base import BaseEstimator, clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -31,6 +30,7 @@ sys.path.insert(0, str(ROOT))  # run as a script: `python bench/model_constraint
 
 from bench.make_data import generate  # noqa: E402
 from etl import contract, preprocess  # noqa: E402
+from etl.calibration import weak_calibration  # noqa: E402
 from etl.candidates import REGISTRY  # noqa: E402
 from etl.dataset import features_and_labels  # noqa: E402
 from etl.folds import grouped_stratified_folds  # noqa: E402
@@ -72,20 +72,6 @@ def with_model(candidate: str, estimator: BaseEstimator, seed: int) -> Pipeline:
     return pipeline.set_params(**{key: estimator})
 
 
-def logistic_recalibration(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float, float]:
-    """The calibration intercept (the offset fit with the slope fixed at 1) and slope of `probabilities`: the
-    logistic regression of the labels on their log-odds, unpenalised."""
-    log_odds = logit(np.clip(probabilities, 1e-12, 1 - 1e-12))
-
-    def loss(params: np.ndarray, slope: float | None) -> float:
-        logits = params[0] + (params[1] if slope is None else slope) * log_odds
-        return float(np.sum(np.logaddexp(0.0, logits) - labels * logits))
-
-    intercept = minimize(loss, np.zeros(1), args=(1.0,)).x[0]
-    slope = minimize(loss, np.array([0.0, 1.0]), args=(None,)).x[1]
-    return float(intercept), float(slope)
-
-
 def measure(candidate: str, variant: Variant, features: pd.DataFrame, labels: np.ndarray, groups: np.ndarray,
             seeds: int) -> dict[str, float]:
     """Per seed, the folds' mean ROC-AUC and PR-AUC and the pooled out-of-fold calibration; summarised over seeds."""
@@ -94,7 +80,7 @@ def measure(candidate: str, variant: Variant, features: pd.DataFrame, labels: np
         folds = grouped_stratified_folds(labels, groups, FOLDS, seed)
         probabilities, scores = out_of_fold(with_model(candidate, variant(seed), seed), features, labels, folds)
         per_seed.append((np.mean([fold["roc_auc"] for fold in scores]), np.mean([fold["pr_auc"] for fold in scores]),
-                         *logistic_recalibration(labels, probabilities)))
+                         *weak_calibration(labels, probabilities)))
     roc, pr, intercept, slope = np.array(per_seed).T
     return {"roc_auc": roc.mean(), "roc_min": roc.min(), "roc_max": roc.max(), "pr_auc": pr.mean(),
             "pr_min": pr.min(), "pr_max": pr.max(), "intercept": intercept.mean(), "slope": slope.mean()}
