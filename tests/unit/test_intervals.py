@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
@@ -59,6 +59,7 @@ def test_threshold_intervals_count_a_probability_at_the_threshold_as_positive():
         assert table[name] == intervals.proportion(successes, trials), name
 
 
+@settings(deadline=None)  # a property of values, not of speed: a loaded machine must not fail it
 @given(scored_rows())
 def test_weighted_curve_metrics_equal_scikit_learn_with_ties(rows):
     labels, probabilities, weights = rows
@@ -72,6 +73,7 @@ def test_weighted_curve_metrics_equal_scikit_learn_with_ties(rows):
             brier_score_loss(labels, probabilities, sample_weight=row_weights), abs=1e-12)
 
 
+@settings(deadline=None)
 @given(scored_rows(), st.sampled_from([0.1, 0.5, 0.75]))
 def test_weighted_label_metrics_equal_the_pipeline_scores(rows, threshold):
     labels, probabilities, _ = rows
