@@ -79,6 +79,16 @@ bench-scale: venv ## Only the scale bench: each step and candidate on 10k, 100k,
 seed-study: venv ## The quality gate and the test metrics over SEED 0-19, on the bundled data and with 30% of its labels flipped (issue 21)
 	$(PY) -m bench.seed_study
 
+EXAMPLE_CHARTS := roc_curve precision_recall_curve confusion_matrix calibration_curve decision_curve
+.PHONY: docs-images
+docs-images: venv ## Redraw docs/img/example-*.png from a run of the current code (bundled data, defaults, RUN_ID=example)
+	@example=$$(mktemp -d) && trap 'rm -rf "$$example"' EXIT && \
+	ENV_FILE=$$example/none.env RUN_ID=example RUNS_DIR=$$example/runs RESULTS_DIR=$$example/results \
+	INCOMING_DIR=$$example/incoming PROCESSED_DIR=$$example/processed STORAGE_BACKEND=local PUSHGATEWAY_URL= \
+	ALERT_WEBHOOK_URL= DATA_URL=file://$(CURDIR)/data/BreastCancer.csv $(PY) -m etl.pipeline >/dev/null && \
+	for chart in $(EXAMPLE_CHARTS); do \
+		cp "$$example/results/latest/$$chart.png" "docs/img/example-$$(echo $$chart | tr _ -).png"; done
+
 clean-runs: ## Delete the per-run working folders under data/runs/
 	rm -rf data/runs
 

@@ -50,12 +50,12 @@ SEED = 0
 CANDIDATE_RUN = """
 import json, sys, time
 import pandas as pd
-from etl import train
+from etl import modelling
 from utils.config import load_settings
 settings = load_settings()
 frame = pd.read_csv(sys.argv[1])
 started = time.perf_counter()
-train.fit(frame, sys.argv[2], settings.cv_folds, settings.seed)
+modelling.fit(frame, sys.argv[2], settings.cv_folds, settings.seed)
 print(json.dumps({"seconds": time.perf_counter() - started}))
 """
 FOLDS_RUN = """

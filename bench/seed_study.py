@@ -182,6 +182,18 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
                            "specificity mean [min–max]", "ROC-AUC mean [min–max]", "threshold min–max"], lines)
 
 
+def readme_figures(rows: list[dict[str, Any]]) -> list[str]:
+    """The study's figures as the READMEs quote them beside the one-split headline: the default model's ranges of
+    test sensitivity, specificity and ROC-AUC over the seeds, and how often each variant passed the gate."""
+    default = [row for row in rows if VARIANTS[row["variant"]].should_pass]
+    ranges = [f"{min(row[name] for row in default):.3f}–{max(row[name] for row in default):.3f}"
+              for name in ("recall", "specificity", "roc_auc")]
+    variants = dict.fromkeys(row["variant"] for row in rows)
+    passes = [f"{sum(row['gate_passed'] for row in rows if row['variant'] == variant)}/"
+              f"{sum(row['variant'] == variant for row in rows)}" for variant in variants]
+    return [*ranges, *passes]
+
+
 def check_names(rows: list[dict[str, Any]]) -> list[str]:
     """Every gate check the rows hold, in the order the gate made them."""
     return list(dict.fromkeys(name for row in rows for name in row["gate_checks"]))
@@ -260,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     rows = run_study(args.seeds, args.variants, args.workers)
     wall = time.perf_counter() - started
-    tables = [summary_table(rows), check_table(rows) if check_names(rows) else "", seed_table(rows)]
+    tables = [summary_table(rows), check_table(rows) if check_names(rows) else "", seed_table(rows),
+              "README figures (sensitivity, specificity, ROC-AUC ranges; gate passes per variant): "
+              + "; ".join(readme_figures(rows))]
     print(*filter(None, tables), sep="\n\n")
     print(f"\n{len(rows)} runs in {wall:.0f} s wall time with {args.workers} workers "
           f"({statistics.mean(row['seconds'] for row in rows):.1f} s a run)")

@@ -40,7 +40,11 @@ from utils.telemetry import Sample
 
 STEP = "predict"
 DEFAULT_THRESHOLD = 0.5  # a plain Pipeline's predict(): the larger class probability
-PREDICTION_COLUMNS = [ID, "probability_malignant", "predicted_class", "model_run_id", "model_sha256"]
+# predicted_class is the decision at operating_threshold (1 when probability_malignant is at least it): a row never
+# shows a risk without the rule that labelled it.
+PREDICTION_COLUMNS = [ID, "probability_malignant", "predicted_class", "operating_threshold", "model_run_id",
+                      "model_sha256"]
+IDENTITY_COLUMNS = PREDICTION_COLUMNS[3:]  # the same on every row: the rule and the model
 PROBABILITY_DECIMALS = 6
 WRITE_CHUNK_ROWS = 100_000
 log = get_logger(STEP)
@@ -147,12 +151,14 @@ def check_output(output: Path, source: Path, settings: Settings) -> None:
 
 
 def predict(published: PublishedModel, samples: pd.DataFrame) -> pd.DataFrame:
-    """One row per sample: Id, probability of malignant, label at the operating threshold, the model's identity."""
+    """One row per sample: Id, probability of malignant, label at the operating threshold, the threshold and the
+    model's identity."""
     features = samples[FEATURES].astype("float64")
     return pd.DataFrame({ID: samples[ID].to_numpy(),
                          "probability_malignant": published.model.predict_proba(features)[:, 1],
                          "predicted_class": np.asarray(published.model.predict(features), dtype="int64"),
-                         "model_run_id": published.run_id, "model_sha256": published.sha256},
+                         "operating_threshold": published.threshold, "model_run_id": published.run_id,
+                         "model_sha256": published.sha256},
                         columns=PREDICTION_COLUMNS)
 
 
@@ -171,7 +177,7 @@ def write_predictions(predictions: pd.DataFrame, target: Path) -> Path:
     scale = 10**PROBABILITY_DECIMALS
     micro = np.rint(predictions["probability_malignant"].to_numpy() * scale).astype("int64")
     ids, labels = predictions[ID].to_numpy().tolist(), predictions["predicted_class"].to_numpy().tolist()
-    identity = csv_fields(*predictions.loc[:, ["model_run_id", "model_sha256"]].iloc[0]) if len(predictions) else ""
+    identity = (csv_fields(*map(str, predictions.loc[:, IDENTITY_COLUMNS].iloc[0])) if len(predictions) else "")
     with writing(target), atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
         out.write(csv_fields(*PREDICTION_COLUMNS) + "\n")
         for start in range(0, len(ids), WRITE_CHUNK_ROWS):

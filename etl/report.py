@@ -22,9 +22,9 @@ def number(value: float | None) -> str:
 
 
 def with_interval(interval: dict[str, Any]) -> str:
-    """`0.9650 (48/48; 95% CI 0.9260-1.0000)`: the estimate, its counts when it is a proportion, its interval."""
+    """`0.9650 (48/48; 95% CI [0.9260, 1.0000])`: the estimate, its counts when it is a proportion, its interval."""
     counts = f"{interval['successes']}/{interval['trials']}; " if "successes" in interval else ""
-    return f"{number(interval['estimate'])} ({counts}95% CI {number(interval['lower'])}–{number(interval['upper'])})"
+    return f"{number(interval['estimate'])} ({counts}95% CI [{number(interval['lower'])}, {number(interval['upper'])}])"
 
 
 def markdown_cell(text: str) -> str:
@@ -78,7 +78,7 @@ def calibration_section(calibration: dict[str, Any], internal: dict[str, Any]) -
     """Weak calibration, ECE with its binning, and the reliability table with its bands."""
     intervals = internal["intervals"]
     rows = "\n".join(f"| {point['bin']} | {point['rows']} | {point['mean_predicted']:.3f} | {point['observed']:.3f} "
-                     f"| {number(point['lower'])}–{number(point['upper'])} |" for point in calibration["curve"])
+                     f"| [{number(point['lower'])}, {number(point['upper'])}] |" for point in calibration["curve"])
     return (f"On the training rows out of fold ({internal['rows']} rows): calibration intercept "
             f"{with_interval(intervals['calibration_intercept'])}, slope "
             f"{with_interval(intervals['calibration_slope'])}; expected calibration error "

@@ -64,7 +64,7 @@ def test_make_predict_scores_the_bundled_file_with_the_champion(results: Path, t
     assert predictions["probability_malignant"].between(0, 1).all()
     assert set(predictions["predicted_class"]) == {0, 1}
     labelled_at = pointer["operating_threshold"]  # the model's own threshold, not 0.5
-    assert 0 < labelled_at < 0.5
+    assert 0 < labelled_at < 0.5 and set(predictions["operating_threshold"]) == {labelled_at}  # the rule on every row
     assert ((predictions["probability_malignant"] >= labelled_at) == predictions["predicted_class"].astype(bool)).all()
     assert summary["model"]["source"].startswith("champion") and summary["model"]["name"] == pointer["name"]
     assert summary["accuracy"] > 0.93  # the bundled rows carry Class

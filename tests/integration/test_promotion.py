@@ -79,7 +79,7 @@ def test_a_worse_challenger_is_not_promoted_and_the_run_succeeds(runs, folders):
     row = history[-1]
     assert [r["run_id"] for r in history] == [runs["first"][0].run_id, outcome.run_id]
     assert row["promoted"] == "false" and row["champion"] == json.loads(pointer)["name"]
-    assert "the champion stays" in row["reason"] and "tolerance -1" in row["reason"]
+    assert "the champion stays" in row["reason"] and "margin -1" in row["reason"]
     assert "not promoted: " + row["reason"] in outcome.output  # the task log says why
     comparison = read_json(folders.run_folder(outcome) / catalog.COMPARISON)
     assert comparison["decision"] == "keep" and comparison["rows_compared"] > 0

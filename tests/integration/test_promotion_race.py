@@ -114,7 +114,7 @@ def test_every_run_that_lost_the_race_ends_well_with_its_outcome_recorded(raced)
         assert row["champion"] == current and int(row["rows_compared"]) > 0
         never = row["run_id"] in ("race-1", "race-3")
         assert row["promoted"] == ("false" if never else "true"), row
-        assert ("tolerance -1" in row["reason"]) == never
+        assert ("margin -1" in row["reason"]) == never
         current = row["name"] if row["promoted"] == "true" else current
     assert champion.read_pointer(root / "results")["name"] == current
 

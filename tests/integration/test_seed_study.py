@@ -9,10 +9,19 @@ from typing import Any
 
 import pytest
 
-from bench.seed_study import DEFAULT_SEEDS, VARIANTS, WEAK_SHARE, Variant, flipped_labels, run_study
+from bench.seed_study import (
+    DEFAULT_SEEDS,
+    VARIANTS,
+    WEAK_SHARE,
+    Variant,
+    flipped_labels,
+    readme_figures,
+    run_study,
+)
 from etl.contract import read_typed
 from etl.dataset import TARGET
 from tests.support.data import BUNDLED_CSV, SETTING_VARIABLES
+from utils.config import PROJECT_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +46,15 @@ def test_the_gate_judges_the_model_on_every_seed(study_rows: list[dict[str, Any]
     wrong = {seed: verdict for seed, verdict in verdicts.items() if (verdict == "pass") != variant.should_pass}
     assert len(verdicts) == len(DEFAULT_SEEDS) and not wrong, (
         f"{variant.name}: the gate should {'pass' if variant.should_pass else 'fail'} every seed; wrong on {wrong}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("readme", ["README.md", "README.ru.md"])
+def test_the_readmes_quote_the_seed_study_beside_the_one_split_headline(study_rows: list[dict[str, Any]],
+                                                                       readme: str) -> None:
+    text = (PROJECT_ROOT / readme).read_text(encoding="utf-8")
+    missing = [figure for figure in readme_figures(study_rows) if figure not in text]
+    assert not missing, f"{readme} does not quote the seed study's {missing}: see `make seed-study`"
 
 
 def test_flipped_labels_flips_a_seeded_share_of_the_rows_and_the_file_still_meets_the_contract(tmp_path: Path) -> None:

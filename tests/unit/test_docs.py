@@ -1,17 +1,23 @@
 """The documents stay in step with the repository: their links to files point at files that exist, the README stays a
-short front door with a Russian mirror of the same sections, and the pipeline diagram is the DAG's graph."""
+short front door with a Russian mirror of the same sections, the pipeline diagram is the DAG's graph, and the example
+run's charts and figures they show are what the current code draws and computes."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from pathlib import Path
 
 import pytest
 
+from etl import catalog
+from etl.pipeline import run_all
+from etl.run_folder import RunFolder
 from etl.steps import DAG_ID
+from tests.support.data import BUNDLED_CSV, open_run
 from tests.unit.test_dag import parsed_dags
-from utils.config import PROJECT_ROOT
+from utils.config import PROJECT_ROOT, load_settings
 
 DOCUMENTS = sorted([PROJECT_ROOT / "README.md", PROJECT_ROOT / "README.ru.md", *(PROJECT_ROOT / "docs").glob("*.md")])
 MARKDOWN_LINK = re.compile(r"\]\(([^)\s]+)\)")
@@ -95,3 +101,45 @@ def test_the_pipeline_diagram_is_the_dags_graph(document: str, dag_graphs: dict)
     drawn = diagram_edges((PROJECT_ROOT / document).read_text(encoding="utf-8"))
     assert {edge for edge in drawn if APPROVAL_TASK not in edge} == dag_graphs["default"]
     assert drawn - {("upload", "promote")} == dag_graphs["approval"]
+
+
+# --- the example run's figures and images (`make docs-images` draws them) ---------------------------------------
+EXAMPLE_CHARTS = {f"docs/img/example-{chart.removesuffix('.png').replace('_', '-')}.png": chart
+                  for chart in catalog.CHARTS}
+HEADLINE_DOCUMENTS = ("README.md", "README.ru.md", "docs/results.md")
+
+
+@pytest.fixture(scope="module")
+def example_run(tmp_path_factory: pytest.TempPathFactory) -> RunFolder:
+    """A run of the current code as `make docs-images` makes it: the bundled data, the defaults, run id example."""
+    root = tmp_path_factory.mktemp("example")
+    settings = load_settings(env_file=root / "none.env", data_url=BUNDLED_CSV.as_uri(), runs_dir=root / "runs",
+                             results_dir=root / "results", storage_backend="local")
+    run = open_run(settings, "example")
+    run_all(run, settings)
+    return run
+
+
+@pytest.mark.parametrize("image", EXAMPLE_CHARTS)
+def test_every_example_chart_in_the_docs_is_what_the_current_code_draws(example_run: RunFolder, image: str) -> None:
+    assert (PROJECT_ROOT / image).read_bytes() == example_run.file(EXAMPLE_CHARTS[image]).read_bytes(), (
+        f"{image} is stale: run `make docs-images`")
+
+
+def headline_figures(metrics: dict) -> list[str]:
+    """How the documents quote the example run: the threshold, and each headline figure with its counts and
+    interval as `0.953 (82/86; 95% CI 0.885–0.987)`."""
+    def quoted(name: str) -> str:
+        interval = metrics["intervals"][name]
+        counts = f"{interval['successes']}/{interval['trials']}; " if "successes" in interval else ""
+        return f"{interval['estimate']:.3f} ({counts}95% CI {interval['lower']:.3f}–{interval['upper']:.3f})"
+
+    return [f"{metrics['operating_threshold']:.4f}", *(quoted(name) for name in ("recall", "specificity", "roc_auc"))]
+
+
+@pytest.mark.parametrize("document", HEADLINE_DOCUMENTS)
+def test_the_documents_quote_the_example_run_with_its_intervals(example_run: RunFolder, document: str) -> None:
+    text = (PROJECT_ROOT / document).read_text(encoding="utf-8")
+    metrics = json.loads(example_run.file(catalog.METRICS).read_text())
+    missing = [figure for figure in headline_figures(metrics) if figure not in text]
+    assert not missing, f"{document} does not quote the example run's {missing}"

@@ -103,11 +103,11 @@ def test_a_bad_sample_cell_is_named_with_its_line_and_column(tmp_path, cell, pro
 
 def test_predictions_are_written_with_six_decimals_and_quoted_identity(tmp_path):
     predictions = pd.DataFrame({ID: [7, 8], "probability_malignant": [0.1234567, 1.0], "predicted_class": [0, 1],
-                                "model_run_id": "manual__2026,x", "model_sha256": "f" * 64})
+                                "operating_threshold": 0.5, "model_run_id": "manual__2026,x", "model_sha256": "f" * 64})
     text = write_predictions(predictions, tmp_path / "p.csv").read_text()
-    assert text.splitlines() == ["Id,probability_malignant,predicted_class,model_run_id,model_sha256",
-                                 f'7,0.123457,0,"manual__2026,x",{"f" * 64}',
-                                 f'8,1.000000,1,"manual__2026,x",{"f" * 64}']
+    assert text.splitlines() == [
+        "Id,probability_malignant,predicted_class,operating_threshold,model_run_id,model_sha256",
+        f'7,0.123457,0,0.5,"manual__2026,x",{"f" * 64}', f'8,1.000000,1,0.5,"manual__2026,x",{"f" * 64}']
 
 
 def test_a_model_with_an_operating_threshold_labels_at_it_and_says_so(make_settings, tmp_path):
