@@ -34,7 +34,7 @@ from etl.calibration import weak_calibration  # noqa: E402
 from etl.candidates import REGISTRY  # noqa: E402
 from etl.dataset import features_and_labels  # noqa: E402
 from etl.folds import grouped_stratified_folds  # noqa: E402
-from etl.modelling import build_pipeline, out_of_fold  # noqa: E402
+from etl.modelling import build_pipeline, fold_scores, out_of_fold  # noqa: E402
 from etl.nonnegative_logistic import NonNegativeLogisticRegression  # noqa: E402
 from etl.unique_rows import UniqueRowsClassifier  # noqa: E402
 from utils.config import BUNDLED_DATA  # noqa: E402
@@ -78,7 +78,8 @@ def measure(candidate: str, variant: Variant, features: pd.DataFrame, labels: np
     per_seed = []
     for seed in range(seeds):
         folds = grouped_stratified_folds(labels, groups, FOLDS, seed)
-        probabilities, scores = out_of_fold(with_model(candidate, variant(seed), seed), features, labels, folds)
+        probabilities = out_of_fold(with_model(candidate, variant(seed), seed), features, labels, folds)
+        scores = fold_scores(labels, probabilities, folds)
         per_seed.append((np.mean([fold["roc_auc"] for fold in scores]), np.mean([fold["pr_auc"] for fold in scores]),
                          *weak_calibration(labels, probabilities)))
     roc, pr, intercept, slope = np.array(per_seed).T

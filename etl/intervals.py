@@ -7,6 +7,12 @@ atoms (their *composition*) are interchangeable, so one replicate is a multinomi
 composition types (the same distribution as drawing G of the G Ids with replacement), and its atom weights are
 those multiplicities times the composition matrix. Every statistic is then computed for all replicates at once
 on a (replicates x atoms) weight matrix, in chunks that bound the memory.
+
+At scale the atoms stay few: probabilities that take more than MAX_EXACT_LEVELS distinct values (the mean of
+repeated out-of-fold probabilities over 800k training rows takes about as many) are rounded to
+RESOLUTION_DECIMALS decimals first, which moves an AUC, a Brier score or a calibration fit by less than the
+rounding itself (1e-4) and bounds the atoms of one model at 2 x 10,001; the record says so ("rounded_to_decimals").
+With few distinct values (the bundled data: a few hundred) nothing is rounded.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ MAX_CELLS = 20_000_000  # replicates x max(composition types, atoms) one call ma
 CHUNK_CELLS = 4_000_000  # weight-matrix cells held at once (32 MB of float64)
 CLIP = 1e-12  # probabilities are clipped to [CLIP, 1 - CLIP] before the logit
 NEWTON_ITERATIONS, NEWTON_TOLERANCE = 50, 1e-10
+MAX_EXACT_LEVELS = 20_000  # distinct probabilities of one model beyond which they are rounded
+RESOLUTION_DECIMALS = 4
 NEWTON_REACH = 5.0  # the most one Newton step may move the linear predictor (logit units)
 
 Statistic = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -223,6 +231,7 @@ class Atoms:
     probabilities: np.ndarray  # (models, atoms)
     atoms_per_type: sparse.csr_matrix  # (atoms, types): how many rows of each atom an Id of each type holds
     type_counts: np.ndarray  # (types,): how many Ids are of each type
+    rounded_to_decimals: int | None = None  # the probabilities' resolution when they were rounded (at scale)
 
     @property
     def clusters(self) -> int:
@@ -248,22 +257,46 @@ def _unique_rows(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ordered[is_new], index
 
 
+def at_resolution(probabilities: list[np.ndarray]) -> tuple[list[np.ndarray], int | None]:
+    """The probabilities as given, or all rounded to RESOLUTION_DECIMALS when one model's take more than
+    MAX_EXACT_LEVELS distinct values; and the decimals they were rounded to (None: not rounded)."""
+    arrays = [np.asarray(p, dtype=float) for p in probabilities]
+    if all(np.unique(array).size <= MAX_EXACT_LEVELS for array in arrays):
+        return arrays, None
+    return [np.round(array, RESOLUTION_DECIMALS) for array in arrays], RESOLUTION_DECIMALS
+
+
+def composition_types(sorted_atoms: np.ndarray, id_starts: np.ndarray) -> np.ndarray:
+    """Each Id's composition type, 0..T-1, from its rows' atoms (sorted by Id, then atom; `id_starts` where each
+    Id begins). One-row Ids (nearly all, at scale) are typed by their atom without a Python loop; only Ids of
+    several rows are compared as tuples."""
+    sizes = np.diff(np.r_[id_starts, sorted_atoms.size])
+    single = sizes == 1
+    single_types, type_of_id = np.unique(sorted_atoms[id_starts[single]], return_inverse=True)
+    types = np.empty(id_starts.size, dtype=np.intp)
+    types[single] = type_of_id
+    type_index: dict[tuple[int, ...], int] = {}
+    types[~single] = [single_types.size + type_index.setdefault(tuple(sorted_atoms[start:start + size].tolist()),
+                                                                len(type_index))
+                      for start, size in zip(id_starts[~single].tolist(), sizes[~single].tolist(), strict=True)]
+    return types
+
+
 def atoms_of(labels: np.ndarray, probabilities: list[np.ndarray], groups: np.ndarray) -> Atoms:
     """The atoms of rows `labels` x `probabilities` (one array per model) and the composition types of `groups`."""
-    table = np.column_stack([np.asarray(labels, dtype=float), *(np.asarray(p, dtype=float) for p in probabilities)])
+    resolved, decimals = at_resolution(probabilities)
+    table = np.column_stack([np.asarray(labels, dtype=float), *resolved])
     values, atom_of_row = _unique_rows(table)
     _, id_of_row = np.unique(np.asarray(groups), return_inverse=True)
     order = np.lexsort((atom_of_row, id_of_row))
     sorted_atoms, sorted_ids = atom_of_row[order], id_of_row[order]
     id_starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
-    type_index: dict[tuple[int, ...], int] = {}
-    type_of_id = np.array([type_index.setdefault(tuple(atoms.tolist()), len(type_index))
-                           for atoms in np.split(sorted_atoms, id_starts[1:])])
+    type_of_id = composition_types(sorted_atoms, id_starts)
     spelled_out = np.isin(sorted_ids, np.unique(type_of_id, return_index=True)[1])  # the first Id of each type
     atoms_per_type = sparse.csr_matrix(
         (np.ones(spelled_out.sum()), (sorted_atoms[spelled_out], type_of_id[sorted_ids[spelled_out]])),
-        shape=(len(values), len(type_index)))
-    return Atoms(values[:, 0], values[:, 1:].T, atoms_per_type, np.bincount(type_of_id).astype(float))
+        shape=(len(values), int(type_of_id.max()) + 1))
+    return Atoms(values[:, 0], values[:, 1:].T, atoms_per_type, np.bincount(type_of_id).astype(float), decimals)
 
 
 def affordable_replicates(atoms: Atoms, replicates: int) -> int:
@@ -303,7 +336,7 @@ def cluster_bootstrap(atoms: Atoms, statistics: Callable[[np.ndarray], dict[str,
     original = atoms.weights(atoms.type_counts[None, :])
     per_chunk = [statistics(weights) for weights in replicate_weights(atoms, used, seed)]
     common = {"method": BOOTSTRAP_METHOD, "replicates": used, "replicates_requested": replicates,
-              "clusters": atoms.clusters, "seed": seed}
+              "clusters": atoms.clusters, "seed": seed, "rounded_to_decimals": atoms.rounded_to_decimals}
     return {name: {**_percentile_record(estimate[0], np.concatenate([values[name] for values in per_chunk]),
                                         confidence), **common}
             for name, estimate in statistics(original).items()}

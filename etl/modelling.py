@@ -5,7 +5,9 @@ Repeated cross-validation: one K-fold split by Id is one draw among many, and th
 calibration check and the internal-validation figures all come from the out-of-fold probabilities. The select step
 therefore repeats the winner's grouped K-fold CV_REPEATS times with different fold draws (the train step's own CV
 is the first) and gives each training row the mean of its out-of-fold probabilities, one per repeat, each from a
-model that did not see the row's Id.
+model that did not see the row's Id. Each repeat costs a cross-validation of the winner, so at scale there are
+fewer: repeats x training rows stay within MAX_REPEATED_ROWS (a million-row data set gets 2), where one fold draw
+already moves the estimates little; select records how many ran.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pandas as pd
 from sklearn.base import ClassifierMixin, clone
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
+from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
@@ -25,6 +28,7 @@ from etl.dataset import NULLABLE_FEATURES, features_and_labels
 from etl.folds import grouped_stratified_folds
 from etl.metrics import score
 from etl.unique_rows import UniqueRowsClassifier
+from utils.config import MAX_REPEATED_ROWS
 from utils.errors import TrainingError
 
 Folds = list[tuple[np.ndarray, np.ndarray]]
@@ -49,17 +53,19 @@ def build_pipeline(candidate: str, seed: int) -> Pipeline:
     return Pipeline([("impute", impute), ("scale", StandardScaler()), ("model", make_classifier(candidate, seed))])
 
 
-def out_of_fold(pipeline: Pipeline, features: pd.DataFrame, labels: np.ndarray,
-                folds: Folds) -> tuple[np.ndarray, list[dict[str, float]]]:
-    """Each row's probability of malignant from the fold model that did not see it, and each fold's scores."""
+def out_of_fold(pipeline: Pipeline, features: pd.DataFrame, labels: np.ndarray, folds: Folds) -> np.ndarray:
+    """Each row's probability of malignant from the fold model that did not see it."""
     probabilities = np.full(len(labels), np.nan)
-    scores = []
     for fit_rows, held_out in folds:
         model = clone(pipeline).fit(features.iloc[fit_rows], labels[fit_rows])
         probabilities[held_out] = model.predict_proba(features.iloc[held_out])[:, 1]
-        fold = score(labels[held_out], probabilities[held_out])
-        scores.append({name: fold[name] for name in CV_METRICS})
-    return probabilities, scores
+    return probabilities
+
+
+def fold_scores(labels: np.ndarray, probabilities: np.ndarray, folds: Folds) -> list[dict[str, float]]:
+    """Each fold's CV metrics on its held-out rows."""
+    return [{name: value for name, value in score(labels[held_out], probabilities[held_out]).items()
+             if name in CV_METRICS} for _, held_out in folds]
 
 
 def summarise(fold_scores: list[dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -86,11 +92,16 @@ def fit(train: pd.DataFrame, candidate: str, folds: int,
     pipeline = build_pipeline(candidate, seed)
     try:
         with threadpool_limits(limits=1):
-            probabilities, fold_scores = out_of_fold(pipeline, features, labels,
-                                                     grouped_stratified_folds(labels, groups, folds, seed))
-            return pipeline.fit(features, labels), probabilities, fold_scores
+            split = grouped_stratified_folds(labels, groups, folds, seed)
+            probabilities = out_of_fold(pipeline, features, labels, split)
+            return pipeline.fit(features, labels), probabilities, fold_scores(labels, probabilities, split)
     except ValueError as exc:  # sklearn's word for data an estimator cannot fit
         raise cannot_fit(candidate, len(train), exc) from exc
+
+
+def affordable_repeats(repeats: int, rows: int) -> int:
+    """`repeats`, or fewer (never below 1) when repeats x `rows` exceeds MAX_REPEATED_ROWS."""
+    return max(1, min(repeats, MAX_REPEATED_ROWS // max(rows, 1)))
 
 
 def repeated_out_of_fold(train: pd.DataFrame, candidate: str, folds: int, seed: int, repeats: int,
@@ -104,7 +115,7 @@ def repeated_out_of_fold(train: pd.DataFrame, candidate: str, folds: int, seed: 
         with threadpool_limits(limits=1):
             for repeat in range(1, repeats):
                 folds_of_repeat = grouped_stratified_folds(labels, groups, folds, repeat_seed(seed, repeat))
-                draws.append(out_of_fold(pipeline, features, labels, folds_of_repeat)[0])
+                draws.append(out_of_fold(pipeline, features, labels, folds_of_repeat))
     except ValueError as exc:
         raise cannot_fit(candidate, len(train), exc) from exc
-    return np.mean(draws, axis=0), [score(labels, draw)["roc_auc"] for draw in draws]
+    return np.mean(draws, axis=0), [float(roc_auc_score(labels, draw)) for draw in draws]

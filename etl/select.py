@@ -16,7 +16,7 @@ from sklearn.model_selection import FixedThresholdClassifier
 from etl import catalog
 from etl.dataset import ID, TARGET, features_and_labels
 from etl.metrics import operating_threshold, score
-from etl.modelling import repeated_out_of_fold
+from etl.modelling import affordable_repeats, repeated_out_of_fold
 from etl.run_folder import RunFolder
 from etl.step_result import StepResult
 from utils.config import Settings
@@ -59,12 +59,12 @@ def repeated_cv(run: RunFolder, candidate: str, settings: Settings) -> tuple[pd.
     out_of_fold.csv's frame, and what the repeats were."""
     train = pd.read_csv(run.file(catalog.TRAIN))
     first = pd.read_csv(run.file(catalog.candidate_file(candidate, catalog.OUT_OF_FOLD)))
-    probabilities, per_repeat = repeated_out_of_fold(train, candidate, settings.cv_folds, settings.seed,
-                                                     settings.cv_repeats,
+    repeats = affordable_repeats(settings.cv_repeats, len(train))
+    probabilities, per_repeat = repeated_out_of_fold(train, candidate, settings.cv_folds, settings.seed, repeats,
                                                      first[catalog.OUT_OF_FOLD_PROBABILITY].to_numpy())
     frame = train[[ID, TARGET]].assign(**{catalog.OUT_OF_FOLD_PROBABILITY: probabilities})
-    return frame, {"repeats": settings.cv_repeats, "folds": settings.cv_folds, "rows": len(train),
-                   "roc_auc_per_repeat": per_repeat}
+    return frame, {"repeats": repeats, "repeats_requested": settings.cv_repeats, "folds": settings.cv_folds,
+                   "rows": len(train), "roc_auc_per_repeat": per_repeat}
 
 
 def threshold_choice(out_of_fold: pd.DataFrame, settings: Settings) -> dict[str, Any]:
@@ -107,7 +107,7 @@ def run(run: RunFolder, settings: Settings) -> StepResult:
     log.info("selected %s by CV %s %.4f (tie tolerance %s); operating threshold %.4f from %d repeats of its CV: "
              "out-of-fold recall %.4f (target %s) with specificity %.4f; model sha256 %s", chosen,
              settings.selection_metric, run.record("train", chosen)["cv"][settings.selection_metric]["mean"],
-             TIE_TOLERANCE, choice["operating_threshold"], settings.cv_repeats,
+             TIE_TOLERANCE, choice["operating_threshold"], repeats["repeats"],
              choice["out_of_fold"]["recall"], settings.target_recall, choice["out_of_fold"]["specificity"], digest)
     trained = run.record("train", chosen)
     summary = {"model": chosen, "operating_threshold": choice["operating_threshold"], "failed_candidates": failed,

@@ -55,6 +55,7 @@ MAX_DOWNLOAD_RETRIES = 10
 MAX_BACKOFF_SECONDS = 60.0  # also the longest single wait between two attempts (etl/load.py)
 MAX_CV_FOLDS = 20  # each class of the bundled data has far more Ids; more folds only cost time
 MAX_CV_REPEATS = 20  # beyond, the mean out-of-fold probability barely moves; each repeat costs a CV
+MAX_REPEATED_ROWS = 2_000_000  # repeats x training rows of the repeated CV (etl/modelling.py): its cost at scale
 MIN_BOOTSTRAP_REPLICATES, MAX_BOOTSTRAP_REPLICATES = 200, 10000  # fewer make a 95% percentile interval noisy
 MAX_APPROVAL_MINUTES = 30 * 24 * 60  # 30 days
 MAX_PSI_THRESHOLD = 10.0  # a population stability index above 0.25 is already a large shift
@@ -134,7 +135,8 @@ class Settings(BaseSettings):
     cv_repeats: int = setting("CV_REPEATS", 5, "Times the selected candidate's grouped cross-validation is repeated "
                               "with another fold draw; each training row's out-of-fold probability is the mean over "
                               "them, and gives the threshold, the calibration check and the internal validation "
-                              f"(1 to {MAX_CV_REPEATS}).", ge=1, le=MAX_CV_REPEATS)
+                              f"(1 to {MAX_CV_REPEATS}; fewer at scale: repeats x training rows stay within "
+                              f"{MAX_REPEATED_ROWS:,}).", ge=1, le=MAX_CV_REPEATS)
     bootstrap_replicates: int = setting(
         "BOOTSTRAP_REPLICATES", 1000, "Resamples of Ids behind every bootstrap interval (ROC-AUC, PR-AUC, Brier, "
         f"calibration, the champion comparison) ({MIN_BOOTSTRAP_REPLICATES} to {MAX_BOOTSTRAP_REPLICATES}).",

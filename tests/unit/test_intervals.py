@@ -195,3 +195,27 @@ def test_an_unknown_metric_is_refused_with_the_known_ones():
     with pytest.raises(ValueError, match="unknown metric 'auc'.*roc_auc"):
         intervals.paired_difference(np.array([0, 1]), np.array([0.2, 0.8]), np.array([0.2, 0.8]),
                                     np.array([1, 2]), metric="auc", thresholds=(0.5, 0.5), replicates=10, seed=1)
+
+
+def test_many_distinct_probabilities_are_bootstrapped_at_a_stated_resolution_that_moves_no_figure():
+    rng = np.random.default_rng(0)
+    rows = intervals.MAX_EXACT_LEVELS * 3
+    probabilities = rng.uniform(size=rows)
+    labels = (rng.uniform(size=rows) < probabilities).astype(int)
+    groups = np.arange(rows)
+    record = intervals.bootstrap_intervals(labels, probabilities, groups, replicates=200, seed=0)
+    assert record["roc_auc"]["rounded_to_decimals"] == intervals.RESOLUTION_DECIMALS
+    assert abs(record["roc_auc"]["estimate"] - roc_auc_score(labels, probabilities)) < 1e-4
+    assert abs(record["brier_score"]["estimate"] - brier_score_loss(labels, probabilities)) < 1e-4
+    few = intervals.bootstrap_intervals(labels[:500], probabilities[:500], groups[:500], replicates=200, seed=0)
+    assert few["roc_auc"]["rounded_to_decimals"] is None
+    assert few["roc_auc"]["estimate"] == pytest.approx(roc_auc_score(labels[:500], probabilities[:500]), abs=1e-12)
+
+
+def test_ids_of_one_row_and_of_several_are_typed_by_their_whole_composition():
+    # Ids 0..4 sorted, atoms sorted within each: {3}, {1, 2}, {3}, {1, 2}, {1, 1}
+    sorted_atoms = np.array([3, 1, 2, 3, 1, 2, 1, 1])
+    id_starts = np.array([0, 1, 3, 4, 6])
+    types = intervals.composition_types(sorted_atoms, id_starts)
+    assert types[0] == types[2] and types[1] == types[3]
+    assert len({types[0], types[1], types[4]}) == 3

@@ -89,11 +89,18 @@ def test_out_of_fold_scores_every_row_with_a_model_that_did_not_see_its_id():
     features, labels, groups = features_and_labels(frame)
     folds = grouped_stratified_folds(labels, groups, 3, 0)
     assert all(not set(groups[fit]) & set(groups[held]) for fit, held in folds)
-    probabilities, fold_scores = modelling.out_of_fold(modelling.build_pipeline("logreg", 0), features, labels, folds)
+    probabilities = modelling.out_of_fold(modelling.build_pipeline("logreg", 0), features, labels, folds)
+    fold_scores = modelling.fold_scores(labels, probabilities, folds)
     assert not np.isnan(probabilities).any() and len(fold_scores) == 3
     summary = modelling.summarise(fold_scores)
     assert set(summary) == set(CV_METRICS)
     assert all(0.0 <= s["mean"] <= 1.0 and s["std"] >= 0.0 for s in summary.values())
+
+
+def test_the_repeated_cross_validation_is_bounded_at_scale():
+    assert modelling.affordable_repeats(5, 557) == 5  # the bundled training rows: every repeat
+    assert modelling.affordable_repeats(5, 800_000) == 2  # a million-row data set's training rows
+    assert modelling.affordable_repeats(5, 3_000_000) == 1  # the train step's own draw only
 
 
 def test_a_candidate_that_cannot_fit_fails_for_good_naming_it():
