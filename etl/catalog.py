@@ -28,6 +28,7 @@ CALIBRATION_CURVE = "calibration_curve.png"  # from the repeated out-of-fold pro
 DECISION_CURVE = "decision_curve.png"  # net benefit against treat-all and treat-none on the test rows
 CHARTS = (ROC_CURVE, PRECISION_RECALL_CURVE, CONFUSION_MATRIX, CALIBRATION_CURVE, DECISION_CURVE)
 REPORT = "report.md"
+MODEL_CARD = "report.html"  # the clinical model card: one self-contained page, written by compare
 EVALUATE_INFO = "evaluate.json"  # evaluate's record
 COMPARISON = "comparison.json"  # challenger vs champion on this run's test rows, and the decision
 COMPARISON_REPORT = "comparison.md"  # the same for people, with the history of runs before this one
@@ -40,7 +41,7 @@ SCORING_SUMMARY = "summary.json"  # a scored batch's counts, model and drift
 PROMOTE_INFO = "promote.json"  # promote's record: promoted or not, and why
 # What upload publishes of a run (with the manifest it writes): the model and the evidence behind it.
 PUBLISHED = (MODEL, METRICS, *CHARTS, REPORT, VALIDATION_REPORT, TRAINING_PROFILE, TRAINING_IDS, COMPARISON,
-             COMPARISON_REPORT)
+             COMPARISON_REPORT, MODEL_CARD)
 LOCK = ".lock"  # held by the process running a step of the run (or of a candidate, in its folder)
 
 # What metrics.json holds (malignant = positive): the report and the manifest list every test metric; the headline

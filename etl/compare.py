@@ -1,18 +1,22 @@
 """The compare step: the comparison of this run's model with the champion (etl/comparison.py) written for the
 runner and for people: comparison.json, and comparison.md with the history of earlier runs, which is also what a
-reviewer reads before approving.
+reviewer reads before approving; and the run's clinical model card, report.html (etl/model_card.py), from the same
+facts as metrics.json and comparison.json.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from etl import catalog, champion
+import pandas as pd
+
+from etl import catalog, champion, model_card
 from etl.comparison import compare
+from etl.quality_gate import gated_metrics
 from etl.run_folder import RunFolder
 from etl.step_result import StepResult
 from utils.config import Settings
-from utils.files import write_json_atomic, write_text_atomic
+from utils.files import read_json, write_json_atomic, write_text_atomic
 from utils.logger import get_logger
 
 STEP = "compare"
@@ -40,8 +44,23 @@ def review(comparison: dict[str, Any], report: str) -> str:
     return "\n".join(lines)
 
 
+def card(run: RunFolder, comparison: dict[str, Any], settings: Settings) -> str:
+    """The model card of the run (HTML): its metrics, the comparison, the data's flow and distributions, the model's
+    specification, the charts inline and the public settings it states."""
+    train, test = pd.read_csv(run.file(catalog.TRAIN)), pd.read_csv(run.file(catalog.TEST))
+    flow = model_card.participant_flow(run.record("load"), run.record("preprocess"),
+                                       read_json(run.file(catalog.VALIDATION_REPORT)), train, test)
+    return model_card.render({
+        "metrics": gated_metrics(run), "comparison": comparison, "flow": flow,
+        "distributions": model_card.predictor_distributions(train, test),
+        "specification": model_card.model_specification(run.load_model(catalog.MODEL)),
+        "settings": model_card.card_settings(settings.public_dict(published=True)),
+        "charts": {name: model_card.data_uri(run.file(name).read_bytes()) for name in catalog.CHARTS}})
+
+
 def run(run: RunFolder, settings: Settings) -> StepResult:
-    """Compare challenger and champion; write the decision (JSON) and its report (Markdown, with the history)."""
+    """Compare challenger and champion; write the decision (JSON), its report (Markdown, with the history) and the
+    model card (HTML)."""
     comparison = compare(run, settings)
     report = f"{run.published_name()}/{catalog.REPORT} in RESULTS_DIR"
     text = review(comparison, report)
@@ -49,6 +68,7 @@ def run(run: RunFolder, settings: Settings) -> StepResult:
     write_json_atomic(run.file(catalog.COMPARISON), comparison)
     write_text_atomic(run.file(catalog.COMPARISON_REPORT),
                       f"# Champion and challenger: run {run.run_id}\n\n{text}\n\n## Earlier runs\n\n{history}\n")
+    write_text_atomic(run.file(catalog.MODEL_CARD), card(run, comparison, settings))
     log.info("%s: %s", comparison["decision"], comparison["reason"])
     incumbent = comparison["champion"]
     summary = {"decision": comparison["decision"], "reason": comparison["reason"], "metric": comparison["metric"],

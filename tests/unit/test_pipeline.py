@@ -26,7 +26,7 @@ from utils.files import sha256_file
 PUBLISHED = {"model.joblib", "metrics.json", "roc_curve.png", "precision_recall_curve.png",
              "confusion_matrix.png", "calibration_curve.png", "decision_curve.png", "report.md",
              "validation_report.json", "training_profile.json", "training_ids.json", "comparison.json",
-             "comparison.md", "manifest.json"}
+             "comparison.md", "report.html", "manifest.json"}
 assert {*catalog.PUBLISHED, catalog.MANIFEST} == PUBLISHED  # the list a user reads in the README
 DETERMINISTIC_METRICS = (*catalog.TEST_METRICS, "confusion_matrix", "cv", "model", "operating_threshold",
                          "at_default_threshold", "candidates", "internal_validation", "intervals", "calibration",
