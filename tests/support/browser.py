@@ -100,3 +100,47 @@ def graph_nodes(driver: webdriver.Chrome, count: int) -> dict[str, str]:
         return found if len(found) == count and all(found.values()) else None
 
     return wait_for_page(driver, nodes, f"the graph to show {count} tasks")
+
+
+def iframe_text(driver: webdriver.Chrome, title: str, shows: tuple[str, ...]) -> str:
+    """The text of the page in the iframe titled `title` (how Airflow's UI shows a plugin's external view), once
+    it shows every string of `shows`; the driver is back on the outer page afterwards."""
+    def showing(d: webdriver.Chrome) -> str | None:
+        d.switch_to.default_content()
+        d.switch_to.frame(d.find_element(By.CSS_SELECTOR, f"iframe[title='{title}']"))
+        try:
+            text = page_text(d)
+        finally:
+            d.switch_to.default_content()
+        return text if all(part in text for part in shows) else None
+
+    return wait_for_page(driver, showing, f"the view {title!r} to show {shows}")
+
+
+def open_run_tab(driver: webdriver.Chrome, name: str, shows: tuple[str, ...]) -> str:
+    """On an open run's page, click the plugin tab `name` and return its view's text once it shows `shows`."""
+    tab = wait_for_page(driver, lambda d: next((link for link in d.find_elements(By.CSS_SELECTOR, "a, button")
+                                                if link.text.strip() == name), None), f"the tab {name!r}")
+    tab.click()
+    return iframe_text(driver, name, shows)
+
+
+def open_plugin_page(driver: webdriver.Chrome, base_url: str, name: str, shows: tuple[str, ...]) -> str:
+    """Open the plugin page `name` from the navigation bar (its own button, or an entry of the Plugins menu when
+    plugins add several pages) and return its text once it shows `shows`."""
+    driver.get(f"{base_url}/")
+
+    def entry(d: webdriver.Chrome, names: tuple[str, ...], css: str) -> object | None:
+        return next((found for found in d.find_elements(By.CSS_SELECTOR, css)
+                     if found.is_displayed() and {found.text.strip(), found.get_attribute("title")} & set(names)),
+                    None)
+
+    nav = "[data-testid=nav-sidebar] a, [data-testid=nav-sidebar] button"
+    wait_for_page(driver, lambda d: entry(d, (name, "Plugins"), nav), f"{name!r} or Plugins in the navigation")
+    button = entry(driver, (name,), nav)
+    if button is None:
+        entry(driver, ("Plugins",), nav).click()
+        button = wait_for_page(driver, lambda d: entry(d, (name,), "[role=menuitem], [role=menu] a"),
+                               f"the Plugins menu entry {name!r}")
+    button.click()
+    return iframe_text(driver, name, shows)
