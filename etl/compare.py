@@ -44,18 +44,18 @@ def review(comparison: dict[str, Any], report: str) -> str:
     return "\n".join(lines)
 
 
-def card(run: RunFolder, comparison: dict[str, Any], settings: Settings) -> str:
-    """The model card of the run (HTML): its metrics, the comparison, the data's flow and distributions, the model's
-    specification, the charts inline and the public settings it states."""
+def card_facts(run: RunFolder, comparison: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """What the model card shows (etl/model_card.py): the run's metrics, the comparison, the data's flow and
+    distributions, the model's specification, the charts inline and the public settings it states."""
     train, test = pd.read_csv(run.file(catalog.TRAIN)), pd.read_csv(run.file(catalog.TEST))
     flow = model_card.participant_flow(run.record("load"), run.record("preprocess"),
                                        read_json(run.file(catalog.VALIDATION_REPORT)), train, test)
-    return model_card.render({
+    return {
         "metrics": gated_metrics(run), "comparison": comparison, "flow": flow,
         "distributions": model_card.predictor_distributions(train, test),
         "specification": model_card.model_specification(run.load_model(catalog.MODEL)),
         "settings": model_card.card_settings(settings.public_dict(published=True)),
-        "charts": {name: model_card.data_uri(run.file(name).read_bytes()) for name in catalog.CHARTS}})
+        "charts": {name: model_card.data_uri(run.file(name).read_bytes()) for name in catalog.CHARTS}}
 
 
 def run(run: RunFolder, settings: Settings) -> StepResult:
@@ -68,7 +68,7 @@ def run(run: RunFolder, settings: Settings) -> StepResult:
     write_json_atomic(run.file(catalog.COMPARISON), comparison)
     write_text_atomic(run.file(catalog.COMPARISON_REPORT),
                       f"# Champion and challenger: run {run.run_id}\n\n{text}\n\n## Earlier runs\n\n{history}\n")
-    write_text_atomic(run.file(catalog.MODEL_CARD), card(run, comparison, settings))
+    write_text_atomic(run.file(catalog.MODEL_CARD), model_card.render(card_facts(run, comparison, settings)))
     log.info("%s: %s", comparison["decision"], comparison["reason"])
     incumbent = comparison["champion"]
     summary = {"decision": comparison["decision"], "reason": comparison["reason"], "metric": comparison["metric"],

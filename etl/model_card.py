@@ -20,6 +20,7 @@ import pandas as pd
 from etl import catalog
 from etl.dataset import FEATURES, ID, TARGET
 from etl.report import DECISION_CURVE_POINTS, NAMES, number, with_interval
+from etl.unique_rows import UniqueRowsClassifier
 
 TEMPLATES = Path(__file__).parent / "templates"
 TEMPLATE = "model_card.html.j2"
@@ -127,11 +128,12 @@ def model_specification(model: Any) -> dict[str, Any]:
     pipeline = model.estimator.estimator
     names = list(pipeline[:-1].get_feature_names_out())
     classifier = pipeline.named_steps["model"]
-    fitted = getattr(classifier, "estimator_", classifier)  # UniqueRowsClassifier holds the fitted estimator
+    wrapped = isinstance(classifier, UniqueRowsClassifier)
+    fitted = classifier.estimator_ if wrapped else classifier
     imputer = pipeline.named_steps["impute"].named_transformers_["median"]
     linear = hasattr(fitted, "coef_") and hasattr(fitted, "intercept_")
     return {"classifier": type(fitted).__name__,
-            "wrapped": type(classifier).__name__ if classifier is not fitted else None,
+            "wrapped": type(classifier).__name__ if wrapped else None,
             "imputed": {name: float(value) for name, value in zip(imputer.feature_names_in_, imputer.statistics_,
                                                                   strict=True)},
             "intercept": float(fitted.intercept_.ravel()[0]) if linear else None,
