@@ -19,6 +19,7 @@ RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r /tmp/requ
 # editable mode, as in .venv, so `etl` and `utils` import from anywhere.
 COPY --chown=airflow:0 pyproject.toml ${PROJECT_DIR}/pyproject.toml
 COPY --chown=airflow:0 dags/ ${PROJECT_DIR}/dags/
+COPY --chown=airflow:0 plugins/ ${PROJECT_DIR}/plugins/
 COPY --chown=airflow:0 etl/ ${PROJECT_DIR}/etl/
 COPY --chown=airflow:0 utils/ ${PROJECT_DIR}/utils/
 COPY --chown=airflow:0 data/BreastCancer.csv ${PROJECT_DIR}/data/BreastCancer.csv
@@ -31,6 +32,7 @@ RUN mkdir -p /opt/airflow/runs /opt/airflow/results /opt/airflow/auth /opt/airfl
     && chmod 0775 /opt/airflow/runs /opt/airflow/results /opt/airflow/auth
 
 ENV AIRFLOW__CORE__DAGS_FOLDER=${PROJECT_DIR}/dags \
+    AIRFLOW__CORE__PLUGINS_FOLDER=${PROJECT_DIR}/plugins \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \
     BUNDLED_DATA_PATH=${PROJECT_DIR}/data/BreastCancer.csv \
     RUNS_DIR=/opt/airflow/runs \

@@ -18,7 +18,7 @@ AIRFLOW__API__BASE_URL = $(AIRFLOW_URL)/
 AIRFLOW_SETTING_NAMES := $(shell sed -n 's/^\(AIRFLOW__[A-Z_]*\)=.*/\1/p' mk/airflow.env)
 # PATH: `airflow standalone` starts its components as `airflow ...` subprocesses
 AIRFLOW_ENV = env $(foreach name,$(AIRFLOW_SETTING_NAMES),$(name)=$($(name))) AIRFLOW_HOME=$(AIRFLOW_HOME_DIR) \
-	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags PATH=$(CURDIR)/$(VENV)/bin:$$PATH
+	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins PATH=$(CURDIR)/$(VENV)/bin:$$PATH
 AIRFLOW = $(AIRFLOW_ENV) $(AIRFLOW_BIN)
 AIRFLOW_STOP_WAIT_SECONDS := 30
 

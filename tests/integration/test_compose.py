@@ -315,7 +315,7 @@ def test_dockerfile_extends_the_pinned_official_image_airflow_is_pinned_to() -> 
 
 def test_dockerfile_copies_the_code_the_dag_needs_and_nothing_secret() -> None:
     copied = dockerfile_copies()
-    assert {"dags/", "etl/", "utils/", "data/BreastCancer.csv", "entrypoint.sh", "requirements.txt",
+    assert {"dags/", "plugins/", "etl/", "utils/", "data/BreastCancer.csv", "entrypoint.sh", "requirements.txt",
             "pyproject.toml"} == set(copied)
     assert all((PROJECT_ROOT / path).exists() for path in copied)
     ignore = (PROJECT_ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
