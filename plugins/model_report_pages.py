@@ -27,7 +27,6 @@ from etl.steps import DAG_ID
 from utils.errors import PipelineError
 from utils.files import read_json
 
-MODEL_CARD = getattr(catalog, "MODEL_CARD", "report.html")  # the self-contained page evaluate publishes
 SCORING = "scoring"  # etl.scoring.SCORING_RESULTS, not imported here: etl.scoring loads pandas
 MAX_RUN_ID_CHARS = 250  # Airflow's run_id column holds at most 250
 LATEST_BATCHES = 10
@@ -109,7 +108,7 @@ def run_report(results_dir: Path, dag_id: str, run_id: str) -> Page:
                          f"of {DAG_ID}.")
     remedy = "publish the run again"
     try:
-        return Page(200, champion.verified_content(results_dir, folder, MODEL_CARD, remedy))
+        return Page(200, champion.verified_content(results_dir, folder, catalog.MODEL_CARD, remedy))
     except PipelineError:
         pass
     try:

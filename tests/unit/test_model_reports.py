@@ -48,7 +48,7 @@ def text(page: pages.Page) -> str:
 
 
 def test_a_published_runs_report_html_is_served_as_it_is_under_a_strict_policy(tmp_path):
-    publish(tmp_path, RUN_ID, {pages.MODEL_CARD: CARD, catalog.REPORT: b"# Report\n"})
+    publish(tmp_path, RUN_ID, {catalog.MODEL_CARD: CARD, catalog.REPORT: b"# Report\n"})
     page = pages.run_report(tmp_path, DAG_ID, RUN_ID)
     assert (page.status, page.body) == (200, CARD)
     assert page.headers["X-Content-Type-Options"] == "nosniff"
@@ -67,8 +67,8 @@ def test_without_report_html_the_markdown_is_shown_escaped_with_its_charts_inlin
 
 
 def test_a_published_file_that_changed_or_is_a_link_is_not_served(tmp_path):
-    folder = publish(tmp_path, RUN_ID, {pages.MODEL_CARD: CARD, catalog.REPORT: b"# Report\n"})
-    (folder / pages.MODEL_CARD).write_bytes(CARD + b"<script>evil()</script>")
+    folder = publish(tmp_path, RUN_ID, {catalog.MODEL_CARD: CARD, catalog.REPORT: b"# Report\n"})
+    (folder / catalog.MODEL_CARD).write_bytes(CARD + b"<script>evil()</script>")
     page = pages.run_report(tmp_path, DAG_ID, RUN_ID)
     assert b"evil" not in page.body and "<h1>Report</h1>" in text(page)  # report.md, which still matches
     outside = tmp_path.parent / "outside.md"
@@ -82,14 +82,14 @@ def test_a_published_file_that_changed_or_is_a_link_is_not_served(tmp_path):
 @pytest.mark.parametrize("run_id", ["..", "../..", "%2e%2e", "%2e%2e%2f%2e%2e", "/etc/passwd", "a/../../b",
                                     "20261204_100000_x", "latest", ".", "", "x" * 300, "nul\x00", "unknown_run"])
 def test_a_crafted_or_unknown_run_id_is_a_404(tmp_path, run_id):
-    publish(tmp_path, RUN_ID, {pages.MODEL_CARD: CARD})
+    publish(tmp_path, RUN_ID, {catalog.MODEL_CARD: CARD})
     (tmp_path / "latest").symlink_to(next(tmp_path.glob("2026*")))
     page = pages.run_report(tmp_path, DAG_ID, run_id)
     assert page.status == 404 and CARD not in page.body
 
 
 def test_a_link_named_like_a_publication_that_points_out_of_results_dir_is_not_followed(tmp_path):
-    outside = publish(tmp_path / "elsewhere", RUN_ID, {pages.MODEL_CARD: CARD})
+    outside = publish(tmp_path / "elsewhere", RUN_ID, {catalog.MODEL_CARD: CARD})
     results = tmp_path / "results"
     results.mkdir()
     (results / outside.name).symlink_to(outside)
@@ -98,7 +98,7 @@ def test_a_link_named_like_a_publication_that_points_out_of_results_dir_is_not_f
 
 
 def test_another_dags_run_gets_a_404(tmp_path):
-    publish(tmp_path, RUN_ID, {pages.MODEL_CARD: CARD})
+    publish(tmp_path, RUN_ID, {catalog.MODEL_CARD: CARD})
     assert pages.run_report(tmp_path, "another_dag", RUN_ID).status == 404
 
 
@@ -111,7 +111,7 @@ def test_a_failed_run_says_where_and_why_escaped(tmp_path):
 
 
 def test_the_models_page_shows_the_champion_the_history_with_intervals_and_the_scored_batches_escaped(tmp_path):
-    folder = publish(tmp_path, RUN_ID, {pages.MODEL_CARD: CARD})
+    folder = publish(tmp_path, RUN_ID, {catalog.MODEL_CARD: CARD})
     champion.write_pointer(tmp_path, {"name": folder.name, "run_id": RUN_ID, "model_sha256": "0" * 64,
                                       "operating_threshold": 0.0809, "metric": "roc_auc",
                                       "promoted_at": "2026-12-04T10:01:00+00:00", "metrics": {"recall": 1.0}})
