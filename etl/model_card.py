@@ -24,8 +24,7 @@ from etl.unique_rows import UniqueRowsClassifier
 
 TEMPLATES = Path(__file__).parent / "templates"
 TEMPLATE = "model_card.html.j2"
-CARD_SETTINGS = ("TARGET_RECALL", "TARGET_CONFIDENCE", "MIN_RECALL", "MIN_ROC_AUC", "PROMOTION_METRIC",
-                 "PROMOTION_TOLERANCE", "APPROVAL_REQUIRED", "DRIFT_PSI_THRESHOLD")  # shown on the page
+CARD_SETTINGS = ("APPROVAL_REQUIRED", "DRIFT_PSI_THRESHOLD")  # the settings the page states (the rest: metrics.json)
 CV_METRICS = ("roc_auc", "pr_auc", "brier_score", "recall", "specificity")  # the candidates' table: fits a page
 TEST_CHARTS = (  # drawn on the held-out test rows: (file, alt text, caption)
     (catalog.ROC_CURVE, "ROC curve of the model on the held-out rows", "ROC curve"),

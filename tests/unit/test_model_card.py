@@ -116,3 +116,9 @@ def test_a_missing_fact_is_an_error_not_a_blank(facts):
     del incomplete["metrics"]["model_sha256"]
     with pytest.raises(jinja2.UndefinedError):
         model_card.render(incomplete)
+
+
+def test_with_approval_required_the_card_says_the_decision_is_recorded_after_it(facts):
+    html = model_card.render(facts | {"settings": facts["settings"] | {"APPROVAL_REQUIRED": True}})
+    assert "(pending a reviewer's approval)" in html and "APPROVAL_REQUIRED=true" in html
+    assert "<code>results/history.csv</code>" in html
