@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +19,7 @@ from etl.publishers.gdrive.client import FOLDER_MIME, folder_url
 from etl.run_folder import short_run_id
 from etl.steps import STEPS
 from tests.support.airflow_api import AirflowApi, http_json
-from tests.support.browser import chromium, graph_nodes, open_run, ui_login
+from tests.support.browser import chromium, graph_nodes, open_plugin_page, open_run, open_run_tab, ui_login
 from tests.support.docker_stack import (
     BAD_CSV,
     DAG_ID,
@@ -180,6 +183,38 @@ def test_the_ui_shows_the_dag_and_a_good_and_a_failed_run_in_a_browser(api: Airf
     finally:
         processes.stop_all()
     assert not processes.kill_strays(), "chromedriver or chromium outlived quit()"  # and none is left behind
+
+
+def test_the_model_report_tab_and_the_models_page_show_in_a_browser_and_not_without_a_login(
+        api: AirflowApi, log_dir: Path, tmp_path: Path) -> None:
+    """The model report plugin (plugins/model_reports.py) in the api-server container: a finished good run's Model
+    report tab and the Models page in Chromium; over HTTP, no report without a valid login and a 404 for a
+    crafted path."""
+    good = wait_until(lambda: next((run for run in api.runs(DAG_ID) if run["state"] == "success"), None),
+                      RUN_SECONDS, "a successful run of the DAG", interval=3.0)
+    tab = f"{api.base_url}/model-reports/dags/{DAG_ID}/runs/{urllib.parse.quote(good['dag_run_id'], safe='')}"
+    for url, headers, wanted in ((tab, {}, (401, 403)), (tab, {"Cookie": "_token=forged"}, (401, 403)),
+                                 (f"{tab}%2F..%2F..%2Fhistory.csv", {"Authorization": f"Bearer {api.token()}"},
+                                  (404,))):
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as response:
+                status, body = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, exc.read()
+        assert status in wanted and b"threshold" not in body and b"run_id," not in body, (url, status, body[:300])
+    processes = Processes(log_dir)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        with chromium(processes, tmp_path / "profile") as driver:
+            ui_login(driver, api.base_url, api.username, api.password)
+            open_run(driver, api.base_url, DAG_ID, good["dag_run_id"], (good["dag_run_id"], "Model report"))
+            assert "Sensitivity" in open_run_tab(driver, "Model report", ("Summary", "Operating threshold"))
+            driver.save_screenshot(str(SCREENSHOTS / "airflow-model-report.png"))
+            assert "History of runs" in open_plugin_page(driver, api.base_url, "Models", ("Champion:",))
+            driver.save_screenshot(str(SCREENSHOTS / "airflow-models-page.png"))
+    finally:
+        processes.stop_all()
+    assert not processes.kill_strays(), "chromedriver or chromium outlived quit()"
 
 
 # --- the make targets against the running stack ----------------------------------------------------------------
