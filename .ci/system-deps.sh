@@ -17,6 +17,7 @@ declare -A PACKAGES=(
   [curl]=curl
   [dockerd]=docker.io
   [debootstrap]=debootstrap
+  [java]=default-jre-headless
 )
 
 missing=()

@@ -228,7 +228,8 @@ def test_each_step_records_the_checksums_it_consumed_and_wrote(make_settings):
                   for file in (catalog.CANDIDATE_MODEL, catalog.OUT_OF_FOLD)}
     assert consumed == {"load": set(), "preprocess": {catalog.RAW}, "select": {catalog.TRAIN, *candidates},
                         "evaluate": {catalog.MODEL, catalog.REPEATED_OUT_OF_FOLD, catalog.TEST},
-                        "compare": {catalog.MODEL, catalog.TEST, catalog.METRICS}, "upload": set(catalog.PUBLISHED),
+                        "compare": {catalog.MODEL, catalog.TEST, catalog.METRICS, catalog.TRAIN,
+                                    catalog.VALIDATION_REPORT, *catalog.CHARTS}, "upload": set(catalog.PUBLISHED),
                         "promote": {catalog.COMPARISON, catalog.MANIFEST}}
     assert all(set(run.record("train", name)["inputs"]) == {catalog.TRAIN} for name in settings.candidates)
     assert run.record("load")["outputs"][catalog.RAW] == run.record("preprocess")["inputs"][catalog.RAW]
