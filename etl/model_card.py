@@ -19,7 +19,7 @@ import pandas as pd
 
 from etl import catalog
 from etl.dataset import FEATURES, ID, TARGET
-from etl.report import DECISION_CURVE_POINTS, NAMES, number, with_interval
+from etl.report import NAMES, decision_curve_rows, number, with_interval
 from etl.unique_rows import UniqueRowsClassifier
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -144,11 +144,6 @@ def interval_text(interval: dict[str, Any], digits: int = 2) -> str:
     estimate, lower, upper = ("n/a" if interval[key] is None else f"{interval[key]:.{digits}f}"
                               for key in ("estimate", "lower", "upper"))
     return f"{estimate} (95% CI {lower} to {upper})"
-
-
-def decision_curve_rows(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The decision curve at the threshold probabilities the report shows."""
-    return [point for point in table if any(abs(point["threshold"] - at) < 1e-9 for at in DECISION_CURVE_POINTS)]
 
 
 @functools.cache

@@ -89,9 +89,14 @@ def calibration_section(calibration: dict[str, Any], internal: dict[str, Any]) -
             + rows + f"\n\n![calibration curve]({catalog.CALIBRATION_CURVE})")
 
 
+def decision_curve_rows(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The decision curve at the threshold probabilities the reports show (DECISION_CURVE_POINTS)."""
+    return [point for point in table if any(abs(point["threshold"] - at) < 1e-9 for at in DECISION_CURVE_POINTS)]
+
+
 def decision_curve_section(table: list[dict[str, Any]], threshold: float) -> str:
     """Net benefit at a few threshold probabilities, and the chart."""
-    shown = [point for point in table if any(abs(point["threshold"] - at) < 1e-9 for at in DECISION_CURVE_POINTS)]
+    shown = decision_curve_rows(table)
     lines = ["| threshold probability | model | treat all | treat none |", "|---|---|---|---|"]
     lines += [f"| {point['threshold']:.2f} | {point['model']:.4f} | {point['treat_all']:.4f} | 0 |" for point in shown]
     return ("Net benefit on the held-out test rows (true positives minus false positives weighted by the odds of the "
