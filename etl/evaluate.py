@@ -56,12 +56,12 @@ def evidence(labels: np.ndarray, probabilities: np.ndarray, groups: np.ndarray, 
             "decision_curve": net_benefit(labels, probabilities, DEFAULT_THRESHOLDS)}
 
 
-def internal_validation(run: RunFolder, threshold: float, settings: Settings) -> dict[str, Any]:
-    """The evidence on the repeated out-of-fold probabilities of the training rows, with how they were made."""
-    out_of_fold = pd.read_csv(run.file(catalog.REPEATED_OUT_OF_FOLD))
+def internal_validation(out_of_fold: pd.DataFrame, repeated: dict[str, Any], threshold: float,
+                        settings: Settings) -> dict[str, Any]:
+    """The evidence on the repeated out-of-fold probabilities of the training rows (select's out_of_fold.csv), with
+    how they were made (`repeated`: select's record of its repeats)."""
     labels = out_of_fold[TARGET].to_numpy(dtype=int)
     probabilities = out_of_fold[catalog.OUT_OF_FOLD_PROBABILITY].to_numpy()
-    repeated = run.record("select")["repeated_cv"]
     return {"computed_on": f"the training rows' out-of-fold probabilities, each the mean over {repeated['repeats']} "
                            f"grouped {repeated['folds']}-fold cross-validations",
             **repeated, **evidence(labels, probabilities, out_of_fold[ID].to_numpy(), threshold,
@@ -134,20 +134,20 @@ def run(run: RunFolder, settings: Settings) -> StepResult:
     probabilities = model.predict_proba(features)[:, 1]
     threshold = float(model.threshold)
     selected, loaded = run.record("select"), run.record("load")
+    out_of_fold = pd.read_csv(run.file(catalog.REPEATED_OUT_OF_FOLD))
     facts = {"run_id": run.run_id, "started_at": run.started_at().isoformat(), "rows_test": len(test),
              "operating_threshold": threshold,
              **{key: selected[key] for key in ("model", "seed", "cv", "cv_folds", "rows_train", "model_sha256",
                                               "target_recall", "target_confidence", "target_reached",
                                               "selection_metric", "tie_tolerance", "candidates")},
              "data_sha256": loaded["sha256"], "data_source": loaded["source"], "data_location": loaded["location"],
-             "internal_validation": internal_validation(run, threshold, settings),
+             "internal_validation": internal_validation(out_of_fold, selected["repeated_cv"], threshold, settings),
              "clinical_direction": direction_check(model, test)}
     metrics = test_metrics(labels, probabilities, groups, threshold, facts, settings)
     metrics["quality_gate"] = quality_gate(metrics["intervals"], metrics["internal_validation"]["intervals"],
                                            settings)
 
-    oof = pd.read_csv(run.file(catalog.REPEATED_OUT_OF_FOLD))[catalog.OUT_OF_FOLD_PROBABILITY].to_numpy()
-    save_charts(run, metrics, probabilities, labels, oof)
+    save_charts(run, metrics, probabilities, labels, out_of_fold[catalog.OUT_OF_FOLD_PROBABILITY].to_numpy())
     write_text_atomic(run.file(catalog.REPORT), render_report(metrics))
     write_json_atomic(run.file(catalog.METRICS), metrics)
     recall = metrics["intervals"]["recall"]

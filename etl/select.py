@@ -54,10 +54,10 @@ def winner(results: list[dict[str, Any]], metric: str) -> str:
     return next(name for name, mean in means.items() if mean >= best - TIE_TOLERANCE)
 
 
-def repeated_cv(run: RunFolder, candidate: str, settings: Settings) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The winner's out-of-fold probabilities averaged over CV_REPEATS fold draws (the train step's first), as
-    out_of_fold.csv's frame, and what the repeats were."""
-    train = pd.read_csv(run.file(catalog.TRAIN))
+def repeated_cv(run: RunFolder, train: pd.DataFrame, candidate: str,
+                settings: Settings) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The winner's out-of-fold probabilities on the training rows `train`, averaged over CV_REPEATS fold draws
+    (the train step's first), as out_of_fold.csv's frame, and what the repeats were."""
     first = pd.read_csv(run.file(catalog.candidate_file(candidate, catalog.OUT_OF_FOLD)))
     repeats = affordable_repeats(settings.cv_repeats, len(train))
     probabilities, per_repeat = repeated_out_of_fold(train, candidate, settings.cv_folds, settings.seed, repeats,
@@ -80,10 +80,12 @@ def threshold_choice(out_of_fold: pd.DataFrame, settings: Settings) -> dict[str,
             "out_of_fold": {name: at_threshold[name] for name in ("recall", "specificity", "confusion_matrix")}}
 
 
-def thresholded_model(run: RunFolder, candidate: str, threshold: float) -> FixedThresholdClassifier:
-    """The candidate's fitted pipeline, frozen (not refitted), deciding malignant at `threshold`."""
+def thresholded_model(run: RunFolder, train: pd.DataFrame, candidate: str,
+                      threshold: float) -> FixedThresholdClassifier:
+    """The candidate's fitted pipeline, frozen (not refitted), deciding malignant at `threshold` (`train`, the
+    training rows, only gives it the classes)."""
     pipeline = run.load_model(catalog.candidate_file(candidate, catalog.CANDIDATE_MODEL))
-    features, labels, _ = features_and_labels(pd.read_csv(run.file(catalog.TRAIN)))
+    features, labels, _ = features_and_labels(train)
     model = FixedThresholdClassifier(FrozenEstimator(pipeline), threshold=threshold, response_method="predict_proba")
     return model.fit(features, labels)  # FrozenEstimator's fit does nothing: this only records the classes
 
@@ -93,23 +95,25 @@ def run(run: RunFolder, settings: Settings) -> StepResult:
     scores (or failure) go into the record."""
     results = candidate_results(run, settings)
     chosen = winner(results, settings.selection_metric)
-    out_of_fold, repeats = repeated_cv(run, chosen, settings)
+    train = pd.read_csv(run.file(catalog.TRAIN))
+    out_of_fold, repeats = repeated_cv(run, train, chosen, settings)
     write_text_atomic(run.file(catalog.REPEATED_OUT_OF_FOLD), out_of_fold.to_csv(index=False))
     choice = threshold_choice(out_of_fold, settings)
     if not choice["target_reached"]:
         log.warning("too few malignant training rows to reach recall %s with confidence %s: the threshold flags "
                     "every malignant training row out of fold", settings.target_recall, settings.target_confidence)
-    digest = write_model_atomic(thresholded_model(run, chosen, choice["operating_threshold"]), run.file(catalog.MODEL))
+    digest = write_model_atomic(thresholded_model(run, train, chosen, choice["operating_threshold"]),
+                                run.file(catalog.MODEL))
     failed = [result["name"] for result in results if result["status"] == "failed"]
     for result in results:
         if result["status"] == "failed":
             log.warning("candidate %s is left out: %s", result["name"], result["error"])
+    trained = run.record("train", chosen)
     log.info("selected %s by CV %s %.4f (tie tolerance %s); operating threshold %.4f from %d repeats of its CV: "
              "out-of-fold recall %.4f (target %s) with specificity %.4f; model sha256 %s", chosen,
-             settings.selection_metric, run.record("train", chosen)["cv"][settings.selection_metric]["mean"],
+             settings.selection_metric, trained["cv"][settings.selection_metric]["mean"],
              TIE_TOLERANCE, choice["operating_threshold"], repeats["repeats"],
              choice["out_of_fold"]["recall"], settings.target_recall, choice["out_of_fold"]["specificity"], digest)
-    trained = run.record("train", chosen)
     summary = {"model": chosen, "operating_threshold": choice["operating_threshold"], "failed_candidates": failed,
                "model_sha256": digest}
     consumed = tuple(catalog.candidate_file(result["name"], file) for result in results
