@@ -126,15 +126,20 @@ def difference_cells(comparison: dict[str, Any]) -> dict[str, Any]:
             "difference_upper": difference.get("upper"), "margin": comparison["margin"]}
 
 
-def series(comparison: dict[str, Any], promoted: bool) -> list[Sample]:
-    """Challenger and (after the decision) champion scores on the compared rows, and whether it was promoted."""
+def series(comparison: dict[str, Any], promoted: bool, pointer: dict[str, Any] | None) -> list[Sample]:
+    """Challenger and (after the decision) champion scores on the compared rows, whether it was promoted, and
+    when the champion in place (`pointer`, after the decision) was promoted: what ties Prometheus to champion.json."""
     challenger, incumbent = comparison["challenger"]["metrics"], (comparison["champion"] or {}).get("metrics", {})
     kept = challenger if promoted else incumbent
+    since = [Sample("champion_promoted_timestamp_seconds", datetime.fromisoformat(pointer["promoted_at"]).timestamp(),
+                    help="Unix time at which the champion in place was promoted (champion.json's promoted_at).")
+             ] if pointer and isinstance(pointer.get("promoted_at"), str) else []
     return ([Sample("challenger_metric", value, {"metric": name}, "Last challenger's test metric on the rows "
                     "compared with the champion.") for name, value in challenger.items()]
             + [Sample("champion_metric", value, {"metric": name}, "The champion's test metric on the last "
                       "compared rows (after the last promotion decision).") for name, value in kept.items()]
-            + [Sample("promoted", float(promoted), help="1 when the last run's model became the champion.")])
+            + [Sample("promoted", float(promoted), help="1 when the last run's model became the champion.")]
+            + since)
 
 
 def pending_path(results_dir: Path) -> Path:
@@ -230,10 +235,11 @@ def run(run: RunFolder, settings: Settings, approval: dict[str, Any] | None = No
         else:
             comparison, promoted, reason, against = compared, True, earlier["reason"], earlier["champion"] or None
             log.info("run %s is already the champion (a retried promote changes nothing): %s", run.run_id, reason)
+        pointer = champion.read_pointer(settings.results_dir)
     name = run.published_name() if promoted else against
     return StepResult(record={"promoted": promoted, "reason": reason, "champion": name, "approval": approval,
                               "compared_with": against, "compared_again": against != champion_name(compared),
                               "repaired": repaired},
                       summary={"promoted": promoted, "reason": reason, "champion": name},
-                      samples=series(comparison, promoted))
+                      samples=series(comparison, promoted, pointer))
 

@@ -220,6 +220,7 @@ UP_WAIT_SECONDS = 420
 RUN_SECONDS = 600
 BAD_CSV = PROJECT_ROOT / "tests" / "data" / "bad_inputs" / "score_zero.csv"
 MAKE_SECONDS = 600
+CGROUP_MEMORY = Path("/sys/fs/cgroup/memory/docker")  # the engine's containers under cgroup v1 (docs/stack-test.md)
 
 
 @dataclass
@@ -338,6 +339,20 @@ class Stack:
         """service -> the facts of its container (for services that run one)."""
         return {str(facts.pop("Service")): facts for facts in self.all_containers()}
 
+    def memory_bytes(self) -> int:
+        """The memory the project's running containers use now, as `docker stats` counts it (cgroup v1: usage
+        less inactive page cache), summed; 0 for a container that is gone."""
+        if not CGROUP_MEMORY.is_dir():
+            raise DockerError(f"{CGROUP_MEMORY} is missing: the engine does not run on cgroup v1's memory hierarchy")
+        total = 0
+        for container in docker("ps", "--quiet", "--no-trunc", "--filter",
+                                f"label=com.docker.compose.project={PROJECT_NAME}").stdout.split():
+            group = CGROUP_MEMORY / container
+            with contextlib.suppress(OSError, ValueError):
+                stat = dict(line.split() for line in (group / "memory.stat").read_text().splitlines())
+                total += int((group / "memory.usage_in_bytes").read_text()) - int(stat["total_inactive_file"])
+        return total
+
     def leftovers(self) -> dict[str, list[str]]:
         """The project's containers, networks and volumes still in the engine."""
         label = f"label=com.docker.compose.project={PROJECT_NAME}"
@@ -347,13 +362,40 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running_stack(settings: dict[str, str], log_dir: Path, up_flags: str = "") -> Iterator[Stack]:
-    """`make up` from fresh volumes in a copy of the project owned by USER_UID; at the end every service's last
-    log lines go to `log_dir`, then `make clean`, and nothing of the project may be left in the engine."""
-    with tempfile.TemporaryDirectory(prefix="stack-test-project-") as folder:
+def tmpfs_mounted(folder: Path, size_mb: int, uid: int) -> Iterator[Path]:
+    """A tmpfs of `size_mb` MiB on `folder` (created), owned by `uid`: a small disk of its own; unmounted at the
+    end, and an error when it cannot be (something still holds it)."""
+    if os.geteuid() != 0:
+        raise DockerError(f"mounting a {size_mb} MiB tmpfs on {folder} needs root")
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,uid={uid},gid={uid},mode=0755", "tmpfs",
+                    str(folder)], check=True, capture_output=True, timeout=30)
+    try:
+        yield folder
+    finally:
+        result = subprocess.run(["umount", str(folder)], capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            raise DockerError(f"could not unmount the tmpfs on {folder}: {result.stderr.strip()}")
+
+
+def mounted_under(folder: Path) -> list[str]:
+    """The mount points at or below `folder` (from /proc/self/mounts)."""
+    points = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    return [point for point in points if point == str(folder) or point.startswith(f"{folder}/")]
+
+
+@contextlib.contextmanager
+def running_stack(settings: dict[str, str], log_dir: Path, up_flags: str = "",
+                  results_disk_mb: int | None = None) -> Iterator[Stack]:
+    """`make up` from fresh volumes in a copy of the project owned by USER_UID, with `results/` on a tmpfs of
+    `results_disk_mb` MiB when asked; at the end every service's last log lines go to `log_dir`, then `make clean`,
+    the tmpfs is unmounted, and nothing of the project may be left in the engine or mounted."""
+    with tempfile.TemporaryDirectory(prefix="stack-test-project-") as folder, contextlib.ExitStack() as mounts:
         root = Path(folder)
         root.chmod(0o755)
         copy_project(root, USER_UID)
+        if results_disk_mb:
+            mounts.enter_context(tmpfs_mounted(root / "results", results_disk_mb, USER_UID))
         stack = Stack(root, USER_UID, settings, log_dir, up_flags)
         try:
             stack.make("env")
@@ -368,9 +410,10 @@ def running_stack(settings: dict[str, str], log_dir: Path, up_flags: str = "") -
         finally:
             stack.make("logs", "LOGS_FOLLOW=", timeout=120)
             stack.make("clean")
-            leftovers = stack.leftovers()
+            mounts.close()
+            leftovers = {**stack.leftovers(), **({"mounts": mounted_under(root)} if mounted_under(root) else {})}
             if leftovers:
-                raise DockerError(f"the stack test left things in the engine: {leftovers}")
+                raise DockerError(f"the stack test left things in the engine or mounted: {leftovers}")
 
 
 def stack_api(stack: Stack) -> AirflowApi:
