@@ -1,10 +1,12 @@
 """A person approves before a new champion goes out (APPROVAL_REQUIRED), under the real `airflow standalone`
-(scheduler, DAG processor, API server, triggerer) and through its REST API, as a reviewer's script would:
+(scheduler, DAG processor, API server, triggerer): the reviewer answers in Airflow's UI, in headless Chromium
+(tests/support/browser.py), and the test follows the runs through the REST API:
 
-1. the @once run waits in `approve`; its request shows the metrics, the threshold and the report; Approve →
-   promoted, the pointer names the run;
-2. a triggered run is rejected → `promote` skipped, the run succeeds, the pointer is unchanged, the history says
-   who rejected it;
+1. the @once run waits in `approve`; its Required Actions tab shows the review (the metrics, the threshold,
+   compare's decision, the report, where the run was published); Approve clicked → promoted, the pointer names the
+   run;
+2. a triggered run is rejected in the UI → `promote` skipped, the run succeeds, the pointer is unchanged, the
+   history says who rejected it;
 3. a triggered run nobody answers → after APPROVAL_TIMEOUT the default (Reject) applies: not promoted, "approval
    timed out".
 """
@@ -15,26 +17,25 @@ import json
 import os
 import signal
 import subprocess
-import time
 import urllib.parse
 
 import pytest
 
 from etl import catalog, champion
-from etl.airflow_tasks import APPROVAL_TASK
+from etl.airflow_tasks import APPROVAL_TASK, APPROVE, REJECT
 from etl.run_folder import safe_run_id
 from etl.steps import DAG_ID
 from tests.integration.test_standalone import make
 from tests.support.airflow_api import AirflowApi
+from tests.support.browser import answer_approval, chromium, open_approval, ui_login
 from tests.support.data import BUNDLED_CSV
-from tests.support.processes import StackError, wait_until
+from tests.support.processes import Processes, StackError, wait_until
 from tests.support.servers import free_port
 from utils.files import read_json
 
 pytestmark = pytest.mark.slow
 APPROVAL_TIMEOUT_MINUTES = "1.5"
 WAIT_SECONDS = 300
-REVIEWER_SECONDS = 10  # between the request appearing and the answer
 
 
 def hitl_path(api: AirflowApi, run_id: str) -> str:
@@ -43,7 +44,8 @@ def hitl_path(api: AirflowApi, run_id: str) -> str:
 
 
 def waiting_request(api: AirflowApi, run_id: str) -> dict:
-    """The approval request once the task waits for an answer."""
+    """The approval request once the task waits for an answer (open_approval then waits REVIEW_SECONDS more
+    before the reviewer may answer: Airflow 3.3 loses an answer given within about a second of the pause)."""
     def asked() -> dict | None:
         try:
             return api.call(hitl_path(api, run_id))
@@ -53,15 +55,7 @@ def waiting_request(api: AirflowApi, run_id: str) -> dict:
     request = wait_until(asked, WAIT_SECONDS, f"the approval request of run {run_id}", interval=2.0)
     wait_until(lambda: api.task_states(DAG_ID, run_id).get(APPROVAL_TASK) == "awaiting_input", WAIT_SECONDS,
                f"run {run_id}'s approval to await input", interval=1.0)
-    # An answer within a second of the pause loses a race in Airflow 3.3: the scheduler sees the paused process's
-    # exit after the answer re-queued the task and marks it failed. A reviewer takes longer than that.
-    time.sleep(REVIEWER_SECONDS)
     return request
-
-
-def answer(api: AirflowApi, run_id: str, option: str) -> dict:
-    """PATCH the reviewer's answer, as the UI's Required Actions page does."""
-    return api.call(hitl_path(api, run_id), {"chosen_options": [option]}, method="PATCH")
 
 
 def test_a_reviewer_approves_rejects_or_lets_the_approval_time_out(tmp_path):
@@ -81,22 +75,32 @@ def test_a_reviewer_approves_rejects_or_lets_the_approval_time_out(tmp_path):
 
         first = wait_until(lambda: api.runs(DAG_ID), WAIT_SECONDS, "the @once run")[0]["dag_run_id"]
         request = waiting_request(api, first)
-        assert request["options"] == ["Approve", "Reject"] and request["defaults"] == ["Reject"]
+        assert request["options"] == [APPROVE, REJECT] and request["defaults"] == [REJECT]
         assert request["response_received"] is False
         threshold = read_json(tmp_path / "runs" / safe_run_id(first) / catalog.METRICS)["operating_threshold"]
-        for shown in ("roc_auc", f"operating threshold {threshold:g}", "report.md", "first champion"):
-            assert shown in request["body"], f"{shown!r} not in the reviewer's text:\n{request['body']}"
-        assert api.task_states(DAG_ID, first).get("promote") in (None, "none")  # waits for the answer
-        answered = answer(api, first, "Approve")
-        assert answered["chosen_options"] == ["Approve"] and answered["responded_by"]["name"] == user
-        assert api.wait_for_run(DAG_ID, first, WAIT_SECONDS)["state"] == "success"
-        assert api.task_states(DAG_ID, first)["promote"] == "success"
-        pointer = champion.pointer_path(results).read_bytes()
-        assert json.loads(pointer)["run_id"] == first
+        browser = Processes(tmp_path / "browser")
+        try:
+            with chromium(browser, tmp_path / "profile") as driver:
+                ui_login(driver, api.base_url, user, password)
+                review = open_approval(driver, api.base_url, DAG_ID, first)
+                for shown in (f"Make run {first} the champion?", "roc_auc", f"operating threshold {threshold:g}",
+                              "promote: first champion", "report.md", "Published to: ", str(results)):
+                    assert shown in review, f"{shown!r} not in what the reviewer sees:\n{review}"
+                assert api.task_states(DAG_ID, first).get("promote") in (None, "none")  # waits for the answer
+                assert answer_approval(driver, APPROVE).endswith(f" from {user}")
+                answered = api.call(hitl_path(api, first))
+                assert answered["chosen_options"] == [APPROVE] and answered["responded_by_user"]["name"] == user
+                assert api.wait_for_run(DAG_ID, first, WAIT_SECONDS)["state"] == "success"
+                assert api.task_states(DAG_ID, first)["promote"] == "success"
+                pointer = champion.pointer_path(results).read_bytes()
+                assert json.loads(pointer)["run_id"] == first
 
-        rejected = api.trigger(DAG_ID)
-        waiting_request(api, rejected)
-        answer(api, rejected, "Reject")
+                rejected = api.trigger(DAG_ID)
+                assert "Published to: " in open_approval(driver, api.base_url, DAG_ID, rejected)
+                assert answer_approval(driver, REJECT).endswith(f" from {user}")
+        finally:
+            browser.stop_all()
+        assert not browser.kill_strays(), "chromedriver or chromium outlived quit()"
         assert api.wait_for_run(DAG_ID, rejected, WAIT_SECONDS)["state"] == "success"
         states = api.task_states(DAG_ID, rejected)
         assert (states[APPROVAL_TASK], states["promote"], states["success_end"]) == ("success", "skipped", "success")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +14,9 @@ from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
 
+from etl.airflow_tasks import APPROVAL_TASK
 from tests.support.monitoring_tools import require_tool
 from tests.support.processes import Processes, wait_until
 
@@ -25,6 +28,13 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                   "--no-first-run", "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--window-size=1600,1000")
+APPROVAL_OPTIONS = "button[data-testid^='hitl-option-']"  # the option buttons of Airflow 3.3's HITL form
+APPROVAL_RECEIVED, APPROVAL_FAILED = "Response received at", "Response failed"  # the UI's English texts
+APPROVAL_SECONDS = 300.0  # how long open_approval waits for the task to await an answer
+APPROVAL_RELOAD_SECONDS = 10.0  # open_approval loads the tab again after this long without the buttons
+# Airflow 3.3 marks the task failed when it is answered within about a second of its pause (the scheduler sees the
+# paused process's exit after the answer re-queued the task): a reviewer reads first, and so does open_approval
+REVIEW_SECONDS = 10.0
 QUIT_GRACE_SECONDS = 15.0  # Chromium's renderer and GPU processes exit asynchronously after the driver's quit()
 
 
@@ -79,9 +89,14 @@ def ui_login(driver: webdriver.Chrome, base_url: str, username: str, password: s
     wait_for_page(driver, lambda d: "/auth/login" not in d.current_url and "Dags" in page_text(d), "the home page")
 
 
+def run_url(base_url: str, dag_id: str, run_id: str) -> str:
+    """The UI address of a DAG run's page (the run id holds ':' and '+')."""
+    return f"{base_url}/dags/{urllib.parse.quote(dag_id)}/runs/{urllib.parse.quote(run_id, safe='')}"
+
+
 def open_run(driver: webdriver.Chrome, base_url: str, dag_id: str, run_id: str, shows: tuple[str, ...]) -> str:
     """Open a DAG run's page and wait until its text shows every string of `shows`; returns the text."""
-    driver.get(f"{base_url}/dags/{urllib.parse.quote(dag_id)}/runs/{urllib.parse.quote(run_id, safe='')}")
+    driver.get(run_url(base_url, dag_id, run_id))
 
     def showing(d: webdriver.Chrome) -> str | None:
         text = page_text(d)
@@ -144,3 +159,49 @@ def open_plugin_page(driver: webdriver.Chrome, base_url: str, name: str, shows: 
                                f"the Plugins menu entry {name!r}")
     button.click()
     return iframe_text(driver, name, shows)
+
+
+def approval_options(driver: webdriver.Chrome) -> dict[str, WebElement]:
+    """Option -> its button on an open Required Actions tab (Airflow's HITL form), once every button is enabled:
+    the task awaits input and nobody has answered yet; {} before that."""
+    buttons = {button.text.strip(): button for button in driver.find_elements(By.CSS_SELECTOR, APPROVAL_OPTIONS)}
+    return buttons if buttons and all(button.is_enabled() for button in buttons.values()) else {}
+
+
+def open_approval(driver: webdriver.Chrome, base_url: str, dag_id: str, run_id: str,
+                  task_id: str = APPROVAL_TASK, review_seconds: float = REVIEW_SECONDS) -> str:
+    """Open the Required Actions tab of the run's approval task, where a reviewer answers it, wait until the task
+    awaits the answer and `review_seconds` more (the reviewer reads), and return the tab's text: the subject and
+    the review text (the HITL body, rendered from Markdown). The tab is loaded again until the task awaits input:
+    opened earlier, Airflow's UI moves to the task's Logs tab, or keeps its buttons disabled, and stays there."""
+    url = f"{run_url(base_url, dag_id, run_id)}/tasks/{urllib.parse.quote(task_id)}/required_actions"
+
+    def loaded(d: webdriver.Chrome) -> dict[str, WebElement]:
+        d.get(url)
+        return wait_until(lambda: approval_options(d), APPROVAL_RELOAD_SECONDS, "the approval's buttons",
+                          raise_on_timeout=False)
+
+    wait_for_page(driver, loaded, f"run {run_id}'s {task_id} to await an answer", timeout=APPROVAL_SECONDS)
+    time.sleep(review_seconds)
+    return page_text(driver)
+
+
+def answer_approval(driver: webdriver.Chrome, choice: str) -> str:
+    """On an approval opened by open_approval, click the option `choice` (Approve or Reject: the answer is sent at
+    once, there is no confirmation step) and wait until the tab shows that it was received; returns that line,
+    "Response received at <time> from <user>"."""
+    def clicked(d: webdriver.Chrome) -> bool:  # found again on each try: the tab re-renders as it refreshes
+        button = approval_options(d).get(choice)
+        if button is not None:
+            button.click()
+        return button is not None
+
+    wait_for_page(driver, clicked, f"the option {choice!r} to be clicked")
+
+    def received(d: webdriver.Chrome) -> str | None:
+        text = page_text(d)
+        if APPROVAL_FAILED in text:
+            raise AssertionError(f"the UI did not take the answer {choice!r}:\n{text[:2000]}")
+        return next((line for line in text.splitlines() if line.startswith(APPROVAL_RECEIVED)), None)
+
+    return wait_for_page(driver, received, f"the answer {choice!r} to be received")
