@@ -1,5 +1,6 @@
 """Announce a batch (or a champion) to Airflow: `python -m etl.announce [--asset incoming|champion] [--note TEXT]`
 posts an event of that Asset through the REST API (`POST /api/v2/assets/events`), which starts the scoring DAG.
+For scripted use: a batch handed off into INCOMING_DIR needs no announcement (the Asset's watcher posts its event).
 
 `make announce-batch` runs it inside the stack, `make standalone-announce-batch` next to `make standalone`. It
 signs in with SimpleAuthManager's passwords file: AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE, else

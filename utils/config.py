@@ -61,14 +61,16 @@ MAX_APPROVAL_MINUTES = 30 * 24 * 60  # 30 days
 MAX_PSI_THRESHOLD = 10.0  # a population stability index above 0.25 is already a large shift
 MAX_URL_CHARS = 2048
 MAX_NAME_CHARS = 255  # a folder name (PREDICT_RUN), a Drive id, an e-mail address
-# The settings a user may change per run ("Trigger DAG w/ config": the DAG's Params), and the others the DAG file
-# reads when it is parsed (the approval task, data_url's pattern); utils/dag_settings.py reads them there.
+# The settings a user may change per run ("Trigger DAG w/ config": the DAG's Params), and the others the DAG files
+# read when they are parsed (the approval task, data_url's pattern, the folder the scoring DAG's watcher lists);
+# utils/dag_settings.py reads them there.
 PER_RUN_SETTINGS = ("candidates", "test_size", "min_recall", "min_roc_auc", "promotion_metric", "promotion_tolerance",
                     "storage_backend", "data_url")
-PARSE_TIME_SETTINGS = ("approval_required", "approval_timeout", "data_allowed_dirs")
+PARSE_TIME_SETTINGS = ("approval_required", "approval_timeout", "data_allowed_dirs", "incoming_dir")
 PARAM_KEYWORDS = ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "items", "minItems",
                   "maxLength")  # what a Param checks of a setting's JSON schema
-PARAM_EXTRA_KEYWORDS = {"candidates": {"uniqueItems": True}}  # what the settings check that their schema omits
+PARAM_EXTRA_KEYWORDS = {"candidates": {"uniqueItems": True},  # what the settings check that their schema omits
+                        "incoming_dir": {"pattern": r"\S"}}  # not empty: it would be the project's root
 Folders = Annotated[tuple[Path, ...], NoDecode]  # comma-separated in the environment, not JSON
 Candidates = Annotated[tuple[Candidate, ...], NoDecode]  # likewise
 FILE_FIELDS = ("bundled_data_path", "google_credentials")
@@ -196,7 +198,8 @@ class Settings(BaseSettings):
                                "samples; empty: the champion (RESULTS_DIR/champion.json), else the newest run.",
                                max_length=MAX_NAME_CHARS)
     incoming_dir: Path = setting("INCOMING_DIR", PROJECT_ROOT / "data" / "incoming", "Where batches of samples "
-                                 "(CSV files) wait for the scoring DAG.")
+                                 "(CSV files) are handed off to the scoring DAG: its watcher starts a run for each "
+                                 "new one (read when the DAG is parsed).")
     processed_dir: Path = setting("PROCESSED_DIR", PROJECT_ROOT / "data" / "processed", "Where the scoring DAG "
                                   "moves a batch once its predictions are published (not inside INCOMING_DIR).")
     drift_psi_threshold: float = setting("DRIFT_PSI_THRESHOLD", 0.2, "A feature drifts when its population "

@@ -1,5 +1,6 @@
-"""The settings the DAG file reads when it is parsed, without the settings model: the per-run ones its Params show,
-APPROVAL_REQUIRED and APPROVAL_TIMEOUT (the approval task), and DATA_ALLOWED_DIRS (data_url's pattern).
+"""The settings the DAG files read when they are parsed, without the settings model: the per-run ones the Params
+show, APPROVAL_REQUIRED and APPROVAL_TIMEOUT (the approval task), DATA_ALLOWED_DIRS (data_url's pattern) and
+INCOMING_DIR (the folder the scoring DAG's watcher lists).
 
 The dag-processor parses the file every 30 seconds, and importing pydantic-settings and building the Settings model
 cost more than the whole DAG (`make bench`). So their spec (variable, description, default, JSON schema) is

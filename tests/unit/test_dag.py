@@ -16,7 +16,8 @@ from types import SimpleNamespace
 import pytest
 
 from bench.import_probe import import_probe
-from etl import airflow_tasks, notify
+from etl import airflow_tasks, assets, notify
+from etl.incoming_watch import POLL_SECONDS
 from etl.run_folder import safe_run_id
 from etl.steps import DAG_ID
 from etl.steps import STEPS as STEP_TABLE
@@ -191,6 +192,14 @@ def test_run_policy(dag):
     assert dag.max_active_runs == 1
     assert dag.is_paused_upon_creation is False
     assert dag.dagrun_timeout is not None
+
+
+def test_the_scoring_dag_runs_for_a_new_champion_and_for_a_batch_its_watcher_sees_in_incoming_dir(dagbag):
+    watched = {asset.name: [(watcher.name, *watcher.trigger.serialize()) for watcher in asset.watchers]
+               for asset in dagbag.dags[assets.SCORING_DAG_ID].schedule.objects}
+    assert watched == {assets.CHAMPION_NAME: [], assets.INCOMING_NAME: [(
+        assets.INCOMING_WATCHER, "etl.incoming_watch.IncomingBatchTrigger",  # INCOMING_DIR's default, made absolute
+        {"folder": str(PROJECT_ROOT / "data" / "incoming"), "poll_seconds": POLL_SECONDS})]}
 
 
 def test_params_are_the_per_run_settings_and_default_to_the_settings(dag):

@@ -30,6 +30,7 @@ TEXTS = {  # what someone may write for each parse-time setting: good, odd and b
     "approval_required": ["true", "False", "1", "yes", "maybe", ""],
     "approval_timeout": ["60", "1e300", "inf", "0", "30.5"],
     "data_allowed_dirs": ["data", "data,tests", ""],
+    "incoming_dir": ["data/incoming", "/tmp/incoming", "", "  "],
 }
 
 
@@ -69,6 +70,8 @@ def test_values_match_the_settings_model_or_are_refused_by_name(texts, in_env_fi
                 expected = getattr(model, name)
                 if name == "data_allowed_dirs":
                     assert [dag_settings.PROJECT_ROOT / folder for folder in value] == list(expected)
+                elif name == "incoming_dir":
+                    assert dag_settings.PROJECT_ROOT / value == expected
                 elif name != "data_url":  # redacted in the DAG: compared in test_secrets
                     assert value == (list(expected) if isinstance(expected, tuple) else expected), name
     finally:
@@ -88,7 +91,7 @@ def test_the_environment_wins_over_the_env_file(monkeypatch):
 
 @pytest.mark.parametrize(("variable", "text"), [("APPROVAL_TIMEOUT", "inf"), ("APPROVAL_TIMEOUT", "1e300"),
                                                 ("CANDIDATES", "logreg,xgboost"), ("TEST_SIZE", "nan"),
-                                                ("APPROVAL_REQUIRED", "maybe")])
+                                                ("APPROVAL_REQUIRED", "maybe"), ("INCOMING_DIR", " ")])
 def test_a_value_that_cannot_work_is_refused_by_name(monkeypatch, variable, text):
     monkeypatch.setenv(variable, text)
     with pytest.raises(ConfigError, match=f"setting {variable}="):
