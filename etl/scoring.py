@@ -259,8 +259,8 @@ def reject(claimed: Claim, incoming: Path, error: PipelineError) -> Path:
     report = write_json_atomic(report_path(incoming, claimed.name), {
         "batch": claimed.name, "sha256": sha256_file(claimed.path), "error_type": type(error).__name__,
         "error": str(error), "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "what_next": "fix or replace the file (same name) and announce the batch again; "
-                     "until it changes it is not scored again"})
+        "what_next": "hand the fixed file off again under the same name (write <name>.csv.part, rename it to "
+                     "<name>.csv): the watcher starts its scoring; until it changes it is not scored again"})
     back = incoming / f"{claimed.name}{BATCH_SUFFIX}"
     if back.exists() or back.is_symlink():
         set_aside(claimed.path.parent, claimed.path.name, incoming, f"{error} (a new {back.name} arrived meanwhile)")
