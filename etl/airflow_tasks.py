@@ -151,19 +151,23 @@ def failed_task_ids(context: Context) -> list[str]:
 
 
 def end_with_failure(**context: Any) -> dict[str, Any]:
-    """failure_end: mark the run's folder failed, record the run in the history (not promoted, and why) and send
-    the alert, even when the history cannot be written; returns the alert."""
+    """failure_end: record the run in the history (not promoted, and why), mark the run's folder failed and send
+    the alert, once per failure: a retry sends it again only when no earlier try delivered it. When the history
+    cannot be written (a full results disk) the alert says so and why, and the task still fails, so that its
+    retries write the history; returns the alert."""
     from etl import champion, notify
 
     run, settings = run_and_settings(context)
     alert = notify.build_alert(context["dag"].dag_id, run.run_id, failed_task_ids(context),
                                notify.read_failure(run.path), run.path)
-    notify.mark_failed(run.path, alert)
     try:
         champion.record_failed_run(run, settings, alert["task_id"],
                                   f"{alert['error_type']}: {alert['error']}" if alert["error_type"] else alert["text"])
+    except BaseException as exc:  # also a timeout: the alert goes all the same, then the error
+        alert = notify.not_in_history(alert, exc)
+        raise
     finally:
-        notify.send_alert(alert, settings.alert_webhook_url)
+        notify.alert_once(run.path, alert, settings.alert_webhook_url)
     return alert
 
 

@@ -1,9 +1,11 @@
 """What a failed run leaves behind and who hears about it.
 
 The failing step's `on_failure_callback` records its error in the run's folder (`failure.json`); the
-`failure_end` task reads it, marks the folder failed (`FAILED`, holding the alert) and sends the alert: a log
-line always, and a JSON POST to ALERT_WEBHOOK_URL when it is set ({"text": ...} for Slack-style webhooks, plus
-structured fields). Nothing here imports Airflow, so it is tested and reused without it.
+`failure_end` task reads it, marks the folder failed (`FAILED`, holding the alert and, once it is delivered, when
+and where) and sends the alert: a log line always, and a JSON POST to ALERT_WEBHOOK_URL when it is set
+({"text": ...} for Slack-style webhooks, plus structured fields). A failure is alerted once: a retry of
+`failure_end` sends the alert again only when no earlier try delivered it. Nothing here imports Airflow, so it is
+tested and reused without it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,9 @@ FAILED_MARKER = "FAILED"
 WEBHOOK_TIMEOUT_SECONDS = 10.0
 WEBHOOK = "ALERT_WEBHOOK_URL"  # its redaction rule (utils/config.py) shows scheme://host only
 MAX_ERROR_CHARS = 2000  # chat webhooks reject huge messages; the full error stays in the task log
+HISTORY_ERROR_CHARS = 300  # why the run is not in the history, in the alert: short, the task log has it whole
+DELIVERED_AT, DELIVERED_TO = "delivered_at", "delivered_to"  # in FAILED, once the alert was delivered
+FAILURE_FIELDS = ("dag_id", "run_id", "task_id", "failed_tasks", "error_type", "error", "log_url")  # one failure
 log = get_logger("notify")
 
 
@@ -79,9 +85,54 @@ def build_alert(dag_id: str, run_id: str, failed_tasks: list[str], failure: Step
             "log_url": failure.log_url if failure else "", "run_folder": str(folder)}
 
 
+def not_in_history(alert: dict[str, Any], error: BaseException) -> dict[str, Any]:
+    """The alert, also saying that the run could not be recorded in the history and why, shortly (at most
+    HISTORY_ERROR_CHARS; the task log has the whole error)."""
+    reason = " ".join(f"{type(error).__name__}: {error}".split())
+    reason = reason[:HISTORY_ERROR_CHARS] + ("…" if len(reason) > HISTORY_ERROR_CHARS else "")
+    return {**alert, "text": f"{alert['text']}\nNot recorded in the history: {reason}", "history_error": reason}
+
+
 def mark_failed(folder: Path, alert: dict[str, Any]) -> Path:
     """Mark the run's folder as belonging to a failed run; the marker holds the alert."""
     return write_json_atomic(folder / FAILED_MARKER, alert)
+
+
+def delivered_before(folder: Path, alert: dict[str, Any]) -> dict[str, Any] | None:
+    """The marker of an earlier try that delivered this failure's alert (the same FAILURE_FIELDS), else None; an
+    unreadable marker counts as undelivered: the alert goes again rather than nowhere."""
+    path = folder / FAILED_MARKER
+    try:
+        marked = read_json(path) if path.is_file() else None
+    except (PipelineError, OSError) as exc:
+        log.warning("%s cannot be read (%s): the alert is sent as if never delivered", path, exc)
+        return None
+    if not isinstance(marked, dict) or not marked.get(DELIVERED_AT):
+        return None
+    return marked if all(marked.get(field) == alert.get(field) for field in FAILURE_FIELDS) else None
+
+
+def alert_once(folder: Path, alert: dict[str, Any], webhook_url: str) -> bool:
+    """Send the alert of this failure unless an earlier try delivered it, and mark the folder failed: the marker
+    holds the alert and, once delivered, when and where. An undelivered alert is sent again on every try (what
+    failure_end's retries are for); a delivered one never twice. Whether it was sent now."""
+    earlier = delivered_before(folder, alert)
+    if earlier is not None:
+        log.info("the alert of this failure was delivered at %s to %s (the run's %s marker): not sent again",
+                 earlier[DELIVERED_AT], earlier.get(DELIVERED_TO, "?"), FAILED_MARKER)
+        return False
+    delivered: dict[str, str] = {}
+    try:
+        send_alert(alert, webhook_url)
+        delivered = {DELIVERED_AT: datetime.now(UTC).replace(microsecond=0).isoformat(),
+                     DELIVERED_TO: shown(WEBHOOK, webhook_url) if webhook_url else "the task log"}
+    except Exception as exc:
+        if alert.get("history_error"):  # raised instead of the history's error: it goes on beside it
+            exc.add_note(f"The run is not in the history either: {alert['history_error']}")
+        raise
+    finally:
+        mark_failed(folder, {**alert, **delivered})
+    return True
 
 
 def post_webhook(url: str, alert: dict[str, Any], timeout: float = WEBHOOK_TIMEOUT_SECONDS) -> int:

@@ -46,6 +46,19 @@ class QualityGateError(PipelineError):
     """The model is below a quality threshold, so it must not be published."""
 
 
+class DiskFullError(PipelineError, OSError):
+    """A write failed because its file system is full (ENOSPC) or the disk quota is used up (EDQUOT): the message
+    names the file, the folder and the file system's free and total space (`utils.files.no_space_note`). It is an
+    OSError too, keeping the original `errno`, so code that handles OSError handles it as before. Not transient:
+    the disk stays full until someone frees space."""
+
+    def __init__(self, code: int, message: str, filename: str | None = None) -> None:
+        super().__init__(code, message, filename)
+
+    def __str__(self) -> str:
+        return str(self.strerror)  # the message alone: no "[Errno 28]" prefix, the errno is named in it
+
+
 class PublishError(PipelineError):
     """Publishing the run's artifacts failed."""
 

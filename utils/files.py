@@ -1,4 +1,5 @@
-"""File helpers: atomic writes (temp file + rename), reading only regular files, JSON artifacts and checksums."""
+"""File helpers: atomic writes (temp file + rename), reading only regular files, JSON artifacts and checksums, and
+the words for a full disk."""
 
 from __future__ import annotations
 
@@ -14,32 +15,87 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from utils.errors import ArtifactError, UnsafeFileError
+from utils.errors import ArtifactError, DiskFullError, UnsafeFileError
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a cell as a formula
 _KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
           (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
           (stat.S_ISREG, "a regular file"))
+NO_SPACE = {errno.ENOSPC: ("no space left on", "free space there"),  # errno -> what happened, what to do
+            errno.EDQUOT: ("the disk quota is used up on", "free space there or raise the quota")}
+SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def human_size(size: int) -> str:
+    """`size` bytes for people: '0 B', '1023 B', '1.5 KiB', '12 KiB', '64 MiB'."""
+    power = 0
+    while power < len(SIZE_UNITS) - 1 and size >= 1024 ** (power + 1):
+        power += 1
+    value = size / 1024 ** power
+    shown = f"{value:.1f}".removesuffix(".0") if power and value < 10 else f"{value:.0f}"
+    return f"{shown} {SIZE_UNITS[power]}"
+
+
+def space_left(folder: Path) -> str:
+    """'12 KiB free of 64 MiB': the space the file system holding `folder` (or its nearest existing parent) has
+    left for ordinary users, and its size; "" when it cannot be read."""
+    existing = next((path for path in (folder, *folder.parents) if path.is_dir()), folder)
+    try:
+        fs = os.statvfs(existing)
+    except OSError:
+        return ""
+    return f"{human_size(fs.f_bavail * fs.f_frsize)} free of {human_size(fs.f_blocks * fs.f_frsize)}"
+
+
+def no_space_note(exc: BaseException, folder: Path) -> str:
+    """What to do when a write into `folder` failed for want of space (ENOSPC, EDQUOT), in words a data engineer
+    acts on: 'no space left on the file system holding /opt/airflow/results (12 KiB free of 64 MiB; ENOSPC): free
+    space there, then retry the task'; "" for any other error. The one place these words are made: atomic writes
+    (DiskFullError) and the local publisher (PublishError) add it to their errors."""
+    code = getattr(exc, "errno", None)
+    if not isinstance(exc, OSError) or code not in NO_SPACE:
+        return ""
+    what, remedy = NO_SPACE[code]
+    space = space_left(folder)
+    return (f"{what} the file system holding {folder} ({space + '; ' if space else ''}{errno.errorcode[code]}): "
+            f"{remedy}, then retry the task")
+
+
+@contextlib.contextmanager
+def writing(target: Path) -> Iterator[None]:
+    """Raise a full disk (ENOSPC, EDQUOT) met while `target` is written as DiskFullError: 'could not write
+    <target>: <no_space_note of its folder>', the original errno kept; other errors pass as they are."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except OSError as exc:
+        note = no_space_note(exc, target.parent)
+        if not note:
+            raise
+        raise DiskFullError(exc.errno, f"could not write {target}: {note}", str(target)) from None
 
 
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success it is renamed onto `target`, on error removed.
 
-    Readers therefore see either the old file or the complete new one, never a half-written file.
+    Readers therefore see either the old file or the complete new one, never a half-written file. A full disk
+    raises DiskFullError naming the folder and its free space (`writing`), once the temporary file is removed.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    tmp.chmod(0o644)  # mkstemp makes 0600; artifacts are shared with other services and users
-    try:
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with writing(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            tmp.chmod(0o644)  # mkstemp makes 0600; artifacts are shared with other services and users
+            yield tmp
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def write_bytes_atomic(target: Path, data: bytes) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from etl.publishers.base import PublishResult, RunBundle
 from utils.errors import PublishError
-from utils.files import sha256_file, verify_checksum
+from utils.files import no_space_note, sha256_file, verify_checksum
 from utils.logger import get_logger
 
 LATEST_LINK = "latest"
@@ -48,6 +48,16 @@ def exchange_hint(exc: OSError, results_dir: Path) -> str:
     return (f". RESULTS_DIR={results_dir} must be on a Linux file system that can swap two folders atomically "
             "(renameat2 RENAME_EXCHANGE: ext4, xfs, btrfs, tmpfs, overlayfs; not NFS), so that a republished run "
             "never goes missing; the folder published before was left as it was")
+
+
+def publish_error(doing: str, exc: OSError, results_dir: Path, hint: str = "") -> PublishError:
+    """The PublishError for `exc` met while `doing`: a full disk in words (`no_space_note`: RESULTS_DIR, its free
+    and total space, the errno), not retried, since the disk stays full until someone frees space; any other error
+    as it is, then `hint`."""
+    note = no_space_note(exc, results_dir)
+    error = PublishError(f"{doing}: {note or exc}{'' if note else hint}")
+    error.transient = not note
+    return error
 
 
 @contextlib.contextmanager
@@ -88,7 +98,8 @@ class LocalPublisher:
     next; whatever a kill leaves as `.<stamp>_<run_id>.*` the next publish of the same run removes first.
     A folder that already holds exactly the bundle (a retry) is left alone. Where the exchange is not available
     (not Linux, NFS) a republish of changed files fails with a clear error and the published folder stays as it
-    was; a first publish is one rename and works everywhere.
+    was; a first publish is one rename and works everywhere. A full disk removes the staging copy and fails with
+    RESULTS_DIR's free space named; the published runs and `latest` stay as they were.
     """
 
     name = "local"
@@ -108,8 +119,8 @@ class LocalPublisher:
             if outcome == "copied":
                 self._copy_in(bundle, target)
         except OSError as exc:
-            raise PublishError(f"could not publish run {bundle.run_id} to {target}: "
-                               f"{exc}{exchange_hint(exc, self.results_dir)}") from None
+            raise publish_error(f"could not publish run {bundle.run_id} to {target}", exc, self.results_dir,
+                                exchange_hint(exc, self.results_dir)) from None
         return PublishResult(self.name, str(target), {f.name: outcome for f in bundle.files})
 
     def point_latest_at(self, bundle: RunBundle) -> Path:
@@ -129,7 +140,7 @@ class LocalPublisher:
                 staged_link.symlink_to(target.name)
                 os.replace(staged_link, link)
         except OSError as exc:
-            raise PublishError(f"could not point {link} at {target}: {exc}") from None
+            raise publish_error(f"could not point {link} at {target}", exc, self.results_dir) from None
         return link
 
     def _latest_run(self, link: Path) -> str:
