@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.fernet import Fernet
 from dotenv import dotenv_values
 
 from etl.run_folder import safe_run_id, short_run_id
@@ -35,6 +36,9 @@ def step_instances(candidates: tuple[str, ...] = CANDIDATE_NAMES) -> tuple[str, 
 # The task states of a good run: every step (each candidate) succeeded, the failure path was skipped.
 SUCCESSFUL_RUN = {"start": "success", "candidates": "success", **dict.fromkeys(step_instances(), "success"),
                   "success_end": "success", "failure_end": "skipped"}
+# One Fernet key for every Airflow home of the test session: the homes cloned from one migrated database
+# (clone_home) must read what another process encrypted there (the watcher triggers' arguments).
+SESSION_FERNET_KEY = Fernet.generate_key().decode()
 DAGS_FOLDER = PROJECT_ROOT / "dags"
 DAG_FILE = DAGS_FOLDER / f"{DAG_ID}.py"
 AIRFLOW_ENV_FILE = PROJECT_ROOT / "mk" / "airflow.env"
@@ -57,6 +61,7 @@ def base_environment(home: Path) -> dict[str, str]:
         "ENV_FILE": str(home / "absent.env"),
         **env_file_values(AIRFLOW_ENV_FILE),
         "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__FERNET_KEY": SESSION_FERNET_KEY,
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
         "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": TEST_RETRY_DELAY_SECONDS,
     }
