@@ -18,7 +18,7 @@ COMPOSE_V2_VERSION := 2.40.3
 
 # logs-% is a pattern rule, so it cannot be .PHONY (make skips implicit rules for phony targets).
 .PHONY: env up down rebuild logs ps dag-start announce-batch dag-task-list dag-runs unpause reload bash python clean stack-urls \
-        compose-v2 stack-test
+        compose-v2 stack-test bench-stack
 
 ##@ Docker Compose stack
 env: ## Create .env from .env.example with fresh secrets (never overwrites an existing .env)
@@ -85,3 +85,6 @@ $(COMPOSE_V2_DIR)/compose/docker-compose:
 
 stack-test: venv system-deps compose-v2 ## The stack under a real Docker engine on stand-in images (docs/stack-test.md)
 	$(PY) -m pytest tests/stack -v -s --durations=10
+
+bench-stack: venv system-deps compose-v2 ## The stack test's load on LocalExecutor and on Celery's two workers: wall time, peak memory (docs/benchmarks.md)
+	$(PY) -m pytest tests/stack/bench_load.py -v -s -p no:cacheprovider

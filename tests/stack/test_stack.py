@@ -7,19 +7,34 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from etl import catalog, champion, scoring
+from etl.airflow_tasks import APPROVAL_TASK
+from etl.assets import INCOMING_URI, SCORING_DAG_ID
 from etl.publishers.gdrive.client import FOLDER_MIME, folder_url
 from etl.run_folder import short_run_id
 from etl.steps import STEPS
 from tests.support.airflow_api import AirflowApi, http_json
-from tests.support.browser import chromium, graph_nodes, open_plugin_page, open_run, open_run_tab, ui_login
+from tests.support.browser import (
+    answer_approval,
+    chromium,
+    graph_nodes,
+    open_approval,
+    open_plugin_page,
+    open_run,
+    open_run_tab,
+    ui_login,
+)
 from tests.support.docker_stack import (
     BAD_CSV,
     DAG_ID,
@@ -36,6 +51,8 @@ from tests.support.docker_stack import (
 from tests.support.drive_fake import FakeDrive
 from tests.support.monitoring_tools import prometheus_query
 from tests.support.processes import Processes, wait_until
+from tests.support.scoring import batch, hand_off_batch
+from tests.support.stack_load import LoadReport, put_load
 from utils.config import PROJECT_ROOT
 from utils.files import file_digest
 
@@ -45,12 +62,17 @@ TASKS = {"start", "candidates", *(step.name for step in STEPS), "success_end", "
 SCREENSHOTS = PROJECT_ROOT / "results" / "ui-screenshots"  # docs/img/airflow-*.png are copies
 EXPECTED_SERVICES = {"postgres", "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                      "airflow-triggerer", "statsd-exporter", "pushgateway", "prometheus"}
+RESULTS_DISK_MB = 64  # results/ is a tmpfs of its own, so that a test can fill it (about 0.6 MB per run)
+SCORED_SECONDS = 180  # a handed-off batch to be scored: the watcher's poll, a scoring run, the publication
+DATABASE_OUTAGE_SECONDS = 20
+FREE_BYTES_LEFT = 16 * 1024  # on the filled results disk: less than one published run needs
+STEP_RETRIES = {step.name: step.retries for step in STEPS}
 
 
 @pytest.fixture(scope="module")
 def stack(stand_ins: dict[str, str], settings: dict[str, str], log_dir: Path) -> Iterator[Stack]:
-    """The default profile (LocalExecutor), up from fresh volumes for this module."""
-    with running_stack(settings, log_dir) as stack:
+    """The default profile (LocalExecutor), up from fresh volumes for this module, results/ on a small disk."""
+    with running_stack(settings, log_dir, results_disk_mb=RESULTS_DISK_MB) as stack:
         yield stack
 
 
@@ -62,6 +84,45 @@ def api(stack: Stack) -> AirflowApi:
 def latest_metrics(stack: Stack) -> dict:
     """metrics.json of the last published run, as it is on the host."""
     return json.loads((stack.root / "results" / "latest" / "metrics.json").read_text(encoding="utf-8"))
+
+
+def prometheus(stack: Stack) -> str:
+    """Prometheus's URL on its published port."""
+    return f"http://127.0.0.1:{stack.settings['PROMETHEUS_PORT']}"
+
+
+def scored_summary(stack: Stack, name: str) -> dict | None:
+    """The published summary.json of the batch `name`, None until it is there."""
+    path = stack.root / "results" / scoring.SCORING_RESULTS / name / catalog.SCORING_SUMMARY
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def history(stack: Stack) -> list[dict[str, str]]:
+    """results/history.csv's rows, oldest first."""
+    return champion.read_history(stack.root / "results")
+
+
+def published_folders(stack: Stack, run_id: str) -> list[str]:
+    """The run's published folders in results/: `<start time>_<short run id>`."""
+    return [path.name for path in (stack.root / "results").glob(f"*_{short_run_id(run_id)}")]
+
+
+def firing_drift_alerts(stack: Stack) -> list[dict]:
+    """The ScoringBatchDrift alerts Prometheus has firing now."""
+    return prometheus_query(prometheus(stack), 'ALERTS{alertname="ScoringBatchDrift",alertstate="firing"}')
+
+
+def scoring_outcome(api: AirflowApi, run_id: str) -> dict:
+    """What a scoring run's score_batches returned (its XCom): the batches it scored and rescored."""
+    entry = api.call(f"{api.run_path(SCORING_DAG_ID, run_id)}/taskInstances/score_batches/xcomEntries/return_value")
+    value = entry["value"]
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def record_load(report: LoadReport, log_dir: Path) -> None:
+    """Print the load's cost and keep it beside the logs (docs/stack-test.md quotes it)."""
+    print(f"\nstack test: load {report.summary()}")
+    (log_dir / f"stack-load-{report.executor}.json").write_text(json.dumps(report.summary(), indent=2))
 
 
 def owners(folder: Path) -> set[int]:
@@ -154,6 +215,39 @@ def test_a_run_on_bad_data_fails_at_preprocess_and_alerts_the_webhook_once(api: 
         "load": "success", "preprocess": "failed", "success_end": "upstream_failed", "failure_end": "success"}
     assert len(host_server.alerts) == 1, host_server.alerts
     assert "preprocess" in json.dumps(host_server.alerts[0]["body"])
+
+
+def test_a_batch_handed_off_into_data_incoming_is_scored_by_itself_and_a_drifted_one_fires_the_alert(
+        stack: Stack, api: AirflowApi) -> None:
+    """The documented hand-off (`<name>.csv.part`, renamed to `<name>.csv`) into the host's data/incoming and
+    nothing else: the triggerer's watcher sees it, the scoring DAG scores and publishes it, its drift reaches
+    Prometheus; a batch like the training rows fires no alert, a drifted one fires ScoringBatchDrift."""
+    incoming = stack.root / "data" / "incoming"
+    for name, rows, drifted in (("clinic-a", 50, False), ("clinic-b-drifted", 60, True)):
+        hand_off_batch(incoming, name, batch(rows, seed=rows, drift=drifted))
+        summary = wait_until(lambda n=name: scored_summary(stack, n), SCORED_SECONDS, f"batch {name} to be scored")
+        assert (summary["rows"], summary["drift"]["drifted"]) == (rows, drifted), summary
+        assert (stack.root / "data" / "processed" / f"{name}.csv").is_file()
+        wait_until(lambda r=rows: [sample for sample in prometheus_query(prometheus(stack), "pipeline_scoring_rows")
+                                   if float(sample["value"][1]) == r], 90,
+                   f"Prometheus to scrape the scoring series of {name}", interval=3)
+        if not drifted:
+            time.sleep(20)  # a rule evaluation (every 15 s) after the scrape: the alert must stay silent
+            assert firing_drift_alerts(stack) == [], "the alert fired on a batch like the training rows"
+    firing = wait_until(lambda: firing_drift_alerts(stack), 90, "ScoringBatchDrift to fire", interval=3)
+    assert {alert["metric"]["feature"] for alert in firing} <= set(summary["drift"]["drifted_features"]), firing
+    assert not list(incoming.glob("*.csv")), "a batch was left in data/incoming"
+    [incoming_asset] = api.call(f"/api/v2/assets?uri_pattern={urllib.parse.quote(INCOMING_URI)}")["assets"]
+    events = api.call(f"/api/v2/assets/events?asset_id={incoming_asset['id']}&limit=100")["asset_events"]
+    assert len(events) == 2, events  # one per batch: from the watcher, none announced over REST
+
+
+def test_make_announce_batch_still_starts_the_scoring_dag(stack: Stack, api: AirflowApi) -> None:
+    known = {run["dag_run_id"] for run in api.runs(SCORING_DAG_ID)}
+    assert "announced" in stack.make("announce-batch", "NOTE=scripted")
+    new = wait_until(lambda: [run for run in api.runs(SCORING_DAG_ID) if run["dag_run_id"] not in known], 120,
+                     "a scoring run after make announce-batch", interval=2)
+    assert api.wait_for_run(SCORING_DAG_ID, new[0]["dag_run_id"], RUN_SECONDS)["state"] == "success"
 
 
 def test_the_ui_shows_the_dag_and_a_good_and_a_failed_run_in_a_browser(api: AirflowApi, log_dir: Path,
@@ -259,6 +353,36 @@ def test_make_dag_start_starts_a_run_that_succeeds(stack: Stack, api: AirflowApi
     assert finished(api, new[0]["dag_run_id"])["state"] == "success"
 
 
+# --- load ------------------------------------------------------------------------------------------------------
+
+def test_twenty_runs_at_once_and_ten_batches_meanwhile_each_end_once(stack: Stack, api: AirflowApi,
+                                                                      log_dir: Path) -> None:
+    """20 training runs triggered over REST at the same moment, each with its own Params, and 10 batches handed off
+    while they run (tests/support/stack_load.py): max_active_runs queues the runs and none is lost, each publishes
+    into its own folder and has one history row, the champion is the last one promoted, locally and in Prometheus,
+    and every batch is scored exactly once, then rescored up to the last champion with the earlier ones."""
+    report = put_load(stack, api, "LocalExecutor")
+    record_load(report, log_dir)
+    assert {api.call(api.run_path(DAG_ID, run_id))["state"] for run_id in report.runs} == {"success"}
+    assert all(len(published_folders(stack, run_id)) == 1 for run_id in report.runs)
+    rows = history(stack)
+    assert sorted(row["run_id"] for row in rows if row["run_id"] in report.runs) == sorted(report.runs)
+    pointer = champion.read_pointer(stack.root / "results")
+    promoted = [row["run_id"] for row in rows if row["promoted"] == "True"]
+    assert pointer["run_id"] == promoted[-1] and pointer["run_id"] in report.runs, (pointer, promoted)
+    since = datetime.fromisoformat(pointer["promoted_at"]).timestamp()
+    wait_until(lambda: [sample for sample in prometheus_query(
+        prometheus(stack), "pipeline_champion_promoted_timestamp_seconds") if float(sample["value"][1]) == since],
+        90, "Prometheus to hold the champion's promotion time", interval=3)
+    scored = Counter(entry["batch"] for run in api.runs(SCORING_DAG_ID) if run["state"] == "success"
+                     for entry in scoring_outcome(api, run["dag_run_id"]).get("scored", []))
+    assert {name: scored[name] for name in report.batches} == dict.fromkeys(report.batches, 1), scored
+    batches = [path.stem for path in (stack.root / "data" / "processed").glob("*.csv")]
+    assert set(report.batches) < set(batches)  # with the batches of the earlier tests
+    assert {name: scored_summary(stack, name)["model"]["run_id"] for name in batches} == dict.fromkeys(
+        batches, pointer["run_id"]), "a processed batch was not rescored by the last champion"
+
+
 # --- faults and restarts --------------------------------------------------------------------------------------
 
 def test_a_scheduler_restarted_while_train_runs_still_ends_in_one_publication(stack: Stack, api: AirflowApi) -> None:
@@ -273,6 +397,29 @@ def test_a_scheduler_restarted_while_train_runs_still_ends_in_one_publication(st
     assert len(published) == 1, published  # results/<start time>_<run id>, once
 
 
+def test_the_database_down_while_train_runs_costs_retries_not_the_run_nor_a_second_publication(
+        stack: Stack, api: AirflowApi) -> None:
+    """PostgreSQL stopped for 20 s while `train` runs: the scheduler, DAG processor and triggerer lose it and are
+    restarted by their restart policy, a task that could not report is retried; the run succeeds, published once,
+    with one history row."""
+    run_id = api.trigger(DAG_ID, {})
+    wait_until(lambda: api.task_states(DAG_ID, run_id).get("train") == "running", RUN_SECONDS,
+               "the run's train task to be running", interval=0.5)
+    database = str(stack.containers()["postgres"]["ID"])
+    docker("stop", database, timeout=120)
+    time.sleep(DATABASE_OUTAGE_SECONDS)
+    docker("start", database, timeout=120)
+    run = wait_until(lambda: api.wait_for_run(DAG_ID, run_id, 5), RUN_SECONDS, f"run {run_id} to finish after the "
+                     "outage", interval=5)  # the API answers 5xx while the database comes back
+    assert run["state"] == "success", run
+    instances = api.call(f"{api.run_path(DAG_ID, run_id)}/taskInstances?limit=100")["task_instances"]
+    assert all(ti["try_number"] <= 1 + STEP_RETRIES.get(ti["task_id"], 0) for ti in instances), instances
+    assert len(published_folders(stack, run_id)) == 1
+    assert [row["run_id"] for row in history(stack)].count(run_id) == 1
+    wait_until(lambda: all(facts["Health"] == "healthy" for service, facts in stack.containers().items()
+                           if service != "airflow-init"), 180, "every service to be healthy again", interval=3)
+
+
 def test_a_crashed_api_server_comes_back_by_its_restart_policy(stack: Stack, api: AirflowApi) -> None:
     before = stack.containers()["airflow-apiserver"]
     os.kill(int(docker("inspect", "--format", "{{.State.Pid}}", str(before["ID"])).stdout), signal.SIGKILL)
@@ -283,6 +430,75 @@ def test_a_crashed_api_server_comes_back_by_its_restart_policy(stack: Stack, api
 
     wait_until(back, 180, "the killed api-server to be restarted and healthy again", interval=2)
     assert api.call(f"/api/v2/dags/{DAG_ID}")["dag_id"] == DAG_ID
+
+
+def test_a_full_results_disk_fails_the_upload_clearly_publishes_nothing_and_alerts_once(
+        stack: Stack, api: AirflowApi, host_server: HostServer) -> None:
+    """results/ (a tmpfs of its own) filled up to a few KiB: upload fails at once with an error naming the disk,
+    nothing of the run is in results/, the champion and results/latest stay, the webhook gets one alert; once space
+    is freed, failure_end's retry records the run in the history without a second alert."""
+    results = stack.root / "results"
+    kept = {name: (results / name).read_bytes() for name in (catalog.CHAMPION, champion.HISTORY)}
+    latest, entries = os.readlink(results / "latest"), set(os.listdir(results))
+    alerts = len(host_server.alerts)
+    filler = results / "disk-filler.bin"
+    with filler.open("wb") as handle:
+        space = os.statvfs(results)
+        os.posix_fallocate(handle.fileno(), 0, space.f_bavail * space.f_frsize - FREE_BYTES_LEFT)
+    try:
+        run = triggered_run(api, {})
+        assert (run["state"], run["tasks"]["upload"], run["tasks"]["promote"]) == (
+            "failed", "failed", "upstream_failed"), run
+        log = api.task_log(DAG_ID, run["dag_run_id"], "upload")
+        assert "no space left on the file system holding /opt/airflow/results" in log, log[-2000:]
+        assert set(os.listdir(results)) == entries | {filler.name}, "something of the run was left in results/"
+        assert {name: (results / name).read_bytes() for name in kept} == kept
+        assert os.readlink(results / "latest") == latest
+        alert = wait_until(lambda: host_server.alerts[alerts:], 120, "the alert", interval=1)[0]["body"]
+        assert alert["task_id"] == "upload" and "no space left" in alert["text"], alert
+    finally:
+        filler.unlink()
+    wait_until(lambda: run["dag_run_id"] in [row["run_id"] for row in history(stack)], 180,
+               "failure_end's retry to record the run in the history", interval=3)
+    assert len(host_server.alerts) == alerts + 1, host_server.alerts[alerts:]
+
+
+def test_a_reviewer_approves_one_run_and_rejects_another_in_a_browser(stack: Stack, api: AirflowApi, log_dir: Path,
+                                                                       tmp_path: Path) -> None:
+    """APPROVAL_REQUIRED=true put into .env and `make up` again, as a user turns approval on: a run waits at
+    `approve`; in Chromium the reviewer opens it, reads the review and approves: the run is the champion and the
+    history names the reviewer. The next run is rejected there: the champion stays."""
+    with (stack.root / ".env").open("a", encoding="utf-8") as dotenv:
+        dotenv.write("APPROVAL_REQUIRED=true\n")
+    stack.make("up")
+    wait_until(lambda: APPROVAL_TASK in {task["task_id"] for task in api.call(f"/api/v2/dags/{DAG_ID}/tasks")[
+        "tasks"]}, 180, "the DAG to be parsed again with its approve task", interval=3)
+    results = stack.root / "results"
+    processes = Processes(log_dir)
+    try:
+        with chromium(processes, tmp_path / "profile") as driver:
+            ui_login(driver, api.base_url, api.username, api.password)
+            for choice in ("Approve", "Reject"):
+                before = champion.read_pointer(results)
+                run_id = api.trigger(DAG_ID, {"promotion_tolerance": 1})  # any model is non-inferior: asked
+                wait_until(lambda r=run_id: api.task_states(DAG_ID, r).get(APPROVAL_TASK) == "awaiting_input",
+                           RUN_SECONDS, f"run {run_id} to wait for a reviewer", interval=2)
+                review = open_approval(driver, api.base_url, DAG_ID, run_id)
+                assert "Published to" in review and "non-inferior" in review, review
+                answer_approval(driver, choice)
+                run = finished(api, run_id)
+                assert run["state"] == "success", run
+                [row] = [row for row in history(stack) if row["run_id"] == run_id]
+                pointer = champion.read_pointer(results)
+                if choice == "Approve":
+                    assert pointer["run_id"] == run_id and row["promoted"] == "True", (pointer, row)
+                    assert f"approved by {api.username}" in row["reason"], row
+                else:
+                    assert pointer == before and row["promoted"] == "False", (pointer, row)
+                    assert f"rejected by {api.username}" in row["reason"], row
+    finally:
+        processes.stop_all()
+    assert not processes.kill_strays(), "chromedriver or chromium outlived quit()"
 
 
 def test_make_down_then_up_keeps_the_volumes_the_run_history_and_the_login(stack: Stack, api: AirflowApi) -> None:

@@ -9,8 +9,19 @@ from pathlib import Path
 
 import pytest
 
+from etl.run_folder import short_run_id
 from tests.support.airflow_api import AirflowApi
-from tests.support.docker_stack import DAG_ID, Stack, running_stack, stack_api, triggered_run
+from tests.support.docker_stack import (
+    DAG_ID,
+    RUN_SECONDS,
+    Stack,
+    docker,
+    finished,
+    running_stack,
+    stack_api,
+    triggered_run,
+)
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -49,3 +60,32 @@ def test_one_runs_tasks_execute_on_both_workers(stack: Stack, api: AirflowApi) -
     # Airflow records the fully qualified host name; its first label is the container's host name
     hosts = {ti["hostname"].split(".")[0] for ti in answer["task_instances"] if ti["hostname"]}
     assert hosts == {worker["Hostname"] for worker in workers(stack)}, answer["task_instances"]
+
+
+def test_a_worker_killed_mid_task_has_its_task_retried_on_the_other_worker_and_the_run_published_once(
+        stack: Stack, api: AirflowApi) -> None:
+    """SIGKILL to the worker container running `train`: nothing tells Airflow, so the scheduler fails the task when
+    its heartbeats stop (TASK_INSTANCE_HEARTBEAT_TIMEOUT, 60 s in mk/airflow.env) and retries it; the other worker
+    runs the retry, the run succeeds and is published once. The killed worker is started again afterwards."""
+    run_id = api.trigger(DAG_ID, {"candidates": ["random_forest"]})
+    tries = f"{api.run_path(DAG_ID, run_id)}/taskInstances/train/0/tries"
+
+    def running_train() -> dict | None:
+        return next((ti for ti in api.call(tries)["task_instances"] if ti["state"] == "running" and ti["hostname"]),
+                    None)
+
+    host = wait_until(running_train, RUN_SECONDS, "train to run on a worker", interval=0.3)["hostname"].split(".")[0]
+    [victim] = [worker for worker in workers(stack) if worker["Hostname"] == host]
+    docker("kill", "--signal", "KILL", str(victim["ID"]))
+    try:
+        run = finished(api, run_id)
+    finally:
+        docker("start", str(victim["ID"]))
+    assert run["state"] == "success", run
+    attempts = [(ti["try_number"], ti["state"], ti["hostname"].split(".")[0]) for ti in api.call(tries)[
+        "task_instances"]]
+    [survivor] = [worker["Hostname"] for worker in workers(stack) if worker["ID"] != victim["ID"]]
+    assert attempts == [(1, "failed", host), (2, "success", survivor)], attempts
+    assert len(list((stack.root / "results").glob(f"*_{short_run_id(run_id)}"))) == 1
+    wait_until(lambda: all(worker["Health"] == "healthy" for worker in workers(stack)), 180,
+               "the killed worker to be healthy again", interval=3)
