@@ -39,7 +39,8 @@ from utils import dag_settings
 # Retries and timeouts of each step, and the arguments every task shares, are in etl/steps.py.
 CANDIDATE_LABEL = "{{ task.op_kwargs['candidate'] }}"  # a mapped train instance's name in the grid
 REVIEW = ("{{ ti.xcom_pull(task_ids='compare')['review'] }}\n\n"
-          "Published to: {{ ti.xcom_pull(task_ids='upload')['destinations'] }}")  # what the reviewer reads
+          "Published to: {% for backend, location in ti.xcom_pull(task_ids='upload')['destinations'].items() %}"
+          "{{ backend }} {{ location }}{{ '; ' if not loop.last }}{% endfor %}")  # what the reviewer reads
 
 
 def run_params(values: dict[str, Any]) -> dict[str, Param]:
