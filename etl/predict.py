@@ -216,13 +216,19 @@ def summarise(path: Path, samples: pd.DataFrame, predictions: pd.DataFrame, publ
 
 
 def drift_samples(summary: dict[str, Any]) -> list[Sample]:
-    """The batch's drift as gauges: each feature's PSI, the threshold, and both malignant shares."""
+    """The batch's drift as gauges: each feature's PSI and the PSI chance gives at the batch's size, the threshold,
+    and both malignant shares. A feature drifted when its PSI is above both the threshold and its chance PSI: the
+    ScoringBatchDrift alert compares these very gauges."""
     drift = summary["drift"]
     if "psi" not in drift:
         return []
     return [*(Sample("scoring_feature_psi", value, {"feature": name},
                      "Population stability index of the feature, last scored batch against the training rows.")
               for name, value in drift["psi"].items()),
+            *(Sample("scoring_feature_chance_psi", value, {"feature": name},
+                     "The PSI of the feature that chance alone exceeds with probability below the per-feature alpha "
+                     "in a batch of the last one's size drawn from the training rows.")
+              for name, value in drift["chance_psi"].items()),
             Sample("scoring_psi_threshold", drift["threshold"], help="DRIFT_PSI_THRESHOLD."),
             Sample("scoring_predicted_malignant_share", drift["predicted_malignant_share"],
                    help="Share of the last scored batch predicted malignant."),

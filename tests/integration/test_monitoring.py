@@ -391,6 +391,9 @@ EXPECTED: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, float]]] = 
 # The same for the scoring panels, by `feature` label, from the scored batch's summary.
 SCORING_EXPECTED: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, float]]] = {
     ("Drift of the last scored batch (PSI per feature)", "A"): lambda s: dict(s["drift"]["psi"]),
+    ("Drift of the last scored batch (PSI per feature)", "B"): lambda s: dict(s["drift"]["chance_psi"]),
+    ("Drift of the last scored batch (PSI per feature)", "C"): lambda s: {
+        name: float(name in s["drift"]["drifted_features"]) for name in s["drift"]["psi"]},
     ("Predicted malignant: last batch vs training", "A"): lambda s: {"": s["drift"]["predicted_malignant_share"]},
     ("Predicted malignant: last batch vs training", "B"): lambda s: {"": s["drift"]["training_malignant_share"]},
     ("Rows of the last scored batch", "A"): lambda s: {"": s["rows"]},

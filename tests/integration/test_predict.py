@@ -78,6 +78,9 @@ def test_samples_without_class_are_scored_and_a_drifted_batch_is_flagged(results
     summary = json.loads(done.stdout)
     assert "accuracy" not in summary and summary["rows"] == 500
     assert summary["drift"]["drifted"] is True and summary["drift"]["max_psi"] > 0.2
+    drift = summary["drift"]  # each drifted feature is above both the threshold and what chance gives at 500 rows
+    assert drift["rows"] == 500 and all(drift["psi"][name] > max(drift["threshold"], drift["chance_psi"][name])
+                                        for name in drift["drifted_features"])
     assert summary["predicted_malignant_share"] > summary["drift"]["training_malignant_share"] + 0.2
     assert len(pd.read_csv(tmp_path / "p.csv")) == 500
 

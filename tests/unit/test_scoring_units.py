@@ -1,5 +1,6 @@
-"""The pure parts of scoring: PSI on synthetic batches, the training profile, the champion pointer, the samples'
-validation (Class optional) and the predictions file's format (the data contract's fast path: test_contract.py)."""
+"""The pure parts of scoring: PSI on synthetic batches and what chance alone gives at a batch's size, the training
+profile, the champion pointer, the samples' validation (Class optional) and the predictions file's format (the data
+contract's fast path: test_contract.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from scipy import stats
 
 from etl import catalog, contract, drift
 from etl.champion import read_pointer as read_champion
@@ -66,6 +68,84 @@ def test_one_feature_drifting_alone_is_named(profile):
     frame["Mitoses"] = "10"
     summary = drift.drift_summary(profile, typed(frame), 0.35, threshold=0.2)
     assert summary["drifted_features"] == ["Mitoses"] and summary["max_psi_feature"] == "Mitoses"
+
+
+@pytest.mark.parametrize("rows", [20, 50, 120])
+def test_a_small_batch_like_the_training_rows_is_not_drifted_and_a_shifted_one_is(profile, rows):
+    """A batch of 20 or 50 rows drawn from the training rows has PSIs far above DRIFT_PSI_THRESHOLD by chance alone
+    (eleven bins; each rare bin it happens to miss adds about 0.1): PSI alone flagged every one of them. Against
+    what chance gives at its size, at most FAMILY_ALPHA (0.01) of them may be: 1 of 20 at the most."""
+    calm = [drift.drift_summary(profile, typed(batch(rows, seed)), 0.35, threshold=0.2) for seed in range(20)]
+    shifted = [drift.drift_summary(profile, typed(batch(rows, seed, drift=True)), 0.9, threshold=0.2)
+               for seed in range(20)]
+    assert sum(summary["drifted"] for summary in calm) <= 1, [summary["drifted_features"] for summary in calm]
+    if rows <= 50:
+        assert all(summary["max_psi"] > 0.2 for summary in calm)  # above the threshold, within chance
+    assert all(summary["drifted"] for summary in shifted), [summary["p_value"] for summary in shifted]
+
+
+@pytest.mark.parametrize(("feature", "rows"), [("Cl.thickness", 50), ("Bare.nuclei", 120), ("Mitoses", 50)])
+def test_the_p_value_is_uniform_for_batches_drawn_from_the_training_rows(profile, feature, rows):
+    """200 batches of `rows` rows drawn from the training rows: the counts of p-values below 0.05 and below 0.5
+    each lie in the 99% binomial range of 200 draws at that probability."""
+    draws = 200
+    frame = typed(batch(draws * rows, seed=5))  # 200 batches: consecutive slices of one resample
+    expected = drift.bin_counts(profile["features"][feature])[np.newaxis]
+    actual = np.stack([drift.bin_counts(drift.value_counts(frame[feature].iloc[start:start + rows]))
+                       for start in range(0, draws * rows, rows)])
+    null = np.repeat(drift.null_psi(expected, rows), draws, axis=0)
+    p_values, _ = drift.chance(drift.psi_of_counts(expected, actual), null)
+    for level in (0.05, 0.5):
+        low, high = stats.binom.interval(0.99, draws, level)
+        assert low <= (p_values < level).sum() <= high, (level, sorted(p_values)[:20])
+
+
+def test_the_summary_gives_each_features_p_value_and_chance_psi_and_what_they_were_computed_on(profile):
+    frame = typed(batch(50, 1))
+    summary = drift.drift_summary(profile, frame, 0.35, threshold=0.2)
+    assert (summary["rows"], summary["null_draws"], summary["family_alpha"]) == (50, 2000, 0.01)
+    assert summary["alpha"] == pytest.approx(0.01 / 9)
+    assert set(summary["p_value"]) == set(summary["chance_psi"]) == set(summary["psi"]) == set(FEATURES)
+    for name in FEATURES:
+        assert 1 / 2001 <= summary["p_value"][name] <= 1
+        assert (summary["p_value"][name] < summary["alpha"]) == (summary["psi"][name] > summary["chance_psi"][name])
+        assert summary["psi"][name] == drift.psi(profile["features"][name], drift.value_counts(frame[name]))
+    assert min(summary["chance_psi"].values()) > 0.2  # 50 rows pass the threshold by chance alone
+
+
+def test_the_same_batch_gets_the_same_verdict(profile):
+    frame = typed(batch(50, 3))
+    first = drift.drift_summary(profile, frame, 0.35, threshold=0.2)
+    np.random.seed(7)  # the null does not use the global random state
+    assert drift.drift_summary(profile, frame.copy(), 0.35, threshold=0.2) == first
+
+
+def test_the_pushed_gauges_carry_each_features_chance_psi_beside_its_psi(profile):
+    from etl.predict import drift_samples
+
+    summary = {"rows": 50, "drift": drift.drift_summary(profile, typed(batch(50, 1)), 0.35, threshold=0.2)}
+    pushed = {(sample.name, sample.labels.get("feature")): sample.value for sample in drift_samples(summary)}
+    for series, key in (("scoring_feature_psi", "psi"), ("scoring_feature_chance_psi", "chance_psi")):
+        assert {name: pushed[series, name] for name in FEATURES} == summary["drift"][key]
+
+
+@given(training=st.lists(st.integers(0, 300), min_size=11, max_size=11).filter(any),
+       batch_counts=st.lists(st.integers(0, 60), min_size=11, max_size=11),
+       rank=st.integers(0, drift.NULL_DRAWS - 1), nudge=st.sampled_from([-1e-6, 0.0, 1e-6]))
+def test_a_p_value_below_alpha_is_exactly_a_psi_above_chance_psi(training, batch_counts, rank, nudge):
+    """For any training bins and batch size, and any PSI (one near a null draw, where ties are decided):
+    p-value < FEATURE_ALPHA exactly when PSI > chance_psi; the null is the same on every call."""
+    expected = np.array([training], dtype="float64")
+    rows = sum(batch_counts)
+    null = drift.null_psi(expected, rows)
+    assert np.array_equal(null, drift.null_psi(expected, rows)) and null.shape == (1, drift.NULL_DRAWS)
+    observed = drift.psi_of_counts(expected, np.array([batch_counts], dtype="float64"))
+    assert observed[0] == drift.psi(dict(zip(drift.BINS, training, strict=True)),
+                                    dict(zip(drift.BINS, batch_counts, strict=True)))
+    for psi in (observed, np.round(np.sort(null, axis=1)[:, rank] + nudge, drift.PSI_DECIMALS)):
+        p_values, chance_psi = drift.chance(psi, null)
+        assert 1 / (1 + drift.NULL_DRAWS) <= p_values[0] <= 1
+        assert (p_values[0] < drift.FEATURE_ALPHA) == (psi[0] > chance_psi[0])
 
 
 def test_the_champion_pointer_is_read_or_absent_or_refused_when_incomplete(tmp_path):
