@@ -203,7 +203,8 @@ class Settings(BaseSettings):
     processed_dir: Path = setting("PROCESSED_DIR", PROJECT_ROOT / "data" / "processed", "Where the scoring DAG "
                                   "moves a batch once its predictions are published (not inside INCOMING_DIR).")
     drift_psi_threshold: float = setting("DRIFT_PSI_THRESHOLD", 0.2, "A feature drifts when its population "
-                                         "stability index against the training rows is above this (0 < x <= "
+                                         "stability index against the training rows is above this and above what "
+                                         "chance gives at the batch's size (0 < x <= "
                                          f"{MAX_PSI_THRESHOLD:g}).", gt=0, le=MAX_PSI_THRESHOLD)
 
     @field_validator("data_allowed_dirs", mode="before")

@@ -333,7 +333,7 @@ def test_hadolint_accepts_the_dockerfile() -> None:
 # --- mk/stack.mk -----------------------------------------------------------------------------------------------
 
 STACK_TARGETS = {"env", "up", "down", "rebuild", "logs", "logs-%", "ps", "dag-start", "announce-batch", "dag-task-list",
-                 "dag-runs", "unpause", "reload", "bash", "python", "clean", "compose-v2", "stack-test"}
+                 "dag-runs", "unpause", "reload", "bash", "python", "clean", "compose-v2", "stack-test", "bench-stack"}
 
 
 def make(*args: str) -> subprocess.CompletedProcess[str]:

@@ -368,7 +368,7 @@ def test_twenty_runs_at_once_and_ten_batches_meanwhile_each_end_once(stack: Stac
     rows = history(stack)
     assert sorted(row["run_id"] for row in rows if row["run_id"] in report.runs) == sorted(report.runs)
     pointer = champion.read_pointer(stack.root / "results")
-    promoted = [row["run_id"] for row in rows if row["promoted"] == "True"]
+    promoted = [row["run_id"] for row in rows if row["promoted"] == "true"]
     assert pointer["run_id"] == promoted[-1] and pointer["run_id"] in report.runs, (pointer, promoted)
     since = datetime.fromisoformat(pointer["promoted_at"]).timestamp()
     wait_until(lambda: [sample for sample in prometheus_query(
@@ -378,7 +378,7 @@ def test_twenty_runs_at_once_and_ten_batches_meanwhile_each_end_once(stack: Stac
                      for entry in scoring_outcome(api, run["dag_run_id"]).get("scored", []))
     assert {name: scored[name] for name in report.batches} == dict.fromkeys(report.batches, 1), scored
     batches = [path.stem for path in (stack.root / "data" / "processed").glob("*.csv")]
-    assert set(report.batches) < set(batches)  # with the batches of the earlier tests
+    assert set(report.batches) <= set(batches)  # and those of the earlier tests
     assert {name: scored_summary(stack, name)["model"]["run_id"] for name in batches} == dict.fromkeys(
         batches, pointer["run_id"]), "a processed batch was not rescored by the last champion"
 
@@ -491,10 +491,10 @@ def test_a_reviewer_approves_one_run_and_rejects_another_in_a_browser(stack: Sta
                 [row] = [row for row in history(stack) if row["run_id"] == run_id]
                 pointer = champion.read_pointer(results)
                 if choice == "Approve":
-                    assert pointer["run_id"] == run_id and row["promoted"] == "True", (pointer, row)
+                    assert pointer["run_id"] == run_id and row["promoted"] == "true", (pointer, row)
                     assert f"approved by {api.username}" in row["reason"], row
                 else:
-                    assert pointer == before and row["promoted"] == "False", (pointer, row)
+                    assert pointer == before and row["promoted"] == "false", (pointer, row)
                     assert f"rejected by {api.username}" in row["reason"], row
     finally:
         processes.stop_all()
