@@ -56,8 +56,15 @@ settings: venv ## Print every setting with its current value
 	$(PY) -m utils.config
 
 ##@ Quality
+# The stack suite waits on containers most of the time (health checks, heartbeats, retry delays): it runs beside
+# the others, and its output follows theirs.
+STACK_TEST_LOG = .make/stack-test.log
+
 test: venv system-deps compose-v2 ## Run the whole test suite (installs what it needs first): what CI runs
-	$(PY) -m pytest
+	@mkdir -p .make; echo "tests/stack runs beside the other tests; its output follows theirs ($(STACK_TEST_LOG))"; \
+	$(PY) -m pytest tests/stack -v -s --durations=10 > $(STACK_TEST_LOG) 2>&1 & stack=$$!; status=0; \
+	$(PY) -m pytest --ignore=tests/stack || status=$$?; \
+	wait $$stack || status=$$?; cat $(STACK_TEST_LOG); exit $$status
 
 test-fast: venv ## Only the unit tests (tests/unit: no servers, no Airflow run, about a minute)
 	$(PY) -m pytest tests/unit

@@ -52,7 +52,7 @@ from tests.support.drive_fake import FakeDrive
 from tests.support.monitoring_tools import prometheus_query
 from tests.support.processes import Processes, wait_until
 from tests.support.scoring import batch, hand_off_batch
-from tests.support.stack_load import LoadReport, put_load
+from tests.support.stack_load import LoadReport, put_load, scoring_settled
 from utils.config import PROJECT_ROOT
 from utils.files import file_digest
 
@@ -65,7 +65,6 @@ EXPECTED_SERVICES = {"postgres", "airflow-init", "airflow-apiserver", "airflow-s
 RESULTS_DISK_MB = 64  # results/ is a tmpfs of its own, so that a test can fill it (about 0.6 MB per run)
 SCORED_SECONDS = 180  # a handed-off batch to be scored: the watcher's poll, a scoring run, the publication
 DATABASE_OUTAGE_SECONDS = 20
-FREE_BYTES_LEFT = 16 * 1024  # on the filled results disk: less than one published run needs
 STEP_RETRIES = {step.name: step.retries for step in STEPS}
 
 
@@ -224,6 +223,8 @@ def test_a_batch_handed_off_into_data_incoming_is_scored_by_itself_and_a_drifted
     Prometheus; a batch like the training rows fires no alert, a drifted one fires ScoringBatchDrift."""
     incoming = stack.root / "data" / "incoming"
     for name, rows, drifted in (("clinic-a", 50, False), ("clinic-b-drifted", 60, True)):
+        # nothing else may start a scoring run (a new champion's event) and take the batch before the watcher
+        wait_until(lambda: scoring_settled(api, incoming), RUN_SECONDS, "the scoring DAG to be idle", interval=2)
         hand_off_batch(incoming, name, batch(rows, seed=rows, drift=drifted))
         summary = wait_until(lambda n=name: scored_summary(stack, n), SCORED_SECONDS, f"batch {name} to be scored")
         assert (summary["rows"], summary["drift"]["drifted"]) == (rows, drifted), summary
@@ -239,7 +240,9 @@ def test_a_batch_handed_off_into_data_incoming_is_scored_by_itself_and_a_drifted
     assert not list(incoming.glob("*.csv")), "a batch was left in data/incoming"
     [incoming_asset] = api.call(f"/api/v2/assets?uri_pattern={urllib.parse.quote(INCOMING_URI)}")["assets"]
     events = api.call(f"/api/v2/assets/events?asset_id={incoming_asset['id']}&limit=100")["asset_events"]
-    assert len(events) == 2, events  # one per batch: from the watcher, none announced over REST
+    assert [event["extra"] for event in sorted(events, key=lambda event: event["id"])] == [
+        {"from_trigger": True, "payload": {"batches": [f"{name}.csv"], "count": 1}}
+        for name in ("clinic-a", "clinic-b-drifted")], events  # the watcher's, one per batch; none over REST
 
 
 def test_make_announce_batch_still_starts_the_scoring_dag(stack: Stack, api: AirflowApi) -> None:
@@ -434,9 +437,10 @@ def test_a_crashed_api_server_comes_back_by_its_restart_policy(stack: Stack, api
 
 def test_a_full_results_disk_fails_the_upload_clearly_publishes_nothing_and_alerts_once(
         stack: Stack, api: AirflowApi, host_server: HostServer) -> None:
-    """results/ (a tmpfs of its own) filled up to a few KiB: upload fails at once with an error naming the disk,
-    nothing of the run is in results/, the champion and results/latest stay, the webhook gets one alert; once space
-    is freed, failure_end's retry records the run in the history without a second alert."""
+    """results/ (a tmpfs of its own) filled to the last byte: upload fails at once with an error naming the disk,
+    nothing of the run is in results/, the champion, the history and results/latest stay, the webhook gets one
+    alert saying the run could not be recorded either; once space is freed, failure_end's retry records the run in
+    the history without a second alert."""
     results = stack.root / "results"
     kept = {name: (results / name).read_bytes() for name in (catalog.CHAMPION, champion.HISTORY)}
     latest, entries = os.readlink(results / "latest"), set(os.listdir(results))
@@ -444,22 +448,24 @@ def test_a_full_results_disk_fails_the_upload_clearly_publishes_nothing_and_aler
     filler = results / "disk-filler.bin"
     with filler.open("wb") as handle:
         space = os.statvfs(results)
-        os.posix_fallocate(handle.fileno(), 0, space.f_bavail * space.f_frsize - FREE_BYTES_LEFT)
+        os.posix_fallocate(handle.fileno(), 0, space.f_bavail * space.f_frsize)
     try:
-        run = triggered_run(api, {})
-        assert (run["state"], run["tasks"]["upload"], run["tasks"]["promote"]) == (
-            "failed", "failed", "upstream_failed"), run
-        log = api.task_log(DAG_ID, run["dag_run_id"], "upload")
+        run_id = api.trigger(DAG_ID, {})
+        alert = wait_until(lambda: host_server.alerts[alerts:], RUN_SECONDS, "the alert", interval=1)[0]["body"]
+        assert (alert["run_id"], alert["task_id"]) == (run_id, "upload") and "no space left" in alert["text"], alert
+        assert "Not recorded in the history" in alert["text"], alert
+        states = api.task_states(DAG_ID, run_id)
+        assert (states["upload"], states["promote"]) == ("failed", "upstream_failed"), states
+        log = api.task_log(DAG_ID, run_id, "upload")
         assert "no space left on the file system holding /opt/airflow/results" in log, log[-2000:]
         assert set(os.listdir(results)) == entries | {filler.name}, "something of the run was left in results/"
         assert {name: (results / name).read_bytes() for name in kept} == kept
         assert os.readlink(results / "latest") == latest
-        alert = wait_until(lambda: host_server.alerts[alerts:], 120, "the alert", interval=1)[0]["body"]
-        assert alert["task_id"] == "upload" and "no space left" in alert["text"], alert
     finally:
         filler.unlink()
-    wait_until(lambda: run["dag_run_id"] in [row["run_id"] for row in history(stack)], 180,
-               "failure_end's retry to record the run in the history", interval=3)
+    run = finished(api, run_id)  # failure_end retries, now with space: the run gets its history row
+    assert (run["state"], run["tasks"]["failure_end"]) == ("failed", "success"), run
+    assert [row["run_id"] for row in history(stack)].count(run_id) == 1
     assert len(host_server.alerts) == alerts + 1, host_server.alerts[alerts:]
 
 
