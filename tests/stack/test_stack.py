@@ -101,11 +101,6 @@ def history(stack: Stack) -> list[dict[str, str]]:
     return champion.read_history(stack.root / "results")
 
 
-def published_folders(stack: Stack, run_id: str) -> list[str]:
-    """The run's published folders in results/: `<start time>_<short run id>`."""
-    return [path.name for path in (stack.root / "results").glob(f"*_{short_run_id(run_id)}")]
-
-
 def firing_drift_alerts(stack: Stack) -> list[dict]:
     """The ScoringBatchDrift alerts Prometheus has firing now."""
     return prometheus_query(prometheus(stack), 'ALERTS{alertname="ScoringBatchDrift",alertstate="firing"}')
@@ -190,19 +185,18 @@ def test_a_run_asking_for_drive_publishes_to_the_drive_fake_with_the_key_in_the_
 
 
 def test_prometheus_scrapes_the_stack_and_holds_the_last_runs_model_metrics(stack: Stack) -> None:
-    prometheus = f"http://127.0.0.1:{stack.settings['PROMETHEUS_PORT']}"
     metrics = latest_metrics(stack)
 
     def scraped() -> dict[str, float]:
-        samples = prometheus_query(prometheus, 'pipeline_model_metric{job="breast_cancer_pipeline"}')
+        samples = prometheus_query(prometheus(stack), 'pipeline_model_metric{job="breast_cancer_pipeline"}')
         found = {sample["metric"]["metric"]: float(sample["value"][1]) for sample in samples}
         return found if found and found == pytest.approx({name: metrics.get(name) for name in found}) else {}
 
     wait_until(scraped, 90, "Prometheus to scrape the last run's pipeline_model_metric from the Pushgateway",
                interval=2)
-    up = {sample["metric"]["job"]: sample["value"][1] for sample in prometheus_query(prometheus, "up")}
+    up = {sample["metric"]["job"]: sample["value"][1] for sample in prometheus_query(prometheus(stack), "up")}
     assert up == {"prometheus": "1", "airflow": "1", "pushgateway": "1"}  # "airflow": the exporter's placeholder
-    groups = http_json(f"{prometheus}/api/v1/rules")["data"]["groups"]
+    groups = http_json(f"{prometheus(stack)}/api/v1/rules")["data"]["groups"]
     assert groups and all(rule["health"] == "ok" for group in groups for rule in group["rules"])
 
 
@@ -367,7 +361,7 @@ def test_twenty_runs_at_once_and_ten_batches_meanwhile_each_end_once(stack: Stac
     report = put_load(stack, api, "LocalExecutor")
     record_load(report, log_dir)
     assert {api.call(api.run_path(DAG_ID, run_id))["state"] for run_id in report.runs} == {"success"}
-    assert all(len(published_folders(stack, run_id)) == 1 for run_id in report.runs)
+    assert all(len(stack.published_folders(run_id)) == 1 for run_id in report.runs)
     rows = history(stack)
     assert sorted(row["run_id"] for row in rows if row["run_id"] in report.runs) == sorted(report.runs)
     pointer = champion.read_pointer(stack.root / "results")
@@ -396,7 +390,7 @@ def test_a_scheduler_restarted_while_train_runs_still_ends_in_one_publication(st
     docker("restart", str(scheduler["ID"]), timeout=120)
     run = finished(api, run_id)
     assert run["state"] == "success", run
-    published = [path.name for path in (stack.root / "results").glob(f"*_{short_run_id(run_id)}")]
+    published = stack.published_folders(run_id)
     assert len(published) == 1, published  # results/<start time>_<run id>, once
 
 
@@ -417,7 +411,7 @@ def test_the_database_down_while_train_runs_costs_retries_not_the_run_nor_a_seco
     assert run["state"] == "success", run
     instances = api.call(f"{api.run_path(DAG_ID, run_id)}/taskInstances?limit=100")["task_instances"]
     assert all(ti["try_number"] <= 1 + STEP_RETRIES.get(ti["task_id"], 0) for ti in instances), instances
-    assert len(published_folders(stack, run_id)) == 1
+    assert len(stack.published_folders(run_id)) == 1
     assert [row["run_id"] for row in history(stack)].count(run_id) == 1
     wait_until(lambda: all(facts["Health"] == "healthy" for service, facts in stack.containers().items()
                            if service != "airflow-init"), 180, "every service to be healthy again", interval=3)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from etl.run_folder import short_run_id
 from tests.support.airflow_api import AirflowApi
 from tests.support.docker_stack import (
     DAG_ID,
@@ -86,6 +85,6 @@ def test_a_worker_killed_mid_task_has_its_task_retried_on_the_other_worker_and_t
         "task_instances"]]
     [survivor] = [worker["Hostname"] for worker in workers(stack) if worker["ID"] != victim["ID"]]
     assert attempts == [(1, "failed", host), (2, "success", survivor)], attempts
-    assert len(list((stack.root / "results").glob(f"*_{short_run_id(run_id)}"))) == 1
+    assert len(stack.published_folders(run_id)) == 1
     wait_until(lambda: all(worker["Health"] == "healthy" for worker in workers(stack)), 180,
                "the killed worker to be healthy again", interval=3)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
+from etl.run_folder import short_run_id
 from etl.steps import DAG_ID
 from tests.support.airflow_api import AirflowApi
 from tests.support.airflow_runs import env_file_values
@@ -338,6 +339,10 @@ class Stack:
     def containers(self) -> dict[str, dict[str, object]]:
         """service -> the facts of its container (for services that run one)."""
         return {str(facts.pop("Service")): facts for facts in self.all_containers()}
+
+    def published_folders(self, run_id: str) -> list[str]:
+        """The run's published folders in results/: `<start time>_<short run id>`."""
+        return [path.name for path in (self.root / "results").glob(f"*_{short_run_id(run_id)}")]
 
     def memory_bytes(self) -> int:
         """The memory the project's running containers use now, as `docker stats` counts it (cgroup v1: usage
